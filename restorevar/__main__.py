@@ -1,0 +1,5 @@
+import sys
+
+from restorevar.cli import main
+
+sys.exit(main())

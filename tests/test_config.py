@@ -1,0 +1,39 @@
+"""Typed configs reject unknown keys and ill-typed values."""
+import pytest
+
+from restorevar.config import apply_overrides, from_dict, to_dict
+from restorevar.errors import UserError
+from restorevar.models import RestoreVARConfig, get_preset
+
+
+def test_unknown_keys_are_rejected_with_the_valid_ones_listed():
+    with pytest.raises(UserError, match=r"unknown config key\(s\) transformer.dept; valid keys .*depth"):
+        from_dict(RestoreVARConfig, {"transformer": {"dept": 3}})
+    with pytest.raises(UserError, match="unknown config key"):
+        from_dict(RestoreVARConfig, {"decoder": {}})
+
+
+def test_values_are_type_checked():
+    with pytest.raises(UserError, match="transformer.depth: expected an integer"):
+        from_dict(RestoreVARConfig, {"transformer": {"depth": "16"}})
+    with pytest.raises(UserError, match="refiner.kind: 'diffusion' is not one of"):
+        from_dict(RestoreVARConfig, {"refiner": {"kind": "diffusion"}})
+    with pytest.raises(UserError, match="vqvae.patch_nums must end at the latent size 32"):
+        from_dict(RestoreVARConfig, {"vqvae": {"patch_nums": [1, 2, 4]}})
+
+
+def test_round_trip_and_overrides():
+    cfg = get_preset("small")
+    assert from_dict(RestoreVARConfig, to_dict(cfg)) == cfg
+    c2 = apply_overrides(cfg, ["transformer.conditioning=discrete", "vqvae.beta=0.5"])
+    assert c2.transformer.conditioning == "discrete" and c2.vqvae.beta == 0.5 and cfg.vqvae.beta == 0.25
+    with pytest.raises(UserError, match="must look like"):
+        apply_overrides(cfg, ["transformer.depth"])
+
+
+def test_presets_are_consistent():
+    for name in ("tiny", "small", "paper"):
+        cfg = get_preset(name)
+        assert cfg.vqvae.patch_nums[-1] == cfg.vqvae.latent_size
+    assert get_preset("small").vqvae.image_size == 128 and get_preset("small").transformer.depth == 6
+    assert len(get_preset("paper").vqvae.patch_nums) == 10
