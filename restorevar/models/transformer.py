@@ -1,0 +1,280 @@
+"""The RestoreVAR transformer: VAR's next-scale predictor, conditioned on the degraded image.
+
+Differences from VAR (spec section 3): cross-attention to the degraded latent after every FFN,
+behind a zero-initialised gain; an SOS token nudged by the pooled degraded latent; no AdaLN; 2D RoPE
+instead of absolute positions. ``positions`` and ``conditioning`` switch to the ablation variants.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from restorevar.errors import UserError
+from restorevar.models.attention import CrossAttention, SelfAttention
+from restorevar.models.quantizer import MultiScaleQuantizer
+from restorevar.models.rope import rope_cos_sin, scale_positions
+
+
+@dataclass
+class TransformerConfig:
+    depth: int = 16
+    width: int = 1024
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.1 * 16 / 24
+    positions: Literal["rope2d", "ape"] = "rope2d"
+    conditioning: Literal["continuous", "discrete"] = "continuous"
+    num_classes: int = 1000  # kept so VAR's class table loads; the null class is the SOS
+    rope_theta: float = 1e4
+    norm_eps: float = 1e-6
+    init_head: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise UserError(f"transformer.width={self.width} must be divisible by transformer.heads={self.heads}")
+        if self.positions == "rope2d" and self.head_dim % 4:
+            raise UserError(f"transformer: rope2d needs a head dim divisible by 4, got {self.head_dim}")
+        if not 0 <= self.drop_path_rate < 1:
+            raise UserError(f"transformer.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+
+@dataclass
+class GenerateOutput:
+    idx_list: list[torch.Tensor]  # per scale (B, pn, pn)
+    f_hat_BChw: torch.Tensor  # accumulated discrete latent
+    hidden_BLC: torch.Tensor  # last block's output for every token (the LRT's guidance)
+    logits_list: list[torch.Tensor] | None = None  # per scale (B, pn*pn, V), if asked
+
+
+# ------------------------------------------------------------------------------------------------
+# Block
+# ------------------------------------------------------------------------------------------------
+class DropPath(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class FFN(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(cfg.width, cfg.heads)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps, elementwise_affine=False)
+        self.ffn = FFN(cfg.width, round(cfg.width * cfg.mlp_ratio))
+        self.cross_attn = CrossAttention(cfg.width, cfg.heads, cfg.norm_eps)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x_BLC, rope, cross_kv, mask_LL=None, cache=None) -> torch.Tensor:
+        """``rope`` rotates this stream's queries (and self-attention keys); ``cross_kv`` is pre-rotated."""
+        x_BLC = x_BLC + self.drop_path(self.self_attn(self.norm1(x_BLC), rope, mask_LL, cache))
+        x_BLC = x_BLC + self.drop_path(self.ffn(self.norm2(x_BLC)))
+        return x_BLC + self.cross_attn(x_BLC, cross_kv, rope)
+
+
+# ------------------------------------------------------------------------------------------------
+# Transformer
+# ------------------------------------------------------------------------------------------------
+class RestoreVARTransformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig, vocab_size: int, cvae: int, patch_nums: tuple[int, ...]):
+        super().__init__()
+        self.cfg, self.vocab_size, self.cvae, self.patch_nums = cfg, vocab_size, cvae, tuple(patch_nums)
+        C, K = cfg.width, len(patch_nums)
+        self.L = sum(pn * pn for pn in patch_nums)
+        self.first_l = patch_nums[0] ** 2
+        self.grid = patch_nums[-1]
+        self.n_cond = self.grid**2 if cfg.conditioning == "continuous" else self.L
+
+        self.word_embed = nn.Linear(cvae, C)
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, C)
+        self.lvl_embed = nn.Embedding(K, C)
+        self.cond_proj = nn.Linear(cvae, cvae)
+        self.cond_embed = nn.Linear(cvae, C)
+        self.cond_lvl_embed = nn.Embedding(1 if cfg.conditioning == "continuous" else K, C)
+        self.sos_cond_embed = nn.Linear(cvae, C)
+        self.sos_gain = nn.Parameter(torch.zeros(()))  # zero: SOS starts as VAR's null-class token
+        if cfg.positions == "ape":
+            self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))
+            self.pos_1LC = nn.Parameter(torch.zeros(1, self.L, C))
+            self.cond_pos_1NC = nn.Parameter(torch.zeros(1, self.n_cond, C))
+        dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # rises linearly
+        self.blocks = nn.ModuleList(Block(cfg, p) for p in dpr)
+        self.head_norm = nn.LayerNorm(C, eps=cfg.norm_eps, elementwise_affine=False)
+        self.head = nn.Linear(C, vocab_size)
+
+        lvl_L = torch.cat([torch.full((pn * pn,), k) for k, pn in enumerate(patch_nums)])
+        self.register_buffer("lvl_L", lvl_L, persistent=False)
+        self.register_buffer("mask_LL", lvl_L[None, :] <= lvl_L[:, None], persistent=False)
+        cond_lvl = torch.zeros(self.n_cond, dtype=torch.long) if cfg.conditioning == "continuous" else lvl_L
+        self.register_buffer("cond_lvl_N", cond_lvl, persistent=False)
+        if cfg.positions == "rope2d":
+            cos, sin = rope_cos_sin(scale_positions(self.patch_nums, self.grid), cfg.head_dim, cfg.rope_theta)
+            cond_pos = scale_positions((self.grid,) if cfg.conditioning == "continuous" else self.patch_nums, self.grid)
+            ccos, csin = rope_cos_sin(cond_pos, cfg.head_dim, cfg.rope_theta)
+            for name, t in {"rope_cos": cos, "rope_sin": sin, "cond_rope_cos": ccos, "cond_rope_sin": csin}.items():
+                self.register_buffer(name, t, persistent=False)
+        self.reset_parameters()
+
+    # -- init ----------------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        std = math.sqrt(1 / self.cfg.width / 3)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.trunc_normal_(m.weight, std=std)
+            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.head.weight.mul_(self.cfg.init_head)
+            for b in self.blocks:
+                b.self_attn.proj.weight.div_(math.sqrt(2 * self.cfg.depth))
+                b.ffn.fc2.weight.div_(math.sqrt(2 * self.cfg.depth))
+        if self.cfg.positions == "ape":
+            for p in (self.pos_start, self.pos_1LC, self.cond_pos_1NC):
+                nn.init.trunc_normal_(p, std=std)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _rope(self, begin: int, end: int):
+        if self.cfg.positions != "rope2d":
+            return None
+        return self.rope_cos[begin:end], self.rope_sin[begin:end]
+
+    def _cond_rope(self):
+        return (self.cond_rope_cos, self.cond_rope_sin) if self.cfg.positions == "rope2d" else None
+
+    def embed_condition(self, cond_BNCv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning tokens ``(B, N, C)`` for cross-attention and the SOS ``(B, first_l, C)``."""
+        if cond_BNCv.shape[1:] != (self.n_cond, self.cvae):
+            raise ValueError(f"conditioning must be (B, {self.n_cond}, {self.cvae}), got {tuple(cond_BNCv.shape)}")
+        proj_BNCv = self.cond_proj(cond_BNCv)
+        cond_BNC = self.cond_embed(proj_BNCv) + self.cond_lvl_embed(self.cond_lvl_N)
+        B = cond_BNCv.shape[0]
+        null = self.class_emb.weight[self.cfg.num_classes]
+        sos_BC = null + self.sos_gain * self.sos_cond_embed(proj_BNCv.mean(dim=1))
+        sos_BlC = sos_BC[:, None, :].expand(B, self.first_l, -1)
+        if self.cfg.positions == "ape":
+            cond_BNC = cond_BNC + self.cond_pos_1NC
+            sos_BlC = sos_BlC + self.pos_start
+        return cond_BNC, sos_BlC
+
+    def cross_kv(self, cond_BNC: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        rope = self._cond_rope()
+        return [b.cross_attn.compute_kv(cond_BNC, rope) for b in self.blocks]
+
+    def _add_positions(self, x_BlC: torch.Tensor, begin: int, end: int) -> torch.Tensor:
+        x_BlC = x_BlC + self.lvl_embed(self.lvl_L[begin:end])
+        if self.cfg.positions == "ape":
+            x_BlC = x_BlC + self.pos_1LC[:, begin:end]
+        return x_BlC
+
+    def logits(self, h_BLC: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_norm(h_BLC))
+
+    # -- teacher forcing -----------------------------------------------------------------------
+    def forward(
+        self, cond_BNCv: torch.Tensor, x_BLCv_wo_first: torch.Tensor, return_hidden: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """All scales at once under the block-causal mask: logits ``(B, L, V)``."""
+        cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
+        x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCv_wo_first)], dim=1)
+        x_BLC = self._add_positions(x_BLC, 0, self.L)
+        kvs, rope = self.cross_kv(cond_BNC), self._rope(0, self.L)
+        for block, kv in zip(self.blocks, kvs):
+            x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL)
+        logits_BLV = self.logits(x_BLC)
+        return (logits_BLV, x_BLC) if return_hidden else logits_BLV
+
+    # -- cached inference ----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        cond_BNCv: torch.Tensor,
+        quantizer: MultiScaleQuantizer,
+        top_k: int = 0,
+        top_p: float = 0.0,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        precompute_cross_kv: bool = True,
+        return_logits: bool = False,
+    ) -> GenerateOutput:
+        """Predict the clean image's tokens scale by scale with a KV cache (greedy unless top-k/top-p)."""
+        B = cond_BNCv.shape[0]
+        gen = None
+        if top_k > 0 or top_p > 0:
+            gen = torch.Generator(device=cond_BNCv.device)
+            gen.manual_seed(0 if seed is None else seed)
+        cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
+        kvs = self.cross_kv(cond_BNC) if precompute_cross_kv else None
+        crope = self._cond_rope()
+        caches: list[dict[str, torch.Tensor]] = [{} for _ in self.blocks]
+        f_hat = cond_BNCv.new_zeros(B, self.cvae, self.grid, self.grid)
+        x_BlC = sos_BlC
+        idx_list, hidden, logits_list, begin = [], [], [], 0
+        for k, pn in enumerate(self.patch_nums):
+            end = begin + pn * pn
+            x_BlC = self._add_positions(x_BlC, begin, end)
+            rope = self._rope(begin, end)
+            for i, block in enumerate(self.blocks):
+                kv = kvs[i] if kvs is not None else block.cross_attn.compute_kv(cond_BNC, crope)
+                x_BlC = block(x_BlC, rope, kv, cache=caches[i])
+            hidden.append(x_BlC)
+            logits_BlV = self.logits(x_BlC).float()
+            if return_logits:
+                logits_list.append(logits_BlV)
+            idx_Bl = sample_tokens(logits_BlV, top_k, top_p, temperature, gen)
+            idx_Bhw = idx_Bl.view(B, pn, pn)
+            idx_list.append(idx_Bhw)
+            f_hat, next_map = quantizer.next_input(k, f_hat, quantizer.embed(idx_Bhw))
+            if k + 1 < len(self.patch_nums):
+                x_BlC = self.word_embed(next_map.flatten(2).transpose(1, 2))
+            begin = end
+        return GenerateOutput(idx_list, f_hat, torch.cat(hidden, dim=1), logits_list if return_logits else None)
+
+
+def sample_tokens(
+    logits_BlV: torch.Tensor, top_k: int, top_p: float, temperature: float, gen: torch.Generator | None
+) -> torch.Tensor:
+    """Greedy argmax, or a seeded sample from the top-k / nucleus (top-p) filtered distribution."""
+    if gen is None:
+        return logits_BlV.argmax(dim=-1)
+    logits = logits_BlV / max(temperature, 1e-6)
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p > 0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cum - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest prefix reaching top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    B, l, V = probs.shape
+    return torch.multinomial(probs.view(B * l, V), 1, generator=gen).view(B, l)

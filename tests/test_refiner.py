@@ -1,0 +1,74 @@
+"""Refiner strategies: LRT, LRT without last-block guidance, HART MLP diffusion, none."""
+import torch
+
+from conftest import make_tiny
+
+
+def _generated(m, images):
+    return m.transformer.generate(m.condition(images[0]), m.vqvae.quantizer)
+
+
+def test_none_refiner_passes_f_hat_through(images):
+    m = make_tiny(["refiner.kind=none"], gains=0.5)
+    gen = _generated(m, images)
+    assert m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC) is gen.f_hat_BChw
+    assert sum(p.numel() for p in m.refiner.parameters()) == 0
+
+
+def test_lrt_predicts_a_residual_and_reads_hidden_states(images):
+    m = make_tiny(["refiner.kind=lrt"], gains=0.5)
+    gen = _generated(m, images)
+    with torch.no_grad():
+        m.refiner.proj_out.weight.zero_()
+    torch.testing.assert_close(m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC), gen.f_hat_BChw)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        m.refiner.proj_out.weight.normal_()
+    a = m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC)
+    b = m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC.flip(1))
+    assert (a - b).abs().max() > 1e-4  # the last block's hidden states steer the refinement
+
+
+def test_lrt_without_last_block_ignores_hidden_states(images):
+    m = make_tiny(["refiner.kind=lrt_no_last_block"], gains=0.5)
+    gen = _generated(m, images)
+    with torch.no_grad():
+        m.refiner.proj_out.weight.normal_()
+    a = m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC)
+    b = m.refiner.refine(gen.f_hat_BChw, None)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_lrt_loss_is_l1_to_target_and_trains(images):
+    m = make_tiny(["refiner.kind=lrt"], gains=0.5)
+    gen = _generated(m, images)
+    target = m.vqvae.encode(images[1]).detach()
+    loss = m.refiner.loss(gen.f_hat_BChw, gen.hidden_BLC, target)
+    torch.testing.assert_close(loss, (m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC) - target).abs().mean())
+    opt = torch.optim.Adam(m.refiner.parameters(), lr=3e-3)
+    first = loss.item()
+    for _ in range(30):
+        opt.zero_grad()
+        loss = m.refiner.loss(gen.f_hat_BChw, gen.hidden_BLC, target)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
+
+
+def test_hart_refiner_is_seeded_and_learns(images):
+    m = make_tiny(["refiner.kind=hart_mlp"], gains=0.5)
+    gen = _generated(m, images)
+    a = m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC, seed=1)
+    b = m.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC, seed=1)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    target = m.vqvae.encode(images[1]).detach()
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(m.refiner.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = m.refiner.loss(gen.f_hat_BChw, gen.hidden_BLC, target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
