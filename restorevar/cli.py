@@ -1,0 +1,221 @@
+"""``restorevar`` command line. Bad input ends in one line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from restorevar.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _build_meta(preset: str, overrides: list[str]):
+    import torch
+
+    from restorevar.models import RestoreVAR, get_preset
+
+    cfg = get_preset(preset, overrides)
+    with torch.device("meta"):  # shapes only: no memory, no init cost, even for the paper preset
+        return RestoreVAR(cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# info
+# ------------------------------------------------------------------------------------------------
+def model_info(preset: str, overrides: list[str]) -> dict[str, Any]:
+    from restorevar.config import to_dict
+    from restorevar.models import PatchGAN
+
+    m = _build_meta(preset, overrides)
+    v, t = m.cfg.vqvae, m.cfg.transformer
+    import torch
+
+    with torch.device("meta"):
+        disc = PatchGAN(m.cfg.discriminator)
+    params = {
+        "vqvae": _count(m.vqvae),
+        "vqvae_encoder": _count(m.vqvae.encoder) + _count(m.vqvae.quant_conv),
+        "vqvae_decoder": _count(m.vqvae.decoder) + _count(m.vqvae.post_quant_conv),
+        "vqvae_quantizer": _count(m.vqvae.quantizer),
+        "transformer": _count(m.transformer),
+        "refiner": _count(m.refiner),
+        "discriminator": _count(disc),
+    }
+    return {
+        "preset": preset,
+        "overrides": overrides,
+        "params": params,
+        "params_M": {k: round(n / 1e6, 3) for k, n in params.items()},
+        "image_size": v.image_size,
+        "patch_nums": list(v.patch_nums),
+        "n_scales": len(v.patch_nums),
+        "n_tokens": v.n_tokens,
+        "latent_size": [v.z_channels, v.latent_size, v.latent_size],
+        "vocab_size": v.vocab_size,
+        "positions": t.positions,
+        "conditioning": t.conditioning,
+        "refiner": m.cfg.refiner.kind,
+        "config": to_dict(m.cfg),
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = model_info(args.preset, args.set)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"preset {info['preset']}: {info['image_size']} px, latent {info['latent_size']}, "
+          f"{info['n_scales']} scales {info['patch_nums']} = {info['n_tokens']} tokens, V={info['vocab_size']}")
+    print(f"variant: positions={info['positions']} conditioning={info['conditioning']} refiner={info['refiner']}")
+    for k, n in info["params"].items():
+        print(f"  {k:<16} {n / 1e6:10.3f} M")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# convert-official
+# ------------------------------------------------------------------------------------------------
+def check_manifest(path: Path, preset: str, overrides: list[str]) -> dict[str, Any]:
+    """Convert zero tensors shaped as in the manifest and load them strictly into the preset."""
+    import torch
+
+    from restorevar.convert import MANIFEST_KINDS, convert, fill_missing, is_clean
+
+    try:
+        manifest = json.loads(path.read_text())["checkpoints"]
+    except FileNotFoundError:
+        raise UserError(f"manifest not found: {path}; check the path") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a checkpoint shape manifest (expected a 'checkpoints' mapping): {e}") from None
+    model = _build_meta(preset, overrides)
+    out: dict[str, Any] = {"preset": preset, "manifest": str(path), "checkpoints": {}, "ok": True}
+    for name, shapes in manifest.items():
+        kind = MANIFEST_KINDS.get(name)
+        if kind is None:
+            raise UserError(f"manifest lists unknown checkpoint {name!r}; known: {', '.join(MANIFEST_KINDS)}")
+        zero = torch.zeros(())  # one shared zero, expanded: real zero tensors without gigabytes of memory
+        sd = {k: zero.expand(s) for k, s in shapes.items()}
+        rep = convert(kind, sd, model)
+        summary = rep.summary()
+        summary["keys_total"] = len(sd)
+        if kind == "var_d16":
+            summary["dropped"] = sorted(rep.ignored)
+            summary["newly_initialised"] = fill_missing(rep, model)
+            summary["missing"] = {}
+        for comp, state in rep.components.items():
+            if is_clean(rep):
+                res = getattr(model, comp).load_state_dict(state, strict=True, assign=True)
+                assert not res.missing_keys and not res.unexpected_keys
+        summary["loaded_strictly"] = is_clean(rep)
+        out["ok"] &= is_clean(rep)
+        out["checkpoints"][name] = summary
+    return out
+
+
+def convert_files(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from restorevar.checkpoint import read_torch_file, save_checkpoint
+    from restorevar.convert import convert, fill_missing, is_clean, unwrap_state_dict
+    from restorevar.models import RestoreVAR, get_preset
+
+    inputs = [(k, p) for k, p in (("vqvae", args.vae), ("restorevar", args.restorevar), ("var_d16", args.var)) if p]
+    if not inputs:
+        raise UserError("nothing to convert: give --vae, --restorevar and/or --var, or --check-manifest")
+    if args.out is None:
+        raise UserError("--out is required when converting files")
+    if args.restorevar and args.var:
+        raise UserError("--restorevar and --var both fill the transformer; give one of them")
+    cfg = get_preset(args.preset, args.set)
+    loaded = [(kind, path, unwrap_state_dict(read_torch_file(path))) for kind, path in inputs]  # fail fast
+    torch.manual_seed(args.seed)
+    model = RestoreVAR(cfg)
+    components: dict[str, dict[str, torch.Tensor]] = {}
+    summary: dict[str, Any] = {"preset": args.preset, "out": str(args.out), "checkpoints": {}}
+    for kind, path, sd in loaded:
+        rep = convert(kind, sd, model)
+        s = rep.summary()
+        if kind == "var_d16":
+            s["dropped"] = sorted(rep.ignored)
+            s["newly_initialised"] = fill_missing(rep, model)
+            s["missing"] = {}
+        if not is_clean(rep):
+            problems = rep.unmapped + rep.shape_mismatches + [f"missing {k}" for v in rep.missing.values() for k in v]
+            raise UserError(f"{path} does not match the {args.preset} preset as {kind}: {problems[0]} "
+                            f"({len(problems)} problems in all); check --preset/--set and the file's kind")
+        for comp, state in rep.components.items():
+            getattr(model, comp).load_state_dict(state, strict=True)
+            components[comp] = {k: v.float().contiguous() for k, v in getattr(model, comp).state_dict().items()}
+        summary["checkpoints"][str(path)] = s
+    save_checkpoint(args.out, config=model.cfg, components=components,
+                    meta={"source": "convert-official", "inputs": {k: str(p) for k, p in inputs}})
+    return summary
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    if args.check_manifest:
+        result = check_manifest(Path(args.check_manifest), args.preset, args.set)
+    else:
+        result = convert_files(args)
+    text = json.dumps(result, indent=2)
+    if args.report:
+        from restorevar.checkpoint import atomic_write
+
+        atomic_write(args.report, lambda tmp: Path(tmp).write_text(text + "\n"))
+    print(text)
+    return 0 if result.get("ok", True) else 1
+
+
+# ------------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="restorevar", description="RestoreVAR: all-in-one image restoration suite")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    i = sub.add_parser("info", help="parameter counts, scales and latent size of a preset")
+    i.add_argument("--preset", default="paper", help="tiny, small or paper")
+    i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. transformer.positions=ape (repeatable)")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("convert-official", help="map published VAR/RestoreVAR checkpoints onto this package")
+    c.add_argument("--vae", type=Path, help="vae_ch160v4096z32.pth or vae_restorevar.ckpt")
+    c.add_argument("--restorevar", type=Path, help="restorevar.pth (transformer + refiner)")
+    c.add_argument("--var", type=Path, help="var_d16.pth, loaded non-strictly into the transformer")
+    c.add_argument("--out", type=Path, help="our checkpoint to write")
+    c.add_argument("--check-manifest", metavar="PATH",
+                   help="dry run: convert zero tensors shaped as in a shape manifest and load them strictly")
+    c.add_argument("--report", type=Path, help="also write the JSON summary here")
+    c.add_argument("--preset", default="paper")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--seed", type=int, default=0, help="seed for weights the file does not provide (--var)")
+    c.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"restorevar: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("restorevar: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Compatibility with the published checkpoints (names and shapes in shared/reference)."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_tiny
+from restorevar.checkpoint import load_checkpoint, load_components
+from restorevar.cli import check_manifest, main
+
+MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_state_dict_shapes.json"
+needs_manifest = pytest.mark.skipif(not MANIFEST.exists(), reason=f"shape manifest not at {MANIFEST}")
+
+
+@needs_manifest
+def test_manifest_converts_and_loads_strictly_into_paper_preset():
+    res = check_manifest(MANIFEST, "paper", [])
+    assert res["ok"]
+    for name in ("vae_ch160v4096z32", "vae_restorevar", "restorevar_d16_512"):
+        s = res["checkpoints"][name]
+        assert s["loaded_strictly"] and not s["unmapped"] and not s["shape_mismatches"] and not s["missing"]
+        assert s["keys_mapped"] + s["keys_ignored"] == s["keys_total"]
+    rv = res["checkpoints"]["restorevar_d16_512"]
+    # only recomputed buffers and the constant zero k-bias are ignored
+    assert set(rv["ignored_reasons"]) == {
+        "block-causal mask, rebuilt from patch_nums", "RoPE table, rebuilt from patch_nums and head dim",
+        "conditioning RoPE table, rebuilt", "scale index per token, rebuilt from patch_nums",
+        "conditioning level index, rebuilt", "constant zero k-bias buffer; the k projection has no bias"}
+    assert res["checkpoints"]["vae_ch160v4096z32"]["keys_ignored"] == 0
+
+
+@needs_manifest
+def test_var_d16_loads_non_strictly_and_reports_what_was_dropped():
+    s = check_manifest(MANIFEST, "paper", [])["checkpoints"]["var_d16"]
+    dropped = set(s["dropped"])
+    assert {"pos_1LC", "pos_start", "head_nm.ada_lin.1.weight", "blocks.3.ada_lin.1.bias"} <= dropped
+    assert all(re.search(r"ada_lin|pos_|zero_k_bias|attn_bias_for_masking|lvl_1L", k) for k in dropped)
+    new = set(s["newly_initialised"])
+    assert "transformer.blocks.0.cross_attn.kv_proj.weight" in new and "transformer.sos_gain" in new
+    assert "transformer.blocks.0.self_attn.qkv.weight" not in new  # pretrained, kept
+    assert not s["unmapped"]
+
+
+@needs_manifest
+def test_var_d16_ape_variant_drops_only_the_mismatched_position_table():
+    s = check_manifest(MANIFEST, "paper", ["transformer.positions=ape"])["checkpoints"]["var_d16"]
+    assert "pos_1LC" in s["dropped"] and "pos_start" not in s["dropped"]
+
+
+# -- round trip through real files, with an independent inverse of the renaming -----------------
+def _to_official_vae(sd, n_levels):
+    out = {}
+    for k, v in sd.items():
+        k = re.sub(r"decoder\.levels\.(\d+)\.", lambda m: f"decoder.up.{n_levels - 1 - int(m.group(1))}.", k)
+        k = k.replace("encoder.levels.", "encoder.down.").replace(".blocks.", ".block.").replace(".attns.", ".attn.")
+        k = k.replace(".shortcut.", ".nin_shortcut.").replace(".proj.", ".proj_out.")
+        k = k.replace("mid.block1", "mid.block_1").replace("mid.block2", "mid.block_2").replace("mid.attn.", "mid.attn_1.")
+        k = re.sub(r"(encoder\.down\.\d+)\.resample\.", r"\1.downsample.", k)
+        k = re.sub(r"(decoder\.up\.\d+)\.resample\.", r"\1.upsample.", k)
+        k = k.replace("quantizer.codebook.", "quantize.embedding.").replace("quantizer.phi.convs.", "quantize.quant_resi.qresi_ls.")
+        k = k.replace("quantizer.usage_ema_SV", "quantize.ema_vocab_hit_SV")
+        out[k] = v.clone()
+    return out
+
+
+def _to_official_restorevar(t_sd, r_sd):
+    out = {}
+    for k, v in t_sd.items():
+        k = k.replace(".self_attn.cos_scale.log_scale_1H11", ".attn.scale_mul_1H11").replace(".cos_scale.log_scale_1H11", ".scale_mul_1H11")
+        k = k.replace(".self_attn.qkv.", ".attn.mat_qkv.").replace(".self_attn.", ".attn.")
+        k = {"cond_proj.weight": "cond_proj4.weight", "cond_proj.bias": "cond_proj4.bias",
+             "cond_embed.weight": "word_embed_cond.weight", "cond_embed.bias": "word_embed_cond.bias",
+             "cond_lvl_embed.weight": "lvl_embed_cond.weight", "sos_cond_embed.weight": "global_embed.weight",
+             "sos_cond_embed.bias": "global_embed.bias", "sos_gain": "global_embed_gain"}.get(k, k)
+        out[k] = v.clone()
+    for i in range(len([k for k in t_sd if k.endswith("self_attn.q_bias")])):
+        out[f"blocks.{i}.attn.zero_k_bias"] = torch.zeros_like(t_sd[f"blocks.{i}.self_attn.q_bias"])
+    out["attn_bias_for_masking"] = torch.zeros(1, 1, 3, 3)  # recomputed buffers: any content is ignored
+    for k, v in r_sd.items():
+        k = k.replace("pos_1NW", "pos_embedding").replace("pos_cond_1LW", "pos_embedding_cond")
+        k = re.sub(r"layers\.(\d+)\.attn\.to_out\.", r"transformer.layers.\1.0.to_out.0.", k)
+        k = re.sub(r"layers\.(\d+)\.attn\.", r"transformer.layers.\1.0.", k)
+        k = re.sub(r"layers\.(\d+)\.ffn\.(\d+)\.", r"transformer.layers.\1.1.net.\2.", k)
+        k = re.sub(r"layers\.(\d+)\.cross\.", r"transformer.layers.\1.2.", k)
+        k = k.replace("norm_out.", "transformer.norm.")
+        out["vae_refiner." + k] = v.clone()
+    return out
+
+
+def test_round_trip_of_official_format_files(tmp_path, images):
+    src = make_tiny(seed=7, gains=0.6)
+    n_levels = len(src.cfg.vqvae.ch_mult)
+    torch.save({"state_dict": _to_official_vae(src.vqvae.state_dict(), n_levels)}, tmp_path / "vae.ckpt")
+    torch.save({"module." + k: v for k, v in
+                _to_official_restorevar(src.transformer.state_dict(), src.refiner.state_dict()).items()},
+               tmp_path / "restorevar.pth")
+    out = tmp_path / "ours.pt"
+    rc = main(["convert-official", "--preset", "tiny", "--vae", str(tmp_path / "vae.ckpt"),
+               "--restorevar", str(tmp_path / "restorevar.pth"), "--out", str(out)])
+    assert rc == 0
+    ckpt = load_checkpoint(out)
+    dst = make_tiny(seed=99)
+    load_components(dst, ckpt, ["vqvae", "transformer", "refiner"], out)
+    a, b = src.restore(images[0]), dst.restore(images[0])
+    torch.testing.assert_close(a.image_B3HW, b.image_B3HW, atol=0, rtol=0)
+
+
+def test_conversion_into_the_wrong_preset_is_a_one_line_error(tmp_path, capsys):
+    src = make_tiny()
+    torch.save(_to_official_vae(src.vqvae.state_dict(), 3), tmp_path / "vae.pth")
+    rc = main(["convert-official", "--preset", "small", "--vae", str(tmp_path / "vae.pth"), "--out", str(tmp_path / "o.pt")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "does not match the small preset" in err
+    assert not (tmp_path / "o.pt").exists()
+
+
+class NotATensor:
+    pass
+
+
+def test_pickled_objects_are_refused(tmp_path, capsys):
+    torch.save({"weights": {"a": torch.zeros(1)}, "obj": NotATensor()}, tmp_path / "evil.pth")
+    rc = main(["convert-official", "--preset", "tiny", "--vae", str(tmp_path / "evil.pth"), "--out", str(tmp_path / "o.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "refused for safety" in err
+
+
+def test_manifest_summary_is_json_and_written_atomically(tmp_path, capsys):
+    if not MANIFEST.exists():
+        pytest.skip(f"shape manifest not at {MANIFEST}")
+    report = tmp_path / "compat.json"
+    assert main(["convert-official", "--check-manifest", str(MANIFEST), "--report", str(report)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(report.read_text()) == printed and printed["ok"]
