@@ -169,7 +169,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         result = convert_files(args)
     text = json.dumps(result, indent=2)
     if args.report:
-        from restorevar.checkpoint import atomic_write
+        from restorevar.fileio import atomic_write
 
         atomic_write(args.report, lambda tmp: Path(tmp).write_text(text + "\n"))
     print(text)
@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--seed", type=int, default=0, help="seed for weights the file does not provide (--var)")
     c.set_defaults(func=cmd_convert)
+
+    from restorevar.data.cli import add_data_parser
+
+    add_data_parser(sub, _Parser)
     return p
 
 

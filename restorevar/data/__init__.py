@@ -1,0 +1,1 @@
+"""Data: the embedded synthetic benchmark, manifests, the paired dataset, real-dataset and weight fetching."""

@@ -1,0 +1,174 @@
+"""Manifests: the published format round-trip, `data check` finding each kind of problem, the Dataset."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restorevar.cli import main
+from restorevar.data.dataset import DegradationBalancedSampler, PairedDataset, PairedTransform, collate_skip_none
+from restorevar.data.manifest import Entry, check_manifest, read_manifest, write_manifest
+from restorevar.errors import UserError
+from restorevar.fileio import ImageReadError
+
+
+def _img(path, w=40, h=30, value=None, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8) if value is None \
+        else np.full((h, w, 3), value, np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_round_trip_keeps_the_published_format_and_unknown_keys(tmp_path):
+    published = [
+        {"image_path": "/abs/rain/1.png", "target_path": "/abs/gt/1.png", "degradation": 2, "dataset": "Rain13K"},
+        {"image_path": "in/2.png", "target_path": "gt/2.png", "degradation": 4, "dataset": "LOLv1",
+         "their_field": [1, 2], "split": "test"},
+    ]
+    (tmp_path / "m.json").write_text(json.dumps(published))
+    entries = read_manifest(tmp_path / "m.json")
+    write_manifest(tmp_path / "out.json", entries)
+    assert json.loads((tmp_path / "out.json").read_text()) == published
+    # a reader that only knows the four published keys still works on what we write
+    minimal = [{k: e[k] for k in ("image_path", "target_path", "degradation", "dataset")}
+               for e in json.loads((tmp_path / "out.json").read_text())]
+    assert minimal[1] == {"image_path": "in/2.png", "target_path": "gt/2.png", "degradation": 4, "dataset": "LOLv1"}
+
+
+def test_degradation_names_are_accepted_as_labels(tmp_path):
+    (tmp_path / "m.json").write_text(json.dumps([
+        {"image_path": "a.png", "target_path": "b.png", "degradation": "Low-light", "dataset": "x"},
+        {"image_path": "c.png", "target_path": "d.png", "degradation": "motion blur", "dataset": "x"}]))
+    assert [e.degradation for e in read_manifest(tmp_path / "m.json")] == [4, 5]
+
+
+def _problem_tree(tmp_path):
+    for i in range(4):
+        _img(tmp_path / "in" / f"{i}.png", seed=i)
+        _img(tmp_path / "gt" / f"{i}.png", seed=10 + i)
+    _img(tmp_path / "gt" / "big.png", w=64, h=64)
+    (tmp_path / "in" / "trunc.png").write_bytes((tmp_path / "in" / "0.png").read_bytes()[:60])
+    rows = [
+        ("in/0.png", "gt/0.png", 1),        # 0 fine
+        ("in/1.png", "gt/big.png", 2),      # 1 size mismatch
+        ("in/missing.png", "gt/2.png", 3),  # 2 missing file
+        ("in/trunc.png", "gt/3.png", 4),    # 3 truncated image
+        ("in/0.png", "gt/0.png", 1),        # 4 duplicate of 0
+        ("in/3.png", "gt/3.png", 42),       # 5 unknown label
+    ]
+    m = [{"image_path": a, "target_path": b, "degradation": d, "dataset": "toy"} for a, b, d in rows]
+    (tmp_path / "train.json").write_text(json.dumps(m))
+    (tmp_path / "test.json").write_text(json.dumps([m[5] | {"degradation": 1}]))
+
+
+def test_check_finds_every_kind_of_problem(tmp_path):
+    _problem_tree(tmp_path)
+    _, problems = check_manifest(tmp_path / "train.json", other=tmp_path / "test.json")
+    by_index = {}
+    for p in problems:
+        by_index.setdefault(p.index, []).append(p.message)
+    assert 0 not in by_index
+    assert any("differs from target size" in m for m in by_index[1])
+    assert any("file not found" in m for m in by_index[2])
+    assert any("cannot decode image" in m for m in by_index[3])
+    assert any("duplicate of entry 0" in m for m in by_index[4])
+    assert any("unknown degradation label 42" in m for m in by_index[5])
+    assert any("train and test overlap" in m for m in by_index[5])
+
+
+def test_check_cli_prints_table_then_one_line_per_problem_and_fails(tmp_path, capsys):
+    _problem_tree(tmp_path)
+    assert main(["data", "check", str(tmp_path / "train.json"), "--against", str(tmp_path / "test.json")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["dataset", "degradation", "pairs"]
+    problems = [line for line in out if line.startswith("problem: ")]
+    assert len(problems) == 8 and all("[" in p and ".png" in p for p in problems)
+
+
+def test_check_of_a_missing_or_broken_manifest_is_one_line(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path / "nope.json")]) == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["data", "check", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "manifest not found" in err[0] and "not valid JSON" in err[1]
+
+
+# -- Dataset ------------------------------------------------------------------------------------
+def _pairs(tmp_path, n=6, w=48, h=40):
+    entries = []
+    for i in range(n):
+        _img(tmp_path / "in" / f"{i}.png", w, h, seed=i)
+        _img(tmp_path / "gt" / f"{i}.png", w, h, seed=100 + i)
+        entries.append(Entry(f"in/{i}.png", f"gt/{i}.png", 1 + i % 3, "toy"))
+    write_manifest(tmp_path / "m.json", entries)
+    return tmp_path / "m.json"
+
+
+def test_train_transform_crops_pairs_identically_and_reproducibly(tmp_path):
+    m = _pairs(tmp_path)
+    t = PairedTransform(crop=16, resize_shorter=None, hflip=True)
+    ds = PairedDataset(m, t, seed=3)
+    a, b = ds[2], ds[2]
+    assert a["degraded"].shape == (3, 16, 16) and torch.equal(a["degraded"], b["degraded"])
+    assert a["degraded"].min() >= -1 and a["degraded"].max() <= 1
+    # the same window in both images: compare against a direct crop of the full pair
+    full_deg = np.asarray(Image.open(tmp_path / "in" / "2.png"), np.float32) / 127.5 - 1
+    full_gt = np.asarray(Image.open(tmp_path / "gt" / "2.png"), np.float32) / 127.5 - 1
+    deg = a["degraded"].permute(1, 2, 0).numpy()
+    found = [(y, x, f) for y in range(40 - 15) for x in range(48 - 15) for f in (False, True)
+             if np.allclose((full_deg[y:y + 16, x:x + 16][:, ::-1] if f else full_deg[y:y + 16, x:x + 16]), deg)]
+    assert len(found) == 1
+    y, x, f = found[0]
+    gt = full_gt[y:y + 16, x:x + 16][:, ::-1] if f else full_gt[y:y + 16, x:x + 16]
+    assert np.allclose(a["clean"].permute(1, 2, 0).numpy(), gt)
+
+
+def test_resize_shorter_and_test_protocols(tmp_path):
+    m = _pairs(tmp_path)
+    ds = PairedDataset(m, PairedTransform(crop=24, resize_shorter=30))
+    assert ds[0]["clean"].shape == (3, 24, 24)
+    rs = PairedDataset(m, PairedTransform(crop=32, mode="test", test_protocol="resize"))[0]
+    cc = PairedDataset(m, PairedTransform(crop=32, mode="test", test_protocol="center_crop"))[0]
+    assert rs["degraded"].shape == cc["degraded"].shape == (3, 32, 32)
+    full = np.asarray(Image.open(tmp_path / "in" / "0.png"), np.float32) / 127.5 - 1
+    assert np.allclose(cc["degraded"].permute(1, 2, 0).numpy(), full[4:36, 8:40])
+
+
+def test_corrupt_image_names_the_file_or_is_skipped_and_counted(tmp_path):
+    m = _pairs(tmp_path)
+    bad = tmp_path / "in" / "3.png"
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(ImageReadError, match="3.png"):
+        PairedDataset(m, PairedTransform(crop=16, resize_shorter=None))[3]
+    ds = PairedDataset(m, PairedTransform(crop=16, resize_shorter=None), skip_corrupt=True)
+    batch = collate_skip_none([ds[i] for i in range(6)])
+    assert batch["degraded"].shape[0] == 5 and ds.skipped == ["in/3.png"]
+
+
+def test_unknown_labels_are_refused_by_the_dataset(tmp_path):
+    m = _pairs(tmp_path)
+    data = json.loads(m.read_text())
+    data[0]["degradation"] = 99
+    m.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="unknown degradation 99"):
+        PairedDataset(m, PairedTransform(crop=16))
+
+
+def test_balanced_sampler_balances_degradations_not_entries():
+    labels = [1] * 90 + [2] * 9 + [3] * 1
+    s = DegradationBalancedSampler(labels, num_samples=6000, seed=0)
+    drawn = [labels[i] for i in s]
+    counts = np.bincount(drawn, minlength=4)[1:]
+    assert np.all(np.abs(counts / 6000 - 1 / 3) < 0.03)
+    assert list(s) == list(DegradationBalancedSampler(labels, 6000, seed=0))  # seeded
+    s.set_epoch(1)
+    assert list(s) != list(DegradationBalancedSampler(labels, 6000, seed=0))
+
+
+def test_dataset_missing_manifest_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="manifest not found"):
+        PairedDataset(tmp_path / "x.json", PairedTransform())
+    shutil.rmtree(tmp_path)
