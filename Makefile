@@ -23,9 +23,11 @@ test: setup
 	$(PY) -m pytest -q
 
 # The full study arrives with the pipeline issue; until then this reproduces what exists:
-# the model-family summary for every preset and the published-checkpoint compatibility check.
+# the synthetic benchmark, the model-family summary for every preset and the checkpoint compatibility check.
 repro: setup
 	mkdir -p reports
+	$(VENV)/bin/restorevar data synth --out data/synth --quiet
+	$(VENV)/bin/restorevar data check data/synth/train.json --against data/synth/test.json
 	for p in tiny small paper; do $(VENV)/bin/restorevar info --preset $$p --json > reports/model_info_$$p.json.tmp && mv reports/model_info_$$p.json.tmp reports/model_info_$$p.json; done
 	$(VENV)/bin/restorevar convert-official --check-manifest ../shared/reference/official_state_dict_shapes.json --report reports/official_compat.json > /dev/null
 
