@@ -179,6 +179,42 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 # entry point
 # ------------------------------------------------------------------------------------------------
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from restorevar.fileio import ImageReadError, atomic_write, read_image
+    from restorevar.inference import RestoreOptions, Restorer, list_inputs
+
+    files = list_inputs(args.inputs)
+    if not files:
+        raise UserError(f"no images found in {', '.join(args.inputs)} (looked for .png, .jpg, .bmp, .tif, .webp)")
+    opts = RestoreOptions(mode=args.mode, overlap=args.overlap, batch_size=args.batch_size, top_k=args.top_k,
+                          top_p=args.top_p, seed=args.seed, device=args.device)
+    r = Restorer(args.checkpoint, opts)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed, used = [], set()
+    for path in tqdm(files, desc=f"restore ({opts.mode}, {r.size}px model)", unit="img", disable=args.quiet):
+        try:
+            img = read_image(path)
+        except ImageReadError as e:
+            tqdm.write(f"restorevar: warning: skipped: {e}", file=sys.stderr)
+            failed.append(path)
+            continue
+        name, k = f"{path.stem}.png", 1
+        while name in used:  # same file name from two folders: keep both
+            name, k = f"{path.stem}_{k}.png", k + 1
+        used.add(name)
+        out = r.restore_image(img)
+        atomic_write(args.out / name, lambda tmp, out=out: out.save(tmp, format="PNG"))
+    done = len(files) - len(failed)
+    print(f"restored {done}/{len(files)} image(s) into {args.out} with {r.checkpoint}", file=sys.stderr)
+    if failed:
+        print(f"restorevar: error: {len(failed)} input(s) could not be read: {', '.join(map(str, failed[:5]))}"
+              + (" ..." if len(failed) > 5 else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="restorevar", description="RestoreVAR: all-in-one image restoration suite")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -202,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--seed", type=int, default=0, help="seed for weights the file does not provide (--var)")
     c.set_defaults(func=cmd_convert)
+
+    r = sub.add_parser("restore", help="restore your own images (files or folders) with a trained checkpoint")
+    r.add_argument("inputs", nargs="+", help="image files or folders of images")
+    r.add_argument("--checkpoint", required=True, type=Path,
+                   help="checkpoints/train_refiner.pt from `make repro`, or a folder holding it")
+    r.add_argument("--out", required=True, type=Path, help="folder for the restored PNGs (same names)")
+    r.add_argument("--mode", choices=["resize", "tile"], default="resize",
+                   help="resize: to the model size and back (default); tile: overlapping model-sized tiles")
+    r.add_argument("--overlap", type=float, default=0.25, help="tile mode: overlap fraction (default 0.25)")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--top-k", type=int, default=0, help="sample from the top k tokens (default greedy)")
+    r.add_argument("--top-p", type=float, default=0.0)
+    r.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_restore)
 
     from restorevar.data.cli import add_data_parser
 

@@ -83,7 +83,7 @@ class PairedDataset(Dataset):
             raise ImageReadError(f"{img_path} is {deg.size} but its target {tgt_path} is {clean.size}")
         return deg, clean
 
-    def _apply(self, index: int, deg: Image.Image, clean: Image.Image | None):
+    def _apply(self, index: int, deg: Image.Image, clean: Image.Image | None, epoch: int):
         t = self.t
         ims = [deg] if clean is None else [deg, clean]
         if t.mode == "test":
@@ -96,7 +96,7 @@ class PairedDataset(Dataset):
             return [im.crop((left, top, left + t.crop, top + t.crop)) for im in ims]
         if t.resize_shorter is not None:
             ims = [_resize_shorter(im, t.resize_shorter) for im in ims]
-        rng = np.random.default_rng([self.seed, self.epoch, index])  # reproducible, worker-independent
+        rng = np.random.default_rng([self.seed, epoch, index])  # reproducible, worker-independent
         w, h = ims[0].size
         if min(w, h) < t.crop:
             raise ImageReadError(f"{self.entries[index].image_path} ({w}x{h}) is smaller than the {t.crop} crop")
@@ -109,9 +109,13 @@ class PairedDataset(Dataset):
         return ims
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
+        return self.item(index, self.epoch)
+
+    def item(self, index: int, epoch: int = 0) -> dict[str, Any] | None:
+        """Entry ``index`` with the random crop/flip of ``epoch`` (any int; trainers pass the step)."""
         e = self.entries[index]
         try:
-            ims = self._apply(index, *self._pair(index))
+            ims = self._apply(index, *self._pair(index), epoch=epoch)
         except ImageReadError:
             if not self.skip_corrupt:
                 raise

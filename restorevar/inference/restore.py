@@ -1,0 +1,150 @@
+"""Restore images of any size with a model trained at a fixed square size.
+
+Two ways to bridge the size gap, both documented in the README:
+- ``resize`` (default): resize to the model's size (Lanczos), restore, resize back (bicubic). Fast; fine
+  detail is limited by the model's resolution.
+- ``tile``: cover the image with overlapping model-sized tiles (reflect-padded where the image is smaller),
+  restore each and blend them with feathered weights, so seams do not show. Keeps full resolution; cost
+  grows with the area.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
+from restorevar.errors import UserError
+from restorevar.models import RestoreVAR
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# a directory given as --checkpoint: the pipeline's final export first, then a trainer's own checkpoint
+CHECKPOINT_NAMES = ("train_refiner.pt", "restorevar.pt", "last.pt")
+
+
+@dataclass
+class RestoreOptions:
+    mode: Literal["resize", "tile"] = "resize"
+    overlap: float = 0.25  # tile mode: fraction of the tile shared with its neighbour
+    batch_size: int = 8  # tiles per forward pass
+    top_k: int = 0
+    top_p: float = 0.0
+    seed: int | None = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.mode not in ("resize", "tile"):
+            raise UserError(f"unknown mode {self.mode!r}; use resize or tile")
+        if not 0 <= self.overlap < 1:
+            raise UserError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1:
+            raise UserError("batch size must be at least 1")
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in CHECKPOINT_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"no checkpoint in {path} (looked for {', '.join(CHECKPOINT_NAMES)}); "
+                        "run `make repro` or pass the .pt file")
+    raise UserError(f"checkpoint not found: {path}; run `make repro` first or check the path")
+
+
+def list_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted, not recursive)."""
+    out: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            out.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        else:
+            out.append(item)  # a missing file is reported when it is read, with the others
+    return out
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    a = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(a).permute(2, 0, 1)
+
+
+def _to_uint8(x_3HW: torch.Tensor) -> np.ndarray:
+    return ((x_3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    s = list(range(0, length - tile, stride))
+    return [*s, length - tile]
+
+
+def _feather(tile: int, overlap_px: int) -> torch.Tensor:
+    """Weights that fall linearly to near zero over the overlap, so neighbouring tiles cross-fade."""
+    ramp = torch.ones(tile)
+    if overlap_px > 0:
+        edge = torch.linspace(1.0 / (overlap_px + 1), 1.0, overlap_px)
+        ramp[:overlap_px], ramp[-overlap_px:] = edge, edge.flip(0)
+    return ramp[:, None] * ramp[None, :]
+
+
+class Restorer:
+    def __init__(self, checkpoint: str | Path, options: RestoreOptions | None = None):
+        self.opts = options or RestoreOptions()
+        self.opts.validate()
+        path = find_checkpoint(checkpoint)
+        ck = load_checkpoint(path)
+        self.model = RestoreVAR(config_from_checkpoint(ck))
+        missing = [c for c in ("vqvae", "transformer", "refiner") if c not in ck.get("components", {})]
+        if missing:
+            raise UserError(f"{path} lacks {', '.join(missing)}; restoring needs the final checkpoint "
+                            "(checkpoints/train_refiner.pt)")
+        load_components(self.model, ck, ["vqvae", "transformer", "refiner"], path)
+        from restorevar.train.common import pick_device
+
+        self.device = pick_device(self.opts.device)
+        self.model.to(self.device).eval()
+        self.size = self.model.cfg.vqvae.image_size
+        self.checkpoint = path
+
+    @torch.no_grad()
+    def _restore_batch(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        out = []
+        for b in range(0, x_B3HW.shape[0], self.opts.batch_size):
+            chunk = x_B3HW[b:b + self.opts.batch_size].to(self.device)
+            out.append(self.model.restore(chunk, top_k=self.opts.top_k, top_p=self.opts.top_p,
+                                          seed=self.opts.seed).image_B3HW.float().cpu())
+        return torch.cat(out)
+
+    def restore_image(self, img: Image.Image) -> Image.Image:
+        if self.opts.mode == "resize":
+            small = img.resize((self.size, self.size), Image.Resampling.LANCZOS)
+            y = self._restore_batch(_to_tensor(small)[None])[0]
+            return Image.fromarray(_to_uint8(y)).resize(img.size, Image.Resampling.BICUBIC)
+        return Image.fromarray(_to_uint8(self._tiled(_to_tensor(img))))
+
+    def _tiled(self, x_3HW: torch.Tensor) -> torch.Tensor:
+        t = self.size
+        _, H, W = x_3HW.shape
+        ph, pw = max(0, t - H), max(0, t - W)
+        if ph or pw:  # reflect needs pad < size; replicate covers very small images
+            x_3HW = F.pad(x_3HW[None], (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate")[0]
+        _, Hp, Wp = x_3HW.shape
+        overlap = round(t * self.opts.overlap)
+        stride = max(1, t - overlap)
+        boxes = [(y, x) for y in _starts(Hp, t, stride) for x in _starts(Wp, t, stride)]
+        tiles = torch.stack([x_3HW[:, y:y + t, x:x + t] for y, x in boxes])
+        restored = self._restore_batch(tiles)
+        w = _feather(t, overlap)
+        acc, norm = torch.zeros(3, Hp, Wp), torch.zeros(1, Hp, Wp)
+        for (y, x), r in zip(boxes, restored):
+            acc[:, y:y + t, x:x + t] += r * w
+            norm[:, y:y + t, x:x + t] += w
+        return (acc / norm)[:, :H, :W]

@@ -1,0 +1,304 @@
+"""What every trainer shares: the loop config, data batches as a pure function of the step, the LR
+schedule, the reporting callback and resumable checkpoints.
+
+Bit-exact resume on CPU rests on two things: the batch of step s depends only on (seed, s), and the
+checkpoint restores every RNG state with the weights, optimizer and scheduler.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from restorevar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from restorevar.data.dataset import PairedDataset, PairedTransform
+from restorevar.errors import UserError
+from restorevar.models import RestoreVARConfig, get_preset
+
+CKPT_NAME = "last.pt"
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = "data/synth/train.json"
+    val_fraction: float = 0.1  # held out of the training manifest for validation; the test split is never used
+    crop: int = 64
+    resize_shorter: int | None = None
+    hflip: bool = False
+    skip_corrupt: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 2.0
+    flat_fraction: float = 0.05  # flat LR for this fraction of steps, then linear decay
+    final_lr_fraction: float = 0.01
+    seed: int = 0
+    ckpt_every: int = 50
+    log_every: int = 10
+    eval_every: int = 50
+    val_batches: int = 4
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # used only on CUDA
+
+    def validate(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0 or self.lr <= 0:
+            raise UserError("steps, batch_size and lr must be positive")
+        if not 0 <= self.flat_fraction <= 1:
+            raise UserError("flat_fraction must be in [0, 1]")
+
+
+@dataclass
+class ModelRef:
+    preset: str = "tiny"
+    overrides: list[str] = field(default_factory=list)
+
+    def build_config(self) -> RestoreVARConfig:
+        return get_preset(self.preset, list(self.overrides))
+
+
+class Reporter(Protocol):
+    def __call__(self, step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None: ...
+
+
+def null_reporter(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
+    return None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but no GPU is visible; use device: auto or cpu")
+    return torch.device(name)
+
+
+def lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:
+    """Flat for ``flat_fraction`` of the steps, then linear decay to ``final_lr_fraction`` (no warm-up ramp)."""
+    flat = int(cfg.steps * cfg.flat_fraction)
+
+    def f(step: int) -> float:
+        if step < flat:
+            return 1.0
+        t = (step - flat) / max(1, cfg.steps - flat)
+        return 1.0 - (1.0 - cfg.final_lr_fraction) * min(1.0, t)
+
+    return f
+
+
+# ------------------------------------------------------------------------------------------------
+# Data: batches as a pure function of the step
+# ------------------------------------------------------------------------------------------------
+class StepBatches:
+    """Degradation-balanced batches drawn with replacement; batch s depends only on (seed, s)."""
+
+    def __init__(self, dataset: PairedDataset, indices: list[int], batch_size: int, seed: int):
+        self.ds, self.batch_size, self.seed = dataset, batch_size, seed
+        groups: dict[int, list[int]] = {}
+        for i in indices:
+            groups.setdefault(dataset.entries[i].degradation, []).append(i)
+        if not groups:
+            raise UserError(f"no training entries in {dataset.manifest}")
+        self.groups = [np.asarray(v) for _, v in sorted(groups.items())]
+
+    def indices(self, step: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, step])
+        out = []
+        for g in rng.integers(0, len(self.groups), self.batch_size):
+            members = self.groups[g]
+            out.append(int(members[rng.integers(0, len(members))]))
+        return out
+
+    def batch(self, step: int, device: torch.device) -> dict[str, Any]:
+        items = [self.ds.item(i, epoch=step) for i in self.indices(step)]
+        items = [it for it in items if it is not None]
+        if not items:
+            raise UserError(f"every image of the batch at step {step} was unreadable")
+        return {k: (torch.stack([it[k] for it in items]).to(device) if isinstance(items[0][k], torch.Tensor)
+                    else [it[k] for it in items]) for k in items[0]}
+
+
+def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng([seed, 12345]).permutation(n)
+    n_val = round(n * val_fraction) if n > 1 else 0
+    n_val = min(max(n_val, 1 if val_fraction > 0 and n > 1 else 0), n - 1)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def make_data(data: DataConfig, loop: LoopConfig) -> tuple[PairedDataset, StepBatches, list[int]]:
+    t = PairedTransform(crop=data.crop, resize_shorter=data.resize_shorter, hflip=data.hflip, mode="train")
+    ds = PairedDataset(data.train_manifest, t, seed=loop.seed, skip_corrupt=data.skip_corrupt)
+    train_idx, val_idx = split_train_val(len(ds), data.val_fraction, loop.seed)
+    return ds, StepBatches(ds, train_idx, loop.batch_size, loop.seed), val_idx
+
+
+def val_batches(ds: PairedDataset, val_idx: list[int], batch_size: int, max_batches: int, device) -> list[dict]:
+    """Fixed validation batches (epoch 0 crops), the same at every evaluation."""
+    out = []
+    for b in range(min(max_batches, math.ceil(len(val_idx) / batch_size))):
+        items = [ds.item(i, epoch=0) for i in val_idx[b * batch_size:(b + 1) * batch_size]]
+        items = [it for it in items if it is not None]
+        if items:
+            out.append({k: (torch.stack([it[k] for it in items]).to(device) if isinstance(items[0][k], torch.Tensor)
+                            else [it[k] for it in items]) for k in items[0]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    step: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_train_checkpoint(run_dir: Path, *, model_cfg, components, step, optimizers, schedulers, train_cfg,
+                          extra=None) -> Path:
+    path = Path(run_dir) / CKPT_NAME
+    save_checkpoint(path, config=model_cfg, components=components, step=step,
+                    optimizer={k: o.state_dict() for k, o in optimizers.items()},
+                    scheduler={k: s.state_dict() for k, s in schedulers.items()}, rng=rng_state(),
+                    meta={"train_config": train_cfg, "extra": extra or {}})
+    return path
+
+
+def resume_if_possible(run_dir: Path, modules: dict[str, torch.nn.Module], optimizers, schedulers) -> TrainState:
+    """Load ``run_dir/last.pt`` if present; returns the step to continue from (0 for a fresh start)."""
+    path = Path(run_dir) / CKPT_NAME
+    if not path.exists():
+        return TrainState()
+    ck = load_checkpoint(path)
+    for name, m in modules.items():
+        m.load_state_dict(ck["components"][name])
+    for k, o in optimizers.items():
+        o.load_state_dict(ck["optimizer"][k])
+    for k, s in schedulers.items():
+        s.load_state_dict(ck["scheduler"][k])
+    set_rng_state(ck["rng"])
+    return TrainState(ck["step"], ck["meta"].get("extra", {}))
+
+
+def progress_line(step: int, total: int, steps_per_s: float, metrics: dict[str, float]) -> str:
+    """One line per log step (trials run in Ray workers, where a redrawn bar turns to noise)."""
+    eta = (total - step) / max(steps_per_s, 1e-9)
+    shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "l1", "acc", "lr"))
+    return (f"step {step}/{total} ({100 * step / total:.0f}%) {steps_per_s:.2f} step/s "
+            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s {shown}")
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def rate(self, n: int) -> float:
+        return n / max(time.perf_counter() - self.t0, 1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop every trainer runs
+# ------------------------------------------------------------------------------------------------
+def run_loop(
+    *,
+    run_dir: Path,
+    loop: LoopConfig,
+    model_cfg: RestoreVARConfig,
+    train_cfg: dict[str, Any],
+    trained: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    step_fn: Callable[[int], dict[str, float]],
+    eval_fn: Callable[[], dict[str, float]],
+    components: Callable[[], dict[str, dict[str, torch.Tensor]]],
+    report: Reporter,
+    images_per_step: int,
+    resume_modules: dict[str, torch.nn.Module] | None = None,
+) -> dict[str, float]:
+    """Resume, then train to ``loop.steps``: log, evaluate and checkpoint on their cadences.
+
+    ``trained`` are the modules whose weights (and optimizers) the checkpoint restores on resume;
+    ``components`` gives what the checkpoint exports (frozen parts included, so it is self-contained);
+    ``resume_modules`` maps those exported names back to modules when they differ from ``trained``'s
+    (the decoder trains inside the exported VQ-VAE).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(loop)) for k, o in optimizers.items()}
+    state = resume_if_possible(run_dir, resume_modules or trained, optimizers, schedulers)
+    step, last = state.step, dict(state.extra.get("last_metrics", {}))
+    if step:
+        print(f"resumed from step {step}/{loop.steps} ({run_dir / CKPT_NAME})", flush=True)
+    timer, done_here = Timer(), 0
+    while step < loop.steps:
+        for m in trained.values():
+            m.train()
+        metrics = step_fn(step)
+        with warnings.catch_warnings():  # an optimizer idle by design (discriminator before its start) is fine
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            for s in schedulers.values():
+                s.step()
+        step += 1
+        done_here += 1
+        final = step == loop.steps
+        if step % loop.log_every == 0 or final:
+            metrics = {k: float(v) for k, v in metrics.items()}
+            metrics["lr"] = schedulers[next(iter(schedulers))].get_last_lr()[0]
+            metrics["images_per_s"] = timer.rate(done_here * images_per_step)
+            last.update(metrics)
+            print(progress_line(step, loop.steps, timer.rate(done_here), metrics), flush=True)
+        if step % loop.eval_every == 0 or final:
+            for m in trained.values():
+                m.eval()
+            with torch.no_grad():
+                last.update({k: float(v) for k, v in eval_fn().items()})
+        ckpt = None
+        if step % loop.ckpt_every == 0 or final:
+            ckpt = save_train_checkpoint(run_dir, model_cfg=model_cfg, components=components(), step=step,
+                                         optimizers=optimizers, schedulers=schedulers, train_cfg=train_cfg,
+                                         extra={"last_metrics": last})
+        if step % loop.log_every == 0 or final or ckpt is not None:
+            report(step, dict(last), ckpt)
+    return last
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def load_component(model, path: str | Path, names: list[str]) -> None:
+    from restorevar.checkpoint import load_components
+
+    load_components(model, load_checkpoint(path), names, path)
+
+
+def load_vqvae(model_cfg: RestoreVARConfig, path: str | Path):
+    """Just the VQ-VAE of a checkpoint (no transformer is built)."""
+    from types import SimpleNamespace
+
+    from restorevar.models import VQVAE
+
+    vae = VQVAE(model_cfg.vqvae)
+    load_component(SimpleNamespace(cfg=model_cfg, vqvae=vae), path, ["vqvae"])
+    return vae
+
+
+def psnr_pm1(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean PSNR (dB) of images in [-1, 1], computed on [0, 1] per image."""
+    mse = (((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((-10 * torch.log10(mse)).mean())

@@ -1,0 +1,89 @@
+"""Train the refiner with the transformer frozen, on the transformer's own greedy predictions (not teacher
+forced): L1 (LRT) or the denoising loss (hart_mlp) to the clean continuous latent ``quant_conv(encoder(GT))``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from restorevar.models import RestoreVAR
+from restorevar.train.common import (
+    DataConfig,
+    LoopConfig,
+    ModelRef,
+    Reporter,
+    frozen,
+    load_component,
+    make_data,
+    null_reporter,
+    pick_device,
+    psnr_pm1,
+    run_loop,
+    val_batches,
+)
+
+
+@dataclass
+class RefinerTrainConfig:
+    model: ModelRef = field(default_factory=ModelRef)
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=2e-4))
+    decoder_checkpoint: str = "checkpoints/decoder.pt"  # the fine-tuned VQ-VAE
+    transformer_checkpoint: str = "checkpoints/transformer.pt"
+
+    def validate(self) -> None:
+        self.loop.validate()
+
+
+def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
+    cfg.validate()
+    device = pick_device(cfg.loop.device)
+    torch.manual_seed(cfg.loop.seed)
+    model_cfg = cfg.model.build_config()
+    model = RestoreVAR(model_cfg)
+    load_component(model, cfg.decoder_checkpoint, ["vqvae"])
+    load_component(model, cfg.transformer_checkpoint, ["transformer"])
+    model.to(device)
+    frozen(model.vqvae)
+    frozen(model.transformer)
+    ref = model.refiner
+    ds, batches, val_idx = make_data(cfg.data, cfg.loop)
+    val = val_batches(ds, val_idx, cfg.loop.batch_size, cfg.loop.val_batches, device)
+
+    def components():
+        return {"vqvae": model.vqvae.state_dict(), "transformer": model.transformer.state_dict(),
+                "refiner": ref.state_dict()}
+
+    def eval_fn() -> dict[str, float]:
+        raw, refined = [], []
+        for b in val:
+            out = model.restore(b["degraded"])
+            raw.append(psnr_pm1(model.vqvae.decode(out.generated.f_hat_BChw), b["clean"]))
+            refined.append(psnr_pm1(out.image_B3HW, b["clean"]))
+        n = max(len(raw), 1)
+        return {"val_psnr_unrefined": sum(raw) / n, "val_psnr_refined": sum(refined) / n}
+
+    if not ref.trainable:  # refiner 'none': nothing to learn; evaluate and export the assembled model
+        loop = LoopConfig(**{**asdict(cfg.loop), "steps": 1, "ckpt_every": 1, "eval_every": 1, "log_every": 1})
+        return run_loop(run_dir=Path(run_dir), loop=loop, model_cfg=model_cfg, train_cfg=asdict(cfg), trained={},
+                        optimizers={"none": torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.0)},
+                        step_fn=lambda step: {}, eval_fn=eval_fn, components=components, report=report,
+                        images_per_step=0)
+    opt = torch.optim.AdamW(ref.parameters(), lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
+
+    def step_fn(step: int) -> dict[str, float]:
+        b = batches.batch(step, device)
+        with torch.no_grad():
+            gen = model.transformer.generate(model.condition(b["degraded"]), model.vqvae.quantizer)
+            target = model.vqvae.encode(b["clean"])
+        loss = ref.loss(gen.f_hat_BChw, gen.hidden_BLC, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), cfg.loop.grad_clip)
+        opt.step()
+        return {"loss": loss.item()}
+
+    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
+                    trained={"refiner": ref}, optimizers={"refiner": opt}, step_fn=step_fn, eval_fn=eval_fn,
+                    components=components, report=report, images_per_step=cfg.loop.batch_size)

@@ -1,0 +1,43 @@
+"""Sample pictures for the run log: degraded | output | clean, for a few validation images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restorevar.checkpoint import config_from_checkpoint, load_checkpoint
+from restorevar.data.dataset import PairedDataset, PairedTransform
+from restorevar.models import RestoreVAR
+
+
+def _u8(x_B3HW: torch.Tensor) -> np.ndarray:
+    return ((x_B3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def sample_grid(checkpoint: str | Path, manifest: str | Path, n: int = 4) -> np.ndarray:
+    """Rows of [degraded, output, clean]; the output is what the checkpoint can produce: a tokenizer
+    reconstruction of the clean image, or a restoration once a transformer is present."""
+    ck = load_checkpoint(checkpoint)
+    cfg = config_from_checkpoint(ck)
+    model = RestoreVAR(cfg).eval()
+    comps = ck["components"]
+    for name in ("vqvae", "transformer", "refiner"):
+        if name in comps:
+            getattr(model, name).load_state_dict(comps[name])
+    size = cfg.vqvae.image_size
+    ds = PairedDataset(manifest, PairedTransform(crop=size, mode="test", test_protocol="resize"))
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    deg = torch.stack([it["degraded"] for it in items])
+    clean = torch.stack([it["clean"] for it in items])
+    if "transformer" in comps:
+        if "refiner" not in comps:  # before the refiner is trained: decode the discrete prediction
+            gen = model.transformer.generate(model.condition(deg), model.vqvae.quantizer)
+            out = model.vqvae.decode(gen.f_hat_BChw)
+        else:
+            out = model.restore(deg).image_B3HW
+    else:
+        out = model.vqvae.decode(model.vqvae.encode(clean))
+    rows = [np.concatenate(t, axis=1) for t in zip(_u8(deg), _u8(out), _u8(clean))]
+    return np.concatenate(rows, axis=0)

@@ -1,0 +1,103 @@
+"""Train the multi-scale VQ-VAE from scratch: L1 + (1 - SSIM) + VQ loss, on clean and degraded images."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from restorevar.models import VQVAE
+from restorevar.train.common import (
+    DataConfig,
+    LoopConfig,
+    ModelRef,
+    Reporter,
+    make_data,
+    null_reporter,
+    pick_device,
+    psnr_pm1,
+    run_loop,
+    val_batches,
+)
+from restorevar.train.losses import ssim_loss
+
+
+@dataclass
+class TokenizerTrainConfig:
+    model: ModelRef = field(default_factory=ModelRef)
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=2e-4, weight_decay=0.0, betas=(0.5, 0.9)))
+    l1_weight: float = 1.0
+    ssim_weight: float = 0.2
+    vq_weight: float = 1.0
+    restart_dead_codes_every: int = 25  # 0 disables; dead codes restart on random current latents
+    dead_code_threshold: float = 0.03
+
+    def validate(self) -> None:
+        self.loop.validate()
+
+
+def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float) -> int:
+    q = vae.quantizer
+    dead = q.usage_ema_SV.sum(0) < threshold
+    n = int(dead.sum())
+    if n:
+        pool = f_BChw.detach().permute(0, 2, 3, 1).reshape(-1, f_BChw.shape[1])
+        pick = torch.randint(0, pool.shape[0], (n,), device=pool.device)
+        with torch.no_grad():
+            q.codebook.weight[dead] = pool[pick] + 0.01 * torch.randn_like(pool[pick])
+            q.usage_ema_SV[:, dead] = threshold  # give restarted codes a grace period
+    return n
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
+    cfg.validate()
+    device = pick_device(cfg.loop.device)
+    torch.manual_seed(cfg.loop.seed)
+    model_cfg = cfg.model.build_config()
+    vae = VQVAE(model_cfg.vqvae).to(device)
+    ds, batches, val_idx = make_data(cfg.data, cfg.loop)
+    val = val_batches(ds, val_idx, cfg.loop.batch_size, cfg.loop.val_batches, device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
+    restarts = {"n": 0}
+
+    def step_fn(step: int) -> dict[str, float]:
+        b = batches.batch(step, device)
+        x = torch.cat([b["clean"], b["degraded"]])
+        f = vae.encode(x)
+        if step == 0:  # data-dependent codebook init: start the codes where the latents are
+            pool = f.detach().permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+            pick = torch.randint(0, pool.shape[0], (vae.cfg.vocab_size,), device=pool.device)
+            with torch.no_grad():
+                vae.quantizer.codebook.weight.copy_(pool[pick] + 0.01 * torch.randn_like(pool[pick]))
+        q = vae.quantize(f)
+        rec = vae.decoder(vae.post_quant_conv(q.f_hat_BChw))
+        l1 = F.l1_loss(rec, x)
+        ss = ssim_loss(rec.clamp(-1, 1), x) if cfg.ssim_weight else rec.new_zeros(())
+        loss = cfg.l1_weight * l1 + cfg.ssim_weight * ss + cfg.vq_weight * q.vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.loop.grad_clip)
+        opt.step()
+        if cfg.restart_dead_codes_every and (step + 1) % cfg.restart_dead_codes_every == 0:
+            restarts["n"] += _restart_dead_codes(vae, f, cfg.dead_code_threshold)
+        return {"loss": loss.item(), "l1": l1.item(), "ssim_loss": float(ss.detach()), "vq_loss": q.vq_loss.item(),
+                "codes_restarted": restarts["n"]}
+
+    def eval_fn() -> dict[str, float]:
+        disc, cont, used = [], [], set()
+        for b in val:
+            f = vae.encode(b["clean"])
+            q = vae.quantize(f)
+            disc.append(psnr_pm1(vae.decode(q.f_hat_BChw), b["clean"]))
+            cont.append(psnr_pm1(vae.decode(f), b["clean"]))
+            used |= set(torch.cat([i.flatten() for i in q.idx_list]).tolist())
+        n = max(len(disc), 1)
+        return {"val_psnr_discrete": sum(disc) / n, "val_psnr_continuous": sum(cont) / n,
+                "val_codebook_usage": len(used) / vae.cfg.vocab_size}
+
+    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
+                    trained={"vqvae": vae}, optimizers={"vqvae": opt}, step_fn=step_fn, eval_fn=eval_fn,
+                    components=lambda: {"vqvae": vae.state_dict()}, report=report,
+                    images_per_step=2 * cfg.loop.batch_size)

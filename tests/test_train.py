@@ -1,0 +1,146 @@
+"""Trainers on the tiny preset: losses fall, checkpoints describe themselves, and a resumed run is bit-exact."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from restorevar.checkpoint import load_checkpoint
+from restorevar.config import from_dict
+from restorevar.data.synth import SynthConfig, synth
+from restorevar.errors import UserError
+from restorevar.train.common import CKPT_NAME, LoopConfig
+from restorevar.train.decoder import DecoderTrainConfig, train_decoder
+from restorevar.train.refiner import RefinerTrainConfig, train_refiner
+from restorevar.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+from restorevar.train.transformer import TransformerTrainConfig, train_transformer
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    synth(out, SynthConfig(size=32, train_per_degradation=8, test_per_degradation=1), progress=False)
+    return str(out / "train.json")
+
+
+def _cfg(cls, manifest, steps, **kw):
+    loop = {"steps": steps, "batch_size": 4, "lr": 2e-3, "ckpt_every": 4, "log_every": 1, "eval_every": steps,
+            "val_batches": 1, "flat_fraction": 1.0, "device": "cpu"}
+    return from_dict(cls, {"model": {"preset": "tiny"}, "data": {"train_manifest": manifest, "crop": 32},
+                           "loop": loop, **kw})
+
+
+class Recorder:
+    def __init__(self, stop_at=None):
+        self.rows, self.checkpoints, self.stop_at = [], [], stop_at
+
+    def __call__(self, step, metrics, checkpoint=None):
+        self.rows.append((step, dict(metrics)))
+        if checkpoint is not None:
+            self.checkpoints.append(step)
+            if self.stop_at is not None and step >= self.stop_at:
+                raise KeyboardInterrupt  # stands in for a kill right after a checkpoint
+
+    def series(self, key):
+        return [m[key] for _, m in self.rows if key in m]
+
+
+def _falls(values, k=4):
+    first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+    assert last < 0.9 * first, f"loss did not fall: first {first:.4f}, last {last:.4f} ({values})"
+
+
+@pytest.fixture(scope="module")
+def chain(manifest, tmp_path_factory):
+    """Tokenizer -> decoder, transformer -> refiner on tiny, each short; returns the run dirs and recorders."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    rec = Recorder()
+    train_tokenizer(_cfg(TokenizerTrainConfig, manifest, 40), root / "tok", rec)
+    out["tok"] = rec
+    tok = str(root / "tok" / CKPT_NAME)
+    rec = Recorder()
+    train_decoder(_cfg(DecoderTrainConfig, manifest, 16, tokenizer_checkpoint=tok, discriminator_start=8,
+                       perceptual_weight=0.0), root / "dec", rec)
+    out["dec"] = rec
+    rec = Recorder()
+    train_transformer(_cfg(TransformerTrainConfig, manifest, 24, tokenizer_checkpoint=tok), root / "tr", rec)
+    out["tr"] = rec
+    rec = Recorder()
+    train_refiner(_cfg(RefinerTrainConfig, manifest, 16, decoder_checkpoint=str(root / "dec" / CKPT_NAME),
+                       transformer_checkpoint=str(root / "tr" / CKPT_NAME)), root / "ref", rec)
+    out["ref"] = rec
+    out["root"] = root
+    return out
+
+
+def test_tokenizer_reconstruction_loss_falls(chain):
+    _falls(chain["tok"].series("l1"))
+
+
+def test_decoder_l1_falls_and_adversarial_starts_late(chain):
+    rec = chain["dec"]
+    _falls(rec.series("l1"))
+    assert all("g_loss" not in m for s, m in rec.rows if s < 8)
+    assert any("g_loss" in m and "d_loss" in m for s, m in rec.rows if s > 8)
+
+
+def test_transformer_loss_falls_and_tracks_per_scale_accuracy(chain):
+    rec = chain["tr"]
+    _falls(rec.series("loss"))
+    final = rec.rows[-1][1]
+    scales = [k for k in final if k.startswith("val_acc_scale_")]
+    assert len(scales) == 6 and all(0 <= final[k] <= 1 for k in scales)
+
+
+def test_refiner_loss_falls(chain):
+    _falls(chain["ref"].series("loss"))
+
+
+def test_final_checkpoints_describe_themselves(chain):
+    ck = load_checkpoint(chain["root"] / "ref" / CKPT_NAME)
+    assert set(ck["components"]) == {"vqvae", "transformer", "refiner"}
+    assert ck["step"] == 16 and ck["config"]["vqvae"]["image_size"] == 32
+    assert {"optimizer", "scheduler", "rng"} <= set(ck)
+    assert ck["meta"]["train_config"]["loop"]["steps"] == 16
+
+
+def _weights(path):
+    return load_checkpoint(path)["components"]
+
+
+@pytest.mark.parametrize("which", ["tokenizer", "decoder"])
+def test_interrupted_run_resumes_bit_exactly(which, manifest, chain, tmp_path):
+    tok = str(chain["root"] / "tok" / CKPT_NAME)
+    if which == "tokenizer":
+        cfg, fn = _cfg(TokenizerTrainConfig, manifest, 12), train_tokenizer
+    else:  # two optimizers, the discriminator switching on mid-run
+        cfg = _cfg(DecoderTrainConfig, manifest, 12, tokenizer_checkpoint=tok, discriminator_start=6,
+                   perceptual_weight=0.0)
+        fn = train_decoder
+    whole = Recorder()
+    fn(cfg, tmp_path / "whole", whole)
+    with pytest.raises(KeyboardInterrupt):
+        fn(cfg, tmp_path / "cut", Recorder(stop_at=8))
+    assert load_checkpoint(tmp_path / "cut" / CKPT_NAME)["step"] == 8
+    resumed = Recorder()
+    fn(cfg, tmp_path / "cut", resumed)
+    assert resumed.rows[0][0] == 9, "the resumed run must continue after the checkpoint, not start over"
+    a, b = _weights(tmp_path / "whole" / CKPT_NAME), _weights(tmp_path / "cut" / CKPT_NAME)
+    for comp in a:
+        for k in a[comp]:
+            assert torch.equal(a[comp][k], b[comp][k]), f"{comp}.{k} differs after resume"
+    assert whole.rows[-1][1]["loss"] == resumed.rows[-1][1]["loss"]
+
+
+def test_bad_loop_values_fail_with_the_key(manifest, tmp_path):
+    cfg = _cfg(TokenizerTrainConfig, manifest, 4)
+    with pytest.raises(UserError, match="steps"):
+        train_tokenizer(replace(cfg, loop=replace(cfg.loop, steps=0)), tmp_path)
+    with pytest.raises(UserError, match="unknown"):
+        from_dict(LoopConfig, {"stepz": 3})
+
+
+def test_missing_upstream_checkpoint_is_a_clear_error(manifest, tmp_path):
+    cfg = _cfg(TransformerTrainConfig, manifest, 4, tokenizer_checkpoint=str(tmp_path / "nope.pt"))
+    with pytest.raises(UserError, match="nope.pt"):
+        train_transformer(cfg, tmp_path / "run")
