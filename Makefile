@@ -8,8 +8,12 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONHASHSEED := 0
+# DVC stages call `python` and `restorevar`: the project's environment comes first
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
 
-.PHONY: setup test repro lint clean
+.PHONY: setup test repro ui lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,14 +26,16 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q
 
-# The full study arrives with the pipeline issue; until then this reproduces what exists:
-# the synthetic benchmark, the model-family summary for every preset and the checkpoint compatibility check.
+# The whole study: params are checked first (a typo fails in seconds, naming the key), then DVC runs
+# every stage whose inputs changed. Training stages resume from their last checkpoint after a kill.
 repro: setup
 	mkdir -p reports
-	$(VENV)/bin/restorevar data synth --out data/synth --quiet
-	$(VENV)/bin/restorevar data check data/synth/train.json --against data/synth/test.json
-	for p in tiny small paper; do $(VENV)/bin/restorevar info --preset $$p --json > reports/model_info_$$p.json.tmp && mv reports/model_info_$$p.json.tmp reports/model_info_$$p.json; done
-	$(VENV)/bin/restorevar convert-official --check-manifest ../shared/reference/official_state_dict_shapes.json --report reports/official_compat.json > /dev/null
+	$(PY) -m pipelines.validate
+	$(VENV)/bin/dvc repro
+
+# The MLflow UI on this machine only; UI_HOST=0.0.0.0 exposes it (think twice).
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host $(UI_HOST) --port $(UI_PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check restorevar tests pipelines benchmarks

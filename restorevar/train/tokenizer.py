@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from restorevar.errors import UserError
 from restorevar.models import VQVAE
 from restorevar.train.common import (
     DataConfig,
@@ -31,11 +32,15 @@ class TokenizerTrainConfig:
     l1_weight: float = 1.0
     ssim_weight: float = 0.2
     vq_weight: float = 1.0
+    # each step sees batch_size images: this share degraded (so the encoder knows them), the rest clean
+    degraded_share: float = 0.5
     restart_dead_codes_every: int = 25  # 0 disables; dead codes restart on random current latents
     dead_code_threshold: float = 0.03
 
     def validate(self) -> None:
         self.loop.validate()
+        if not 0 <= self.degraded_share <= 1:
+            raise UserError(f"degraded_share must be in [0, 1], got {self.degraded_share}")
 
 
 def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float) -> int:
@@ -64,7 +69,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
 
     def step_fn(step: int) -> dict[str, float]:
         b = batches.batch(step, device)
-        x = torch.cat([b["clean"], b["degraded"]])
+        n_deg = round(b["clean"].shape[0] * cfg.degraded_share)
+        x = torch.cat([b["clean"][n_deg:], b["degraded"][:n_deg]])
         f = vae.encode(x)
         if step == 0:  # data-dependent codebook init: start the codes where the latents are
             pool = f.detach().permute(0, 2, 3, 1).reshape(-1, f.shape[1])
@@ -100,4 +106,4 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
     return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
                     trained={"vqvae": vae}, optimizers={"vqvae": opt}, step_fn=step_fn, eval_fn=eval_fn,
                     components=lambda: {"vqvae": vae.state_dict()}, report=report,
-                    images_per_step=2 * cfg.loop.batch_size)
+                    images_per_step=cfg.loop.batch_size)

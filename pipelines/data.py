@@ -1,0 +1,65 @@
+"""DVC stage `data`: the profile's training and test manifests in data/prepared/.
+
+``source: synth`` writes the embedded synthetic benchmark there. ``source: datasets`` fetches each named
+dataset of the registry (download with checksums and resume, or adapt what is already under ``root``)
+and merges their manifests, with absolute paths, into one train and one test manifest.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from pipelines.params import ROOT, DataParams, Params
+from restorevar.data.manifest import Entry, check_manifest, count_table, read_manifest, write_manifest
+from restorevar.data.registry import fetch_dataset
+from restorevar.data.synth import SynthConfig, synth
+from restorevar.errors import UserError
+
+
+def _real(d: DataParams, out: Path) -> None:
+    merged: dict[str, list[Entry]] = {"train": [], "test": []}
+    for name in d.datasets:
+        result = fetch_dataset(name, ROOT / d.root, allow_download=d.allow_download, progress=True)
+        if result["status"] != "ready":
+            raise UserError(f"dataset {name} is not ready ({result['reason']}); follow the instructions above, "
+                            f"or drop it from data.{{profile}}.datasets in params.yaml")
+        for manifest in result["manifests"]:
+            split = Path(manifest).stem
+            if split not in merged:
+                continue
+            for e in read_manifest(manifest):
+                img, tgt = e.resolve(Path(manifest).parent)
+                e.image_path, e.target_path = str(img.resolve()), (str(tgt.resolve()) if tgt else None)
+                merged[split].append(e)
+    for split, entries in merged.items():
+        if not entries:
+            raise UserError(f"the datasets {', '.join(d.datasets)} give no {split} pairs")
+        write_manifest(out / f"{split}.json", entries)
+
+
+def main() -> int:
+    try:
+        p = Params()
+        out = p.data_dir
+        if out.exists():
+            shutil.rmtree(out)
+        d = p.data
+        if d.source == "synth":
+            info = synth(out, SynthConfig(size=d.size, train_per_degradation=d.train_per_degradation,
+                                          test_per_degradation=d.test_per_degradation, seed=d.seed))
+            print(f"data: synthetic benchmark, {info['pairs']} pairs, {info['seconds']} s")
+        else:
+            _real(d, out)
+        entries, problems = check_manifest(out / "train.json", other=out / "test.json")
+        print(count_table(entries))
+        if problems:
+            raise UserError(f"{len(problems)} problem(s) in the training manifest, first: {problems[0]}")
+    except UserError as e:
+        print(f"data: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

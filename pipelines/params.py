@@ -1,0 +1,181 @@
+"""params.yaml: profiles, typed stage configs, and validation before any work starts.
+
+Layout: ``profile`` picks a column; every section (``model``, ``data``, one per training stage, ...) holds
+one entry per profile. DVC tracks whole sections, so changing one stage's section re-runs that stage and
+the ones after it, and switching ``profile`` never needs an edit of dvc.yaml.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from restorevar.config import from_dict
+from restorevar.errors import UserError
+from restorevar.train.common import ModelRef
+from restorevar.train.decoder import DecoderTrainConfig
+from restorevar.train.refiner import RefinerTrainConfig
+from restorevar.train.tokenizer import TokenizerTrainConfig
+from restorevar.train.transformer import TransformerTrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+TRAIN_STAGES = {
+    "train_tokenizer": TokenizerTrainConfig,
+    "finetune_decoder": DecoderTrainConfig,
+    "train_transformer": TransformerTrainConfig,
+    "train_refiner": RefinerTrainConfig,
+}
+
+
+@dataclass
+class DataParams:
+    source: Literal["synth", "datasets"] = "synth"
+    # source=synth: the embedded synthetic benchmark
+    size: int = 64
+    train_per_degradation: int = 64
+    test_per_degradation: int = 8
+    seed: int = 0
+    # source=datasets: registry names (restorevar data fetch), downloaded or adapted under `root`
+    datasets: list[str] = field(default_factory=list)
+    root: str = "data/raw"
+    allow_download: bool = True
+
+    def validate(self) -> None:
+        if self.source == "datasets" and not self.datasets:
+            raise UserError("data: source 'datasets' needs a non-empty list 'datasets'")
+
+
+@dataclass
+class Resources:
+    cpu: float = 2
+    gpu: float = 0  # a fraction shares one GPU between trials
+
+
+@dataclass
+class TuneParams:
+    """How a stage runs under Ray Tune: resources, retries, and optional trials."""
+
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 2
+    # name -> {dotted.key: value} applied to the stage config; each becomes a trial
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric: str = ""  # how to pick the exported trial; empty = the only (or the `chosen`) variant
+    mode: Literal["min", "max"] = "max"
+    chosen: str = ""
+
+
+@dataclass
+class EvalParams:
+    test_protocol: Literal["resize", "center_crop"] = "resize"
+    batch_size: int = 8
+    max_images_per_degradation: int = 0  # 0 = all
+    device: str = "auto"
+
+
+def load_raw(path: Path = PARAMS) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"params file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict) or "profile" not in data:
+        raise UserError(f"{path} must be a mapping with a 'profile' key")
+    return data
+
+
+def _section(raw: dict[str, Any], name: str, profile: str) -> dict[str, Any]:
+    sec = raw.get(name)
+    if not isinstance(sec, dict):
+        raise UserError(f"params.yaml: missing section '{name}'")
+    if profile not in sec:
+        raise UserError(f"params.yaml: section '{name}' has no entry for profile '{profile}' "
+                        f"(has: {', '.join(sec)})")
+    return copy.deepcopy(sec[profile]) or {}
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = value
+
+
+@dataclass
+class StageParams:
+    name: str
+    profile: str
+    config: Any  # the typed trainer config
+    config_dict: dict[str, Any]
+    tune: TuneParams
+    variants: dict[str, dict[str, Any]]  # name -> full config dict
+
+
+class Params:
+    def __init__(self, path: Path = PARAMS):
+        self.path = path
+        self.raw = load_raw(path)
+        self.profile = self.raw["profile"]
+        prof = self.raw.get("profiles", {})
+        if self.profile not in prof:
+            raise UserError(f"params.yaml: profile '{self.profile}' is not one of: {', '.join(prof) or 'none'}")
+        self.model = from_dict(ModelRef, _section(self.raw, "model", self.profile), where=f"model.{self.profile}")
+        self.model.build_config()  # a bad preset or override fails here, before any work
+        self.data = from_dict(DataParams, _section(self.raw, "data", self.profile), where=f"data.{self.profile}")
+        self.data.validate()
+        self.evaluate = from_dict(EvalParams, _section(self.raw, "evaluate_quick", self.profile),
+                                  where=f"evaluate_quick.{self.profile}")
+        tracking = self.raw.get("tracking", {}) or {}
+        unknown = set(tracking) - {"mlflow_uri", "ray_address", "ray_storage"}
+        if unknown:
+            raise UserError(f"params.yaml: unknown key tracking.{min(unknown)}")
+        self.mlflow_uri = tracking.get("mlflow_uri") or f"sqlite:///{ROOT / 'mlflow.db'}"
+        self.ray_address = tracking.get("ray_address") or None
+        self.ray_storage = str((ROOT / (tracking.get("ray_storage") or "ray_results")).resolve())
+        self.stages = {name: self._stage(name, cls) for name, cls in TRAIN_STAGES.items()}
+
+    def _stage(self, name: str, cls) -> StageParams:
+        sec = _section(self.raw, name, self.profile)
+        where = f"{name}.{self.profile}"
+        tune = from_dict(TuneParams, sec.pop("tune", {}) or {}, where=f"{where}.tune")
+        sec["model"] = {"preset": self.model.preset, "overrides": list(self.model.overrides)}
+        sec.setdefault("data", {})["train_manifest"] = self.train_manifest
+        upstream = {"tokenizer_checkpoint": "train_tokenizer", "decoder_checkpoint": "finetune_decoder",
+                    "transformer_checkpoint": "train_transformer"}
+        for key, stage in upstream.items():
+            if key in cls.__dataclass_fields__:
+                sec[key] = str(checkpoint_path(stage))
+        cfg = from_dict(cls, sec, where=where)
+        variants = {}
+        for vname, changes in (tune.variants or {"main": {}}).items():
+            d = copy.deepcopy(sec)
+            for k, v in (changes or {}).items():
+                _set_dotted(d, k, v)
+            from_dict(cls, d, where=f"{where}.tune.variants.{vname}")  # validate every variant up front
+            variants[vname] = d
+        if tune.chosen and tune.chosen not in variants:
+            raise UserError(f"{where}.tune.chosen '{tune.chosen}' is not one of the variants: {', '.join(variants)}")
+        if len(variants) > 1 and not tune.metric and not tune.chosen:
+            raise UserError(f"{where}.tune: several variants need a metric or a chosen variant to export")
+        return StageParams(name, self.profile, cfg, sec, tune, variants)
+
+    @property
+    def data_dir(self) -> Path:
+        return ROOT / "data" / "prepared"
+
+    @property
+    def train_manifest(self) -> str:
+        return str(self.data_dir / "train.json")
+
+    @property
+    def test_manifest(self) -> str:
+        return str(self.data_dir / "test.json")
+
+
+def checkpoint_path(stage: str) -> Path:
+    return ROOT / "checkpoints" / f"{stage}.pt"

@@ -1,0 +1,129 @@
+"""Run one training stage: every variant as a Ray Tune trial logged to MLflow, then export the chosen
+checkpoint to the fixed path DVC tracks (``checkpoints/<stage>.pt``) with its metrics beside it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pipelines import tracking, tuning
+from pipelines.params import ROOT, TRAIN_STAGES, Params, checkpoint_path
+from restorevar.config import from_dict
+from restorevar.errors import UserError
+from restorevar.fileio import atomic_write
+from restorevar.train.common import CKPT_NAME
+
+TRAINERS = {
+    "train_tokenizer": "restorevar.train.tokenizer:train_tokenizer",
+    "finetune_decoder": "restorevar.train.decoder:train_decoder",
+    "train_transformer": "restorevar.train.transformer:train_transformer",
+    "train_refiner": "restorevar.train.refiner:train_refiner",
+}
+
+
+def _trainer(stage: str):
+    import importlib
+
+    mod, fn = TRAINERS[stage].split(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def trainable(config: dict[str, Any]) -> None:
+    """What Ray runs for one trial: resume, train with reporting to Tune + MLflow, log artifacts."""
+    t = config["trial"]
+    stage, run_dir = t["stage"], Path(t["run_dir"])
+    tuning.restore_checkpoint_into(run_dir, CKPT_NAME)
+    run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], f"{stage}/{t['variant']}", run_dir / "mlflow_run_id",
+                            tags={"stage": stage, "variant": t["variant"], "profile": t["profile"],
+                                  "ablation_family": t.get("family", stage)})
+    ok = False
+    try:
+        run.log_params(t["config"])
+        cfg = from_dict(TRAIN_STAGES[stage], t["config"])
+
+        def report(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
+            run.log_metrics(metrics, step)
+            tuning.report({**metrics, "step": step}, checkpoint)
+
+        _trainer(stage)(cfg, run_dir, report)
+        ckpt = run_dir / CKPT_NAME
+        try:
+            from restorevar.train.samples import sample_grid
+
+            run.log_image(sample_grid(ckpt, t["config"]["data"]["train_manifest"]), "samples.png")
+        except Exception as e:  # noqa: BLE001 - a failed picture must not fail the training run
+            run.set_tags({"samples_error": str(e)[:200]})
+        run.log_artifact(ckpt, "checkpoint")
+        ok = True
+    finally:
+        run.end(ok)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    p = Params()
+    sp = p.stages[stage]
+    for upstream in ("tokenizer_checkpoint", "decoder_checkpoint", "transformer_checkpoint"):
+        path = sp.config_dict.get(upstream)
+        if path and not Path(path).exists():
+            raise UserError(f"{stage} needs {path}; run the stage that makes it first (dvc repro)")
+    name = f"{stage}-{p.profile}-{_hash(sp.variants)}"
+    artifact_root = ROOT / "mlartifacts"
+    exp_id = tracking.ensure_experiment(p.mlflow_uri, stage, artifact_root)
+    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family or stage, "config": cfg,
+               "run_dir": str(ROOT / "runs" / name / v), "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
+              for v, cfg in sp.variants.items()]
+    tuning.init(p.ray_address)
+    results = tuning.run(name=name, trainable=trainable, trials=trials,
+                         resources={"CPU": sp.tune.resources.cpu, "GPU": sp.tune.resources.gpu},
+                         storage=p.ray_storage, max_failures=sp.tune.max_failures)
+    failed = [r for r in results if r["error"]]
+    if failed:
+        raise UserError(f"{stage}: trial {failed[0]['trial']['variant']} failed: {failed[0]['error']}")
+    if sp.tune.chosen:
+        best = next(r for r in results if r["trial"]["variant"] == sp.tune.chosen)
+    elif sp.tune.metric:
+        scored = [r for r in results if sp.tune.metric in r["metrics"]]
+        if not scored:
+            raise UserError(f"{stage}: no trial reported the metric '{sp.tune.metric}'")
+        best = (max if sp.tune.mode == "max" else min)(scored, key=lambda r: r["metrics"][sp.tune.metric])
+    else:
+        best = results[0]
+    src = Path(best["trial"]["run_dir"]) / CKPT_NAME
+    dst = checkpoint_path(stage)
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    summary = {
+        "stage": stage, "profile": p.profile, "exported_variant": best["trial"]["variant"],
+        "metrics": {k: v for k, v in best["metrics"].items() if isinstance(v, (int, float)) and not k.startswith(
+            ("time_", "timestamp", "pid", "training_iteration", "done"))},
+        "trials": {r["trial"]["variant"]: {k: r["metrics"].get(k) for k in ("step", sp.tune.metric) if k}
+                   for r in results},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
+    atomic_write(dst.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    print(f"{stage}: exported {best['trial']['variant']} to {dst.relative_to(ROOT)} in {summary['seconds']} s")
+    return summary
+
+
+def main(stage: str) -> int:
+    os.chdir(ROOT)
+    try:
+        run_stage(stage)
+    except UserError as e:
+        print(f"{stage}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - show the trace, exit non-zero for DVC
+        traceback.print_exc()
+        return 1
+    return 0

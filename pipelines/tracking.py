@@ -1,0 +1,88 @@
+"""The one module that talks to MLflow (its API moves; keep it behind this small surface).
+
+The store is sqlite (``mlflow.db`` in the project; MLflow's file store is refused). Experiments are
+created on the driver before any trial starts; trials open runs by experiment id, never with
+``set_experiment``. A run ends FINISHED or FAILED: the driver marks runs a killed process left RUNNING
+as FAILED, and a resumed trial reopens its own run.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
+    """Create (or find) the experiment on the driver; mark runs left RUNNING by a killed process as FAILED."""
+    c = _client(uri)
+    exp = c.get_experiment_by_name(name)
+    # the tag makes MLflow 3's UI open these in its model-training view rather than the GenAI one
+    exp_id = exp.experiment_id if exp else c.create_experiment(
+        name, artifact_location=(artifact_root / name).as_uri(), tags={"mlflow.experimentKind": "custom_model_development"})
+    for run in c.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'"):
+        c.set_terminated(run.info.run_id, "FAILED")
+    return exp_id
+
+
+class TrialRun:
+    """An MLflow run for one trial; reopened by id when the trial resumes."""
+
+    def __init__(self, uri: str, experiment_id: str, run_name: str, id_file: Path, tags: dict[str, str]):
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.set_tracking_uri(uri)
+        run_id = id_file.read_text().strip() if id_file.exists() else None
+        self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                                    run_name=run_name, tags=tags)
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(self.run.info.run_id)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        flat = {k: str(v)[:500] for k, v in _flatten(params).items()}
+        existing = self.mlflow.get_run(self.run.info.run_id).data.params
+        self.mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_image(self, image_HW3, name: str) -> None:
+        self.mlflow.log_image(image_HW3, name)
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=subdir)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.mlflow.set_tags(tags)
+
+    def end(self, ok: bool) -> None:
+        self.mlflow.end_run("FINISHED" if ok else "FAILED")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def runs_of(uri: str, experiment_name: str) -> list[Any]:
+    c = _client(uri)
+    exp = c.get_experiment_by_name(experiment_name)
+    return c.search_runs([exp.experiment_id]) if exp else []
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="restorevar-mlflow-"))

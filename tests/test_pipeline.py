@@ -1,0 +1,174 @@
+"""`dvc repro` on the tiny profile in temporary copies of the project: the whole study runs under Ray Tune
+and MLflow, a second run does no work, a params change re-runs only what depends on it, and a stage killed
+with SIGKILL resumes from its checkpoint to the same final metrics as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate_quick"]
+pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                                reason="needs the project's git checkout to copy its files")
+
+
+def _copy_project(dest: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        if f.startswith((".dvc/", "dvc.lock", "metrics.json")) or not (ROOT / f).is_file():
+            continue
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dest / f)
+    raw = yaml.safe_load((dest / "params.yaml").read_text())
+    raw["profile"] = "tiny"
+    # long enough to be killed in the middle; both copies of a comparison use the same values
+    raw["train_transformer"]["tiny"]["loop"].update(steps=40, ckpt_every=4, log_every=4, eval_every=20)
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    subprocess.run([_bin("dvc"), "init", "--no-scm", "-q"], cwd=dest, check=True, env=_env())
+    return dest
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
+               NO_ALBUMENTATIONS_UPDATE="1", DVC_NO_ANALYTICS="1", RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+def _repro(project: Path) -> str:
+    r = subprocess.run([_bin("dvc"), "repro", "evaluate_quick"], cwd=project, env=_env(), capture_output=True, check=False,
+                       text=True, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    return out
+
+
+def _ran(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+def _metrics(project: Path) -> dict:
+    m = json.loads((project / "metrics.json").read_text())
+    m.pop("seconds")
+    return m
+
+
+def _components(path: Path) -> dict:
+    from restorevar.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)["components"]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """One uninterrupted tiny study; its first metrics are kept for the comparisons."""
+    project = _copy_project(tmp_path_factory.mktemp("study"))
+    out = _repro(project)
+    return {"project": project, "output": out, "metrics": _metrics(project),
+            "transformer": _components(project / "checkpoints" / "train_transformer.pt")}
+
+
+def test_repro_runs_every_stage_and_writes_metrics(done):
+    assert _ran(done["output"]) == STAGES
+    m = done["metrics"]
+    assert m["profile"] == "tiny" and m["protocol"]["colour"] == "RGB"
+    assert len(m["per_degradation"]) == 7
+    for row in m["per_degradation"].values():
+        assert row["n"] == 2 and {"input_psnr", "restored_psnr", "input_ssim", "restored_ssim"} <= set(row)
+    for stage in STAGES[1:5]:
+        summary = json.loads((done["project"] / "checkpoints" / f"{stage}.json").read_text())
+        assert summary["exported_variant"] == "main" and summary["metrics"]["step"] > 0
+
+
+def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{done['project'] / 'mlflow.db'}")
+    for stage in STAGES[1:5]:
+        exp = c.get_experiment_by_name(stage)
+        runs = c.search_runs([exp.experiment_id])
+        assert [r.info.status for r in runs] == ["FINISHED"], stage
+        run = runs[0]
+        assert run.data.params["model.preset"] == "tiny" and run.data.tags["profile"] == "tiny"
+        history = c.get_metric_history(run.info.run_id, "loss") if stage != "finetune_decoder" else \
+            c.get_metric_history(run.info.run_id, "l1")
+        assert len(history) >= 2
+        arts = {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert "checkpoint" in arts and "samples.png" in arts, (stage, arts)
+        assert [a.path for a in c.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/last.pt"]
+
+
+def test_nothing_changed_means_no_work_and_a_params_change_reruns_only_downstream(done):
+    project = done["project"]
+    assert _ran(_repro(project)) == []
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train_refiner"]["tiny"]["loop"]["steps"] = 4
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert _ran(_repro(project)) == ["train_refiner", "evaluate_quick"]
+
+
+def _kill_tree(project: Path, proc: subprocess.Popen) -> None:
+    import psutil
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for p in psutil.process_iter(["cwd"]):  # Ray's daemons may have left the process group
+        try:
+            if p.info["cwd"] and Path(p.info["cwd"]).is_relative_to(project):
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def test_sigkilled_stage_resumes_to_the_same_result(done, tmp_path):
+    from restorevar.checkpoint import load_checkpoint
+
+    project = _copy_project(tmp_path)
+    proc = subprocess.Popen([_bin("dvc"), "repro", "evaluate_quick"], cwd=project, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, ckpt = time.time() + 600, None
+    while time.time() < deadline and ckpt is None:
+        found = list((project / "runs").glob("train_transformer-*/main/last.pt"))
+        if found and load_checkpoint(found[0])["step"] >= 8:
+            ckpt = found[0]
+        elif proc.poll() is not None:
+            pytest.fail(f"dvc repro ended (rc {proc.returncode}) before the transformer checkpointed")
+        time.sleep(0.2)
+    assert ckpt is not None, "the transformer stage never wrote a checkpoint"
+    _kill_tree(project, proc)
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert killed_at < 40, "killed too late to test resuming"
+    assert not (project / "checkpoints" / "train_transformer.pt").exists()
+
+    out = _repro(project)
+    assert _ran(out) == ["train_transformer", "train_refiner", "evaluate_quick"]
+    assert "resumed from step" in out
+    assert _metrics(project) == done["metrics"]
+    a, b = done["transformer"], _components(project / "checkpoints" / "train_transformer.pt")
+    assert all(torch_equal(a[c][k], b[c][k]) for c in a for k in a[c])
+
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("train_transformer").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"], "the resumed trial reopens its own run"
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return torch.equal(x, y)
