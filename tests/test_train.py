@@ -59,8 +59,10 @@ def chain(manifest, tmp_path_factory):
     out["tok"] = rec
     tok = str(root / "tok" / CKPT_NAME)
     rec = Recorder()
-    train_decoder(_cfg(DecoderTrainConfig, manifest, 16, tokenizer_checkpoint=tok, discriminator_start=8,
-                       perceptual_weight=0.0), root / "dec", rec)
+    dec = _cfg(DecoderTrainConfig, manifest, 32, tokenizer_checkpoint=tok, discriminator_start=16,
+               perceptual_weight=0.0)
+    dec.loop.eval_every = 4
+    train_decoder(dec, root / "dec", rec)
     out["dec"] = rec
     rec = Recorder()
     train_transformer(_cfg(TransformerTrainConfig, manifest, 24, tokenizer_checkpoint=tok), root / "tr", rec)
@@ -79,9 +81,11 @@ def test_tokenizer_reconstruction_loss_falls(chain):
 
 def test_decoder_l1_falls_and_adversarial_starts_late(chain):
     rec = chain["dec"]
-    _falls(rec.series("l1"))
-    assert all("g_loss" not in m for s, m in rec.rows if s < 8)
-    assert any("g_loss" in m and "d_loss" in m for s, m in rec.rows if s > 8)
+    # batch losses are noisy at this size; the fixed validation batch shows the trend
+    val = [m["val_psnr_continuous"] for s, m in rec.rows if s % 4 == 0 and s <= 16]
+    assert val[-1] > val[0] + 0.2, f"decoder fine-tuning did not improve reconstruction: {val}"
+    assert all("g_loss" not in m for s, m in rec.rows if s <= 16)
+    assert any("g_loss" in m and "d_loss" in m for s, m in rec.rows if s > 16)
 
 
 def test_transformer_loss_falls_and_tracks_per_scale_accuracy(chain):
