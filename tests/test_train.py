@@ -148,3 +148,27 @@ def test_missing_upstream_checkpoint_is_a_clear_error(manifest, tmp_path):
     cfg = _cfg(TransformerTrainConfig, manifest, 4, tokenizer_checkpoint=str(tmp_path / "nope.pt"))
     with pytest.raises(UserError, match="nope.pt"):
         train_transformer(cfg, tmp_path / "run")
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTOREVAR_WEIGHTS", str(tmp_path / "empty-cache"))
+
+
+def test_required_perceptual_loss_without_weights_fails_clearly(manifest, chain, tmp_path, no_weights):
+    cfg = _cfg(DecoderTrainConfig, manifest, 2, tokenizer_checkpoint=str(chain["root"] / "tok" / CKPT_NAME),
+               perceptual_weight=0.1, perceptual_required=True)
+    with pytest.raises(UserError, match="perceptual loss needs LPIPS weights.*fetch-weights"):
+        train_decoder(cfg, tmp_path / "run")
+
+
+def test_optional_perceptual_loss_is_switched_off_with_the_reason_logged(manifest, chain, tmp_path, no_weights,
+                                                                        capsys):
+    rec = Recorder()
+    cfg = _cfg(DecoderTrainConfig, manifest, 2, tokenizer_checkpoint=str(chain["root"] / "tok" / CKPT_NAME),
+               perceptual_weight=0.1, discriminator=False)
+    train_decoder(cfg, tmp_path / "run", rec)
+    assert rec.rows[0] == (0, {"perceptual_disabled": 1.0})
+    assert "perceptual loss off" in capsys.readouterr().out
+    assert all("d_loss" not in m and "lpips" not in m for _, m in rec.rows)  # discriminator switched off
+    assert "discriminator" not in load_checkpoint(tmp_path / "run" / CKPT_NAME)["components"]
