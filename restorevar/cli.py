@@ -256,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_restore)
 
     from restorevar.data.cli import add_data_parser
+    from restorevar.stats.cli import add_parsers as add_stats_parsers
 
     add_data_parser(sub, _Parser)
+    add_stats_parsers(sub, _Parser)
     return p
 
 

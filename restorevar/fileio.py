@@ -23,6 +23,9 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

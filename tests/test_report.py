@@ -1,0 +1,67 @@
+"""The report from a small real results folder: tables with protocol and profile, figures, self-contained HTML."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import make_tiny
+from restorevar.data.synth import SynthConfig, synth
+from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
+from restorevar.metrics.cost import measure_cost
+from restorevar.metrics.evaluate import evaluate, identity_method, model_method
+from restorevar.report import build_report
+from restorevar.stats import compare_methods
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    synth(root / "data", SynthConfig(size=32, train_per_degradation=1, test_per_degradation=3), progress=False)
+    model = make_tiny(gains=0.5)
+    protocol = MetricProtocol("rgb", 0, "resize", 32)
+    suite = MetricSuite(["psnr", "ssim", "lpips"], protocol, weights_cache=root / "no-weights")
+    methods = {"restorevar": model_method(model, torch.device("cpu")), "identity": identity_method()}
+    res = root / "results"
+    rows = evaluate(root / "data" / "test.json", methods, suite, batch_size=8, samples_per_stratum=1,
+                    sample_dir=res / "samples", progress=False)
+    for name, r in rows.items():
+        write_rows(res / "per_image" / f"{name}.parquet", r)
+    info = {"profile": "tiny", "preset": "tiny", "checkpoint": "checkpoints/train_refiner.pt",
+            "test_manifest": "data/test.json", "protocol": protocol.describe(),
+            "metrics": {n: {"available": ok, "reason": why} for n, (ok, why) in suite.available.items()},
+            "methods": list(methods), "images": 21}
+    (res / "evaluation.json").write_text(json.dumps(info))
+    (res / "cost.json").write_text(json.dumps(measure_cost(model, 1, 1, 2)))
+    df = read_results(res / "per_image")
+    comps = [compare_methods(df, "restorevar", "identity", m, n_boot=200, n_perm=500) for m in ("psnr", "ssim")]
+    (res / "stats.json").write_text(json.dumps({"method": "restorevar", "against": ["identity"], "confidence": 0.95,
+                                                "n_boot": 200, "n_perm": 500, "comparisons": comps,
+                                                "not_measured": {"lpips": "not measured"}}))
+    out = build_report(res, root / "reports", "Test report", grid_per_group=1)
+    return root, out
+
+
+def test_html_is_self_contained_and_states_protocol_and_profile(results):
+    _root, out = results
+    page = out["html"].read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not fetch anything"
+    assert "<script" not in page and "<link" not in page
+    assert page.count("data:image/png;base64,") == 4  # PSNR and SSIM bars, paired differences, example grid
+    assert "profile `tiny`" not in page and "profile <code>tiny</code>" in page
+    assert "rgb-crop0-resize32" in page
+    assert "LPIPS: unavailable: weights not cached" in page
+
+
+def test_markdown_tables_match_the_per_image_means(results):
+    root, out = results
+    md = out["markdown"].read_text()
+    df = read_results(root / "results" / "per_image")
+    mean = df[(df.method == "identity") & (df.metric == "psnr") & (df.degradation == "haze")]["value"].mean()
+    row = next(line for line in md.splitlines() if line.startswith("| identity ") and "." in line)
+    assert f"{mean:.2f}" in row  # first table is PSNR: the identity row holds the haze mean
+    for fig in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert (out["markdown"].parent / fig).exists()
+    assert "all (dataset-weighted)" in md and "Holm" in md and "seconds / image" in md
