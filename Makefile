@@ -13,7 +13,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: setup test repro ui lint clean
+.PHONY: setup test repro ui lint regress clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ repro: setup
 # The MLflow UI on this machine only; UI_HOST=0.0.0.0 exposes it (think twice).
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host $(UI_HOST) --port $(UI_PORT)
+
+# The tiny study in a temporary copy, compared with the committed baseline (what CI runs after the tests).
+regress: setup
+	$(PY) -m benchmarks.tiny_run --out .regress/metrics.json
+	$(VENV)/bin/restorevar regress --baseline benchmarks/baseline.json --current .regress/metrics.json
 
 lint: setup
 	$(VENV)/bin/ruff check restorevar tests pipelines benchmarks

@@ -70,11 +70,74 @@ class TuneParams:
 
 
 @dataclass
+class ProtocolParams:
+    colour: Literal["rgb", "y"] = "rgb"
+    crop_border: int = 0
+    geometry: Literal["resize", "center_crop"] = "resize"
+
+
+@dataclass
+class CostParams:
+    batch_size: int = 1
+    warmup: int = 2
+    repeats: int = 5
+
+
+@dataclass
 class EvalParams:
-    test_protocol: Literal["resize", "center_crop"] = "resize"
+    protocol: ProtocolParams = field(default_factory=ProtocolParams)
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "musiq", "clipiqa"])
+    baselines: list[str] = field(default_factory=lambda: ["identity", "vqvae_roundtrip"])
+    external: dict[str, str] = field(default_factory=dict)  # method name -> folder of its outputs
     batch_size: int = 8
     max_images_per_degradation: int = 0  # 0 = all
+    samples_per_degradation: int = 2
+    cost: CostParams = field(default_factory=CostParams)
     device: str = "auto"
+
+    def check(self, where: str) -> None:
+        from restorevar.metrics import KNOWN
+
+        bad = [m for m in self.metrics if m not in KNOWN]
+        if bad:
+            raise UserError(f"{where}.metrics: unknown metric {bad[0]!r}; known: {', '.join(KNOWN)}")
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise UserError(f"{where}.baselines: unknown baseline {bad[0]!r}; known: {', '.join(BASELINES)}")
+        clash = [n for n in self.external if n in (MODEL_METHOD, *BASELINES)]
+        if clash:
+            raise UserError(f"{where}.external: name {clash[0]!r} is taken by a built-in method; rename it")
+        if self.batch_size < 1 or self.cost.batch_size < 1 or self.cost.repeats < 1:
+            raise UserError(f"{where}: batch sizes and cost.repeats must be >= 1")
+        if self.protocol.crop_border < 0:
+            raise UserError(f"{where}.protocol.crop_border must be >= 0")
+
+
+@dataclass
+class StatsParams:
+    method: str = "restorevar"
+    against: list[str] = field(default_factory=lambda: ["identity", "vqvae_roundtrip"])
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips"])
+    confidence: float = 0.95
+    n_boot: int = 2000
+    n_perm: int = 10000
+    seed: int = 0
+
+    def check(self, where: str) -> None:
+        if not 0 < self.confidence < 1:
+            raise UserError(f"{where}.confidence must lie in (0, 1), got {self.confidence}")
+        if self.n_boot < 100 or self.n_perm < 100:
+            raise UserError(f"{where}: n_boot and n_perm must be >= 100")
+
+
+@dataclass
+class ReportParams:
+    grid_images_per_degradation: int = 2
+    title: str = "RestoreVAR suite report"
+
+
+MODEL_METHOD = "restorevar"
+BASELINES = ("identity", "vqvae_roundtrip")
 
 
 def load_raw(path: Path = PARAMS) -> dict[str, Any]:
@@ -128,8 +191,12 @@ class Params:
         self.model.build_config()  # a bad preset or override fails here, before any work
         self.data = from_dict(DataParams, _section(self.raw, "data", self.profile), where=f"data.{self.profile}")
         self.data.validate()
-        self.evaluate = from_dict(EvalParams, _section(self.raw, "evaluate_quick", self.profile),
-                                  where=f"evaluate_quick.{self.profile}")
+        self.evaluate = from_dict(EvalParams, _section(self.raw, "evaluate", self.profile),
+                                  where=f"evaluate.{self.profile}")
+        self.evaluate.check(f"evaluate.{self.profile}")
+        self.stats = from_dict(StatsParams, _section(self.raw, "stats", self.profile), where=f"stats.{self.profile}")
+        self.stats.check(f"stats.{self.profile}")
+        self.report = from_dict(ReportParams, _section(self.raw, "report", self.profile), where=f"report.{self.profile}")
         tracking = self.raw.get("tracking", {}) or {}
         unknown = set(tracking) - {"mlflow_uri", "ray_address", "ray_storage"}
         if unknown:

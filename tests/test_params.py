@@ -56,6 +56,15 @@ def test_small_profile_trains_variants_and_exports_the_best(tmp_path):
         tune={"variants": {"a": {"loop.stepz": 1}}, "chosen": "a"}), "variants.a"),
     (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {}}, "chosen": "b"}), "'b'"),
     (lambda r: r["train_transformer"]["default"].update(tune={"resources": {"gpus": 1}}), "gpus"),
+    (lambda r: r["evaluate"]["default"].update(metrics=["psnr", "fid"]), "evaluate.default.metrics: unknown metric 'fid'"),
+    (lambda r: r["evaluate"]["default"].update(metrics="psnr"), "evaluate.default.metrics: expected a list"),
+    (lambda r: r["evaluate"]["default"].update(baselines=["bicubic"]), "unknown baseline 'bicubic'"),
+    (lambda r: r["evaluate"]["default"].update(external={"identity": "x"}), "'identity' is taken"),
+    (lambda r: r["evaluate"]["default"]["protocol"].update(colour="lab"), "evaluate.default.protocol.colour"),
+    (lambda r: r["evaluate"]["default"]["protocol"].update(crop_border=-1), "crop_border"),
+    (lambda r: r["stats"]["default"].update(confidence=1.5), "stats.default.confidence"),
+    (lambda r: r["stats"]["default"].update(n_perm=5), "n_perm"),
+    (lambda r: r["report"]["default"].update(colour="blue"), "report.default.colour"),
 ])
 def test_bad_params_fail_naming_the_key(edit, message, tmp_path):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):

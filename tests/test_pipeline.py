@@ -8,50 +8,31 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from benchmarks.tiny_run import copy_project, env, repro, tool
+
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate_quick"]
+STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate", "stats",
+          "report"]
+AFTER_REFINER = ["train_refiner", "evaluate", "stats", "report"]
 pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
                                 reason="needs the project's git checkout to copy its files")
 
 
 def _copy_project(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    for f in filter(None, files):
-        if f.startswith((".dvc/", "dvc.lock", "metrics.json")) or not (ROOT / f).is_file():
-            continue
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, dest / f)
-    raw = yaml.safe_load((dest / "params.yaml").read_text())
-    raw["profile"] = "tiny"
-    # long enough to be killed in the middle; both copies of a comparison use the same values
-    raw["train_transformer"]["tiny"]["loop"].update(steps=40, ckpt_every=4, log_every=4, eval_every=20)
-    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    subprocess.run([_bin("dvc"), "init", "--no-scm", "-q"], cwd=dest, check=True, env=_env())
-    return dest
+    def longer_transformer(raw):  # long enough to be killed in the middle; every copy uses the same values
+        raw["train_transformer"]["tiny"]["loop"].update(steps=40, ckpt_every=4, log_every=4, eval_every=20)
 
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
-               NO_ALBUMENTATIONS_UPDATE="1", DVC_NO_ANALYTICS="1", RAY_USAGE_STATS_ENABLED="0")
-    return env
+    return copy_project(dest, longer_transformer)
 
 
 def _repro(project: Path) -> str:
-    r = subprocess.run([_bin("dvc"), "repro", "evaluate_quick"], cwd=project, env=_env(), capture_output=True, check=False,
-                       text=True, timeout=900)
+    r = repro(project, timeout=900)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     return out
@@ -62,9 +43,16 @@ def _ran(output: str) -> list[str]:
 
 
 def _metrics(project: Path) -> dict:
+    """Quality metrics and FLOPs; timings differ between runs, so they stay out of comparisons."""
     m = json.loads((project / "metrics.json").read_text())
-    m.pop("seconds")
+    cost = m.pop("cost")
+    m["gflops"] = cost["gflops_per_image"]
     return m
+
+
+def _per_image(project: Path) -> dict[str, bytes]:
+    """Every per-image value (not only the means), as the bytes of each method's file."""
+    return {f.name: f.read_bytes() for f in sorted((project / "results" / "per_image").glob("*.parquet"))}
 
 
 def _components(path: Path) -> dict:
@@ -78,19 +66,30 @@ def done(tmp_path_factory):
     """One uninterrupted tiny study; its first metrics are kept for the comparisons."""
     project = _copy_project(tmp_path_factory.mktemp("study"))
     out = _repro(project)
-    return {"project": project, "output": out, "metrics": _metrics(project),
+    return {"project": project, "output": out, "metrics": _metrics(project), "per_image": _per_image(project),
             "transformer": _components(project / "checkpoints" / "train_transformer.pt")}
 
 
 def test_repro_runs_every_stage_and_writes_metrics(done):
     assert _ran(done["output"]) == STAGES
-    m = done["metrics"]
-    assert m["profile"] == "tiny" and m["protocol"]["colour"] == "RGB"
-    assert len(m["per_degradation"]) == 7
-    for row in m["per_degradation"].values():
-        assert row["n"] == 2 and {"input_psnr", "restored_psnr", "input_ssim", "restored_ssim"} <= set(row)
+    project, m = done["project"], done["metrics"]
+    info = json.loads((project / "results" / "evaluation.json").read_text())
+    assert info["profile"] == "tiny" and info["protocol"]["id"] == "rgb-crop0-resize32"
+    assert not info["metrics"]["lpips"]["available"] and "not cached" in info["metrics"]["lpips"]["reason"]
+    per = m["rgb-crop0-resize32"]
+    assert set(per) == {"restorevar", "identity", "vqvae_roundtrip"}
+    for method in per.values():
+        assert len(method) == 8  # 7 degradations + overall
+        assert all(set(v) == {"psnr", "ssim"} for v in method.values())
+    assert m["gflops"]["end_to_end"] > 0
+    stats = json.loads((project / "results" / "stats.json").read_text())
+    assert {(c["metric"], c["b"]) for c in stats["comparisons"]} == {
+        (mt, b) for mt in ("psnr", "ssim") for b in ("identity", "vqvae_roundtrip")}
+    assert "lpips" in stats["not_measured"]
+    page = (project / "reports" / "report.html").read_text()
+    assert "rgb-crop0-resize32" in page and "data:image/png;base64," in page and "unavailable" in page
     for stage in STAGES[1:5]:
-        summary = json.loads((done["project"] / "checkpoints" / f"{stage}.json").read_text())
+        summary = json.loads((project / "checkpoints" / f"{stage}.json").read_text())
         assert summary["exported_variant"] == "main" and summary["metrics"]["step"] > 0
 
 
@@ -118,7 +117,7 @@ def test_nothing_changed_means_no_work_and_a_params_change_reruns_only_downstrea
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["train_refiner"]["tiny"]["loop"]["steps"] = 4
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert _ran(_repro(project)) == ["train_refiner", "evaluate_quick"]
+    assert _ran(_repro(project)) == AFTER_REFINER
 
 
 def _kill_tree(project: Path, proc: subprocess.Popen) -> None:
@@ -138,7 +137,7 @@ def test_sigkilled_stage_resumes_to_the_same_result(done, tmp_path):
     from restorevar.checkpoint import load_checkpoint
 
     project = _copy_project(tmp_path)
-    proc = subprocess.Popen([_bin("dvc"), "repro", "evaluate_quick"], cwd=project, env=_env(),
+    proc = subprocess.Popen([tool("dvc"), "repro", "report"], cwd=project, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline, ckpt = time.time() + 600, None
     while time.time() < deadline and ckpt is None:
@@ -155,9 +154,10 @@ def test_sigkilled_stage_resumes_to_the_same_result(done, tmp_path):
     assert not (project / "checkpoints" / "train_transformer.pt").exists()
 
     out = _repro(project)
-    assert _ran(out) == ["train_transformer", "train_refiner", "evaluate_quick"]
+    assert _ran(out) == ["train_transformer", *AFTER_REFINER]
     assert "resumed from step" in out
     assert _metrics(project) == done["metrics"]
+    assert _per_image(project) == done["per_image"]
     a, b = done["transformer"], _components(project / "checkpoints" / "train_transformer.pt")
     assert all(torch_equal(a[c][k], b[c][k]) for c in a for k in a[c])
 

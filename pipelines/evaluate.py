@@ -1,0 +1,119 @@
+"""DVC stage `evaluate`: per-image metrics of the trained model and the baselines on the test split, the
+cost of each component, and the summary metrics.json that DVC tracks.
+
+Writes results/per_image/<method>.parquet, results/samples/ (PNG examples for the report),
+results/evaluation.json (protocol, profile, metric availability) and results/cost.json.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pipelines.params import BASELINES, MODEL_METHOD, ROOT, Params, checkpoint_path
+from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
+from restorevar.data.manifest import read_manifest
+from restorevar.errors import UserError
+from restorevar.fileio import atomic_write
+from restorevar.metrics import MetricProtocol, MetricSuite, summary, write_rows
+from restorevar.metrics.cost import measure_cost
+from restorevar.metrics.evaluate import evaluate, external_method, identity_method, model_method, roundtrip_method
+from restorevar.metrics.results import read_results
+from restorevar.models import RestoreVAR
+from restorevar.train.common import pick_device
+
+RESULTS = ROOT / "results"
+
+
+def _write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _load(stage: str, components: list[str]) -> RestoreVAR:
+    path = checkpoint_path(stage)
+    ck = load_checkpoint(path)
+    model = RestoreVAR(config_from_checkpoint(ck))
+    load_components(model, ck, components, path)
+    return model
+
+
+def run() -> dict:
+    started = time.perf_counter()
+    p = Params()
+    e = p.evaluate
+    device = pick_device(e.device)
+    model = _load("train_refiner", ["vqvae", "transformer", "refiner"]).to(device).eval()
+    protocol = MetricProtocol(e.protocol.colour, e.protocol.crop_border, e.protocol.geometry,
+                              model.cfg.vqvae.image_size)
+    protocol.validate()
+    suite = MetricSuite(e.metrics, protocol, device)
+    for name, (ok, reason) in suite.available.items():
+        if not ok:
+            print(f"evaluate: {name} {reason}")
+    methods = {MODEL_METHOD: model_method(model, device)}
+    if "identity" in e.baselines:
+        methods["identity"] = identity_method()
+    if "vqvae_roundtrip" in e.baselines:
+        tok = _load("train_tokenizer", ["vqvae"]).to(device).eval()
+        methods["vqvae_roundtrip"] = roundtrip_method(tok.vqvae, device)
+    entries = read_manifest(p.test_manifest)
+    missing: dict[str, list[str]] = {}
+    for name, folder in e.external.items():
+        methods[name], missing[name] = external_method(ROOT / folder, entries, protocol)
+
+    for old in ("per_image", "samples"):
+        shutil.rmtree(RESULTS / old, ignore_errors=True)
+    rows = evaluate(p.test_manifest, methods, suite, batch_size=e.batch_size,
+                    max_per_stratum=e.max_images_per_degradation, samples_per_stratum=e.samples_per_degradation,
+                    sample_dir=RESULTS / "samples")
+    for name, r in rows.items():
+        write_rows(RESULTS / "per_image" / f"{name}.parquet", r)
+    eval_seconds = time.perf_counter() - started
+
+    cost = measure_cost(model, e.cost.batch_size, e.cost.warmup, e.cost.repeats)
+    _write_json(RESULTS / "cost.json", cost)
+    df = read_results(RESULTS / "per_image")
+    sec = cost["seconds_per_image"]
+    metrics = summary(df)
+    metrics["cost"] = {"seconds_per_image": {k: round(v, 6) for k, v in sec.items()},
+                       # ratios to the decoder's time travel between machines better than seconds
+                       "ratio_to_decode": {k: round(v / sec["decode"], 4) for k, v in sec.items() if k != "decode"},
+                       "gflops_per_image": {k: round(v / 1e9, 4) for k, v in cost["flops_per_image"].items()}}
+    _write_json(ROOT / "metrics.json", metrics)
+    info = {
+        "profile": p.profile, "preset": p.model.preset, "checkpoint": str(checkpoint_path("train_refiner").relative_to(ROOT)),
+        "test_manifest": str(Path(p.test_manifest).relative_to(ROOT)), "protocol": protocol.describe(),
+        "metrics": {n: {"available": ok, "reason": reason} for n, (ok, reason) in suite.available.items()},
+        "methods": list(methods), "baselines": [b for b in BASELINES if b in methods],
+        "external": {n: {"folder": f, "unmatched": len(missing[n]), "unmatched_examples": missing[n][:5]}
+                     for n, f in e.external.items()},
+        "images": int(df[df.method == MODEL_METHOD].drop_duplicates(["dataset", "degradation", "image_id"]).shape[0]),
+        "seconds": round(time.perf_counter() - started, 1), "evaluation_seconds": round(eval_seconds, 1),
+        "torch": torch.__version__,
+    }
+    _write_json(RESULTS / "evaluation.json", info)
+    return info
+
+
+def main() -> int:
+    try:
+        info = run()
+    except UserError as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 2
+    m = json.loads((ROOT / "metrics.json").read_text())
+    proto = info["protocol"]["id"]
+    for method, entry in m[proto].items():
+        o = entry["overall"]
+        print(f"evaluate: {method:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(o.items())))
+    print(f"evaluate: {info['images']} test images, protocol {proto}, {info['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
