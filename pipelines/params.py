@@ -136,6 +136,49 @@ class ReportParams:
     title: str = "RestoreVAR suite report"
 
 
+@dataclass
+class AblationVariant:
+    set: dict[str, Any] = field(default_factory=dict)  # dotted keys on the stage's config
+    needs: list[str] = field(default_factory=list)  # weights (metric names) the variant cannot run without
+
+
+@dataclass
+class AblationFamily:
+    stage: Literal["finetune_decoder", "train_transformer", "train_refiner"] = "train_refiner"
+    paper_choice: str = ""
+    claim: str = ""  # the paper's claim, tested against our numbers in the report
+    loop: dict[str, Any] = field(default_factory=dict)  # overrides of every variant's loop (the reduced run)
+    variants: dict[str, AblationVariant] = field(default_factory=dict)
+
+
+@dataclass
+class ScaleSpaceParams:
+    split: int = 4  # scales [0, split) are "coarse"
+    images_per_degradation: int = 8
+    grid_images: int = 1
+
+
+@dataclass
+class AblationParams:
+    families: dict[str, AblationFamily] = field(default_factory=dict)
+    scale_space: ScaleSpaceParams = field(default_factory=ScaleSpaceParams)
+
+    def check(self, where: str, names: list[str]) -> None:
+        if sorted(self.families) != sorted(names):
+            raise UserError(f"{where}.families must define exactly the families in ablation_families "
+                            f"({', '.join(names)}); has {', '.join(self.families) or 'none'}")
+        for name, fam in self.families.items():
+            if fam.paper_choice not in fam.variants:
+                raise UserError(f"{where}.families.{name}.paper_choice {fam.paper_choice!r} is not one of its "
+                                f"variants: {', '.join(fam.variants)}")
+            for vname, v in fam.variants.items():
+                from restorevar.metrics import KNOWN
+
+                bad = [n for n in v.needs if n not in KNOWN]
+                if bad:
+                    raise UserError(f"{where}.families.{name}.variants.{vname}.needs: unknown {bad[0]!r}")
+
+
 MODEL_METHOD = "restorevar"
 BASELINES = ("identity", "vqvae_roundtrip")
 
@@ -197,6 +240,10 @@ class Params:
         self.stats = from_dict(StatsParams, _section(self.raw, "stats", self.profile), where=f"stats.{self.profile}")
         self.stats.check(f"stats.{self.profile}")
         self.report = from_dict(ReportParams, _section(self.raw, "report", self.profile), where=f"report.{self.profile}")
+        self.ablation_families = list(self.raw.get("ablation_families") or [])
+        self.ablations = from_dict(AblationParams, _section(self.raw, "ablations", self.profile),
+                                   where=f"ablations.{self.profile}")
+        self.ablations.check(f"ablations.{self.profile}", self.ablation_families)
         tracking = self.raw.get("tracking", {}) or {}
         unknown = set(tracking) - {"mlflow_uri", "ray_address", "ray_storage"}
         if unknown:
@@ -205,6 +252,7 @@ class Params:
         self.ray_address = tracking.get("ray_address") or None
         self.ray_storage = str((ROOT / (tracking.get("ray_storage") or "ray_results")).resolve())
         self.stages = {name: self._stage(name, cls) for name, cls in TRAIN_STAGES.items()}
+        self.ablation_variants = {f: self._ablation_variants(f) for f in self.ablation_families}
 
     def _stage(self, name: str, cls) -> StageParams:
         sec = _section(self.raw, name, self.profile)
@@ -230,6 +278,20 @@ class Params:
         if len(variants) > 1 and not tune.metric and not tune.chosen:
             raise UserError(f"{where}.tune: several variants need a metric or a chosen variant to export")
         return StageParams(name, self.profile, cfg, sec, tune, variants)
+
+    def _ablation_variants(self, family: str) -> dict[str, dict[str, Any]]:
+        """Each variant's full, validated stage config: the stage's own, the family's reduced loop, its changes."""
+        fam = self.ablations.families[family]
+        cls = TRAIN_STAGES[fam.stage]
+        out = {}
+        for vname, v in fam.variants.items():
+            d = copy.deepcopy(self.stages[fam.stage].config_dict)
+            d["loop"] = {**d.get("loop", {}), **fam.loop}
+            for k, val in v.set.items():
+                _set_dotted(d, k, copy.deepcopy(val))
+            from_dict(cls, d, where=f"ablations.{self.profile}.families.{family}.variants.{vname}")
+            out[vname] = d
+        return out
 
     @property
     def data_dir(self) -> Path:

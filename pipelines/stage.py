@@ -47,8 +47,12 @@ def trainable(config: dict[str, Any]) -> None:
         run.log_params(t["config"])
         cfg = from_dict(TRAIN_STAGES[stage], t["config"])
 
+        history = run_dir / "history.jsonl"  # every report, for the ablations' curves (a resume appends)
+
         def report(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
             run.log_metrics(metrics, step)
+            with history.open("a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
             tuning.report({**metrics, "step": step}, checkpoint)
 
         _trainer(stage)(cfg, run_dir, report)
@@ -69,6 +73,24 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune: Any, experiment: str,
+               family: str) -> list[dict[str, Any]]:
+    """Every variant of ``stage`` as a Ray Tune trial logged to the MLflow ``experiment``; raises if one fails."""
+    name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(variants)}"
+    exp_id = tracking.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
+    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": cfg,
+               "run_dir": str(ROOT / "runs" / name / v), "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
+              for v, cfg in variants.items()]
+    tuning.init(p.ray_address)
+    results = tuning.run(name=name, trainable=trainable, trials=trials,
+                         resources={"CPU": tune.resources.cpu, "GPU": tune.resources.gpu},
+                         storage=p.ray_storage, max_failures=tune.max_failures)
+    failed = [r for r in results if r["error"]]
+    if failed:
+        raise UserError(f"{experiment}: trial {failed[0]['trial']['variant']} failed: {failed[0]['error']}")
+    return results
+
+
 def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     p = Params()
@@ -77,19 +99,7 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
         path = sp.config_dict.get(upstream)
         if path and not Path(path).exists():
             raise UserError(f"{stage} needs {path}; run the stage that makes it first (dvc repro)")
-    name = f"{stage}-{p.profile}-{_hash(sp.variants)}"
-    artifact_root = ROOT / "mlartifacts"
-    exp_id = tracking.ensure_experiment(p.mlflow_uri, stage, artifact_root)
-    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family or stage, "config": cfg,
-               "run_dir": str(ROOT / "runs" / name / v), "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
-              for v, cfg in sp.variants.items()]
-    tuning.init(p.ray_address)
-    results = tuning.run(name=name, trainable=trainable, trials=trials,
-                         resources={"CPU": sp.tune.resources.cpu, "GPU": sp.tune.resources.gpu},
-                         storage=p.ray_storage, max_failures=sp.tune.max_failures)
-    failed = [r for r in results if r["error"]]
-    if failed:
-        raise UserError(f"{stage}: trial {failed[0]['trial']['variant']} failed: {failed[0]['error']}")
+    results = run_trials(p, stage, sp.variants, sp.tune, experiment=stage, family=family or stage)
     if sp.tune.chosen:
         best = next(r for r in results if r["trial"]["variant"] == sp.tune.chosen)
     elif sp.tune.metric:

@@ -65,6 +65,12 @@ def test_small_profile_trains_variants_and_exports_the_best(tmp_path):
     (lambda r: r["stats"]["default"].update(confidence=1.5), "stats.default.confidence"),
     (lambda r: r["stats"]["default"].update(n_perm=5), "n_perm"),
     (lambda r: r["report"]["default"].update(colour="blue"), "report.default.colour"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"].update(paper_choice="magic"), "paper_choice 'magic'"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"].update(needs=["fid"]),
+     "variants.lrt.needs"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
+        {"loop.stepz": 3}), "families.refiner.variants.lrt"),
+    (lambda r: r.update(ablation_families=["refiner", "positions"]), "ablation_families"),
 ])
 def test_bad_params_fail_naming_the_key(edit, message, tmp_path):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):

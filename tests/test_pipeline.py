@@ -17,9 +17,11 @@ import yaml
 from benchmarks.tiny_run import copy_project, env, repro, tool
 
 ROOT = Path(__file__).resolve().parents[1]
+ABLATIONS = ["ablate@conditioning", "ablate@refiner", "ablate@decoder_losses"]
 STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate", "stats",
-          "report"]
-AFTER_REFINER = ["train_refiner", "evaluate", "stats", "report"]
+          *ABLATIONS, "scale_space", "report"]
+# the ablations read every training section (a family's variants start from its stage's config)
+AFTER_REFINER = ["train_refiner", "evaluate", "stats", *ABLATIONS, "scale_space", "report"]
 pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
                                 reason="needs the project's git checkout to copy its files")
 
@@ -88,9 +90,32 @@ def test_repro_runs_every_stage_and_writes_metrics(done):
     assert "lpips" in stats["not_measured"]
     page = (project / "reports" / "report.html").read_text()
     assert "rgb-crop0-resize32" in page and "data:image/png;base64," in page and "unavailable" in page
+    assert "Ablation: conditioning" in page and "Scale-space analysis" in page
     for stage in STAGES[1:5]:
         summary = json.loads((project / "checkpoints" / f"{stage}.json").read_text())
         assert summary["exported_variant"] == "main" and summary["metrics"]["step"] > 0
+
+
+def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(done):
+    from mlflow.tracking import MlflowClient
+
+    project = done["project"]
+    expected = {"conditioning": {"continuous", "discrete"},
+                "refiner": {"none", "hart_mlp", "lrt_no_last_block", "lrt"}, "decoder_losses": {"l1", "ssim"}}
+    c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    for family, variants in expected.items():
+        s = json.loads((project / "results" / "ablations" / family / "summary.json").read_text())
+        assert set(s["variants"]) == variants and s["images"] == 14
+        assert all((project / "checkpoints" / "ablations" / family / f"{v}.pt").exists() for v in variants)
+        runs = c.search_runs([c.get_experiment_by_name(f"ablation/{family}").experiment_id])
+        assert {r.data.tags["variant"] for r in runs} == variants
+        assert {r.data.tags["ablation_family"] for r in runs} == {family}
+        assert all(r.info.status == "FINISHED" for r in runs)
+        assert {cmp["b"] for cmp in s["comparisons"]} >= variants - {s["reference"]}
+    s = json.loads((project / "results" / "ablations" / "decoder_losses" / "summary.json").read_text())
+    assert "perceptual" in s["not_run"] and "weights not cached" in s["not_run"]["perceptual"]
+    curves = json.loads((project / "results" / "ablations" / "conditioning" / "curves.json").read_text())
+    assert [r["step"] for r in curves["discrete"] if "val_acc" in r] == [2, 4]
 
 
 def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):
@@ -172,3 +197,13 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return torch.equal(x, y)
+
+
+def test_ablation_params_expand_into_one_dvc_stage_per_family(tmp_path):
+    project = copy_project(tmp_path, lambda raw: raw.update(ablation_families=["refiner", "conditioning"]) or
+                           raw["ablations"]["tiny"]["families"].pop("decoder_losses"))
+    r = subprocess.run([tool("dvc"), "stage", "list", "--name-only"], cwd=project, env=env(), capture_output=True,
+                       text=True, check=True)
+    names = r.stdout.split()
+    assert [n for n in names if n.startswith("ablate@")] == ["ablate@refiner", "ablate@conditioning"]
+    assert "scale_space" in names

@@ -56,6 +56,22 @@ def roundtrip_method(vqvae, device: torch.device) -> Method:
     return run
 
 
+def reconstruction_method(vqvae, device: torch.device, continuous: bool = True) -> Method:
+    """The clean image through an autoencoder: its continuous latent (or its tokens) decoded again."""
+    def run(items, deg_B3HW):
+        have = [j for j, it in enumerate(items) if "clean" in it]
+        out: list[torch.Tensor | None] = [None] * len(items)
+        if have:
+            clean = torch.stack([items[j]["clean"] for j in have]).to(device)
+            with torch.no_grad():
+                f = vqvae.encode(clean)
+                rec = vqvae.decode(f if continuous else vqvae.quantizer.idx_to_f_hat(vqvae.quantize(f).idx_list))
+            for j, r in zip(have, rec.float().cpu()):
+                out[j] = r
+        return out
+    return run
+
+
 def external_method(folder: str | Path, entries, protocol: MetricProtocol) -> tuple[Method, list[str]]:
     """Outputs of another method, matched to test images by file name (any image extension).
 

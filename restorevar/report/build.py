@@ -17,6 +17,7 @@ from restorevar.fileio import atomic_write
 from restorevar.metrics.iqa import FULL_REFERENCE, HIGHER_IS_BETTER, NO_REFERENCE
 from restorevar.metrics.results import read_results
 from restorevar.report import figures
+from restorevar.report.ablations import ablation_sections, scale_space_section
 from restorevar.report.document import Document
 from restorevar.stats.compare import comparison_table, format_table, holm
 
@@ -156,6 +157,9 @@ def build_report(results: Path, out_dir: Path, title: str = "RestoreVAR suite re
     doc.table(cost_table(cost), f"Per image at {cost['image_size']} px, batch {cost['batch_size']}, median of "
               f"{cost['repeats']} runs after {cost['warmup']} warm-up ({cost['timer']}); device: {cost['device']}; "
               f"torch {cost['torch']}; FLOPs counted by torch's FlopCounterMode (matmul/conv only)")
+
+    ablation_sections(doc, results, fig_dir)
+    scale_space_section(doc, results, fig_dir)
 
     doc.heading("Examples")
     grid = figures.image_grid(results / "samples", methods, fig_dir / "grid.png", grid_per_group)

@@ -55,7 +55,7 @@ def paired_differences(df: pd.DataFrame, a: str, b: str, metric: str, path: Path
     with warnings.catch_warnings():  # seaborn 0.13 still passes matplotlib's deprecated `vert`
         warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
         sns.boxplot(wide, x="group", y="diff", color="#cfd8e3", fliersize=0, ax=ax)
-    sns.stripplot(wide, x="group", y="diff", color="#3b5b92", size=3.5, jitter=0.15, ax=ax)
+    sns.swarmplot(wide, x="group", y="diff", color="#3b5b92", size=3.5, ax=ax)  # deterministic, unlike jitter
     ax.axhline(0, color="#b03030", lw=1, ls="--")
     ax.set_xlabel("")
     ax.set_ylabel(f"{metric.upper()}: {a} − {b}")
@@ -92,3 +92,14 @@ def image_grid(samples: Path, methods: list[str], path: Path, per_group: int = 2
                 ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
     return _save(fig, path, dpi=96)
+
+
+def curves(curves: dict[str, list[dict]], key: str, path: Path, title: str) -> Path:
+    """One line per variant: ``key`` against the training step."""
+    import seaborn as sns
+
+    rows = [{"variant": v, "step": r["step"], key: r[key]} for v, rs in curves.items() for r in rs if key in r]
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    sns.lineplot(pd.DataFrame(rows), x="step", y=key, hue="variant", marker="o", ax=ax)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

@@ -65,3 +65,15 @@ def paired_test(a, b, confidence: float = 0.95, n_boot: int = 2000, seed: int = 
     return PairedResult(n, float(a.mean()), float(b.mean()), mean, (float(ci.low), float(ci.high)),
                         (float(boot.confidence_interval.low), float(boot.confidence_interval.high)),
                         float(t.pvalue), p_w, mean / sd, confidence)
+
+
+def mean_ci(x, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``x`` with its t-based confidence interval (the point itself when all values are equal)."""
+    x = np.asarray(x, dtype=np.float64)
+    m = float(x.mean())
+    if x.size < 2:
+        return m, float("nan"), float("nan")
+    if float(x.std()) == 0.0:
+        return m, m, m
+    ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    return m, float(ci.low), float(ci.high)

@@ -1,0 +1,170 @@
+"""DVC stage `ablate@<family>`: one ablation family of params.yaml, run and evaluated.
+
+Every variant is a Ray Tune trial (MLflow experiment ``ablation/<family>``, tagged with the family and the
+variant) on the shared upstream checkpoints; variants whose weights are missing are listed as not run,
+with the reason. Each variant's checkpoint goes to checkpoints/ablations/<family>/<variant>.pt, its
+training curve to results/ablations/<family>/history/, and its per-image test results to
+results/ablations/<family>/per_image/. The paired comparisons of every variant against the paper's
+choice are in results/ablations/<family>/summary.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from pipelines.params import ROOT, Params, checkpoint_path
+from pipelines.stage import run_trials
+from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
+from restorevar.errors import UserError
+from restorevar.fileio import atomic_write
+from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
+from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
+from restorevar.models import RestoreVAR
+from restorevar.stats import compare_methods
+from restorevar.train.common import CKPT_NAME, pick_device
+
+
+def _write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _history(run_dir: Path) -> list[dict]:
+    """The trial's reports, one per step (a resumed trial re-reports steps: the last one counts)."""
+    path = run_dir / "history.jsonl"
+    rows: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows[r["step"]] = {**rows.get(r["step"], {}), **r}
+    return [rows[s] for s in sorted(rows)]
+
+
+def _model(ckpt_path: Path, components: list[str], refiner_none: bool = False) -> RestoreVAR:
+    ck = load_checkpoint(ckpt_path)
+    cfg = config_from_checkpoint(ck)
+    if refiner_none:
+        cfg.refiner = dataclasses.replace(cfg.refiner, kind="none")
+    model = RestoreVAR(cfg)
+    load_components(model, ck, components, ckpt_path)
+    return model
+
+
+def _methods(stage: str, checkpoints: dict[str, Path], device: torch.device) -> dict:
+    """How each variant restores a test image, by the stage the family ablates."""
+    methods = {}
+    if stage == "finetune_decoder":  # reconstruction of the clean image from its continuous latent
+        tok = _model(checkpoint_path("train_tokenizer"), ["vqvae"]).to(device).eval()
+        methods["tokenizer_discrete"] = reconstruction_method(tok.vqvae, device, continuous=False)
+        methods["tokenizer_continuous"] = reconstruction_method(tok.vqvae, device, continuous=True)
+        for v, path in checkpoints.items():
+            methods[v] = reconstruction_method(_model(path, ["vqvae"]).to(device).eval().vqvae, device)
+    elif stage == "train_transformer":  # no refiner (it is trained per transformer): decode f_hat directly
+        for v, path in checkpoints.items():
+            m = _model(path, ["transformer"], refiner_none=True)
+            load_components(m, load_checkpoint(checkpoint_path("finetune_decoder")), ["vqvae"],
+                            checkpoint_path("finetune_decoder"))
+            methods[v] = model_method(m.to(device).eval(), device)
+    else:  # train_refiner: the exported checkpoint is the whole model
+        for v, path in checkpoints.items():
+            methods[v] = model_method(_model(path, ["vqvae", "transformer", "refiner"]).to(device).eval(), device)
+    return methods
+
+
+def run(family: str) -> dict:
+    started = time.perf_counter()
+    p = Params()
+    if family not in p.ablations.families:
+        raise UserError(f"unknown ablation family {family!r}; params.yaml defines: {', '.join(p.ablations.families)}")
+    fam = p.ablations.families[family]
+    configs = p.ablation_variants[family]
+    suite_names = [m for m in p.evaluate.metrics if m in ("psnr", "ssim", "lpips")]
+    out_dir, ck_dir = ROOT / "results" / "ablations" / family, ROOT / "checkpoints" / "ablations" / family
+    for d in (out_dir, ck_dir):
+        shutil.rmtree(d, ignore_errors=True)
+
+    probe = MetricSuite([], MetricProtocol(size=1))  # only for the weight checks
+    not_run, to_run = {}, {}
+    for v, spec in fam.variants.items():
+        missing = [(n, probe._check_weights(n)) for n in spec.needs]
+        missing = [(n, why) for n, (ok, why) in missing if not ok]
+        if missing:
+            not_run[v] = f"needs {missing[0][0]}: {missing[0][1]}"
+        else:
+            to_run[v] = configs[v]
+    for v, why in not_run.items():
+        print(f"ablate {family}: variant {v} not run ({why})")
+    if not to_run:
+        raise UserError(f"ablation family {family}: no variant can run here; see the reasons above")
+
+    results = run_trials(p, fam.stage, to_run, p.stages[fam.stage].tune, experiment=f"ablation/{family}",
+                         family=family)
+    checkpoints, curves, finals = {}, {}, {}
+    for r in results:
+        v, run_dir = r["trial"]["variant"], Path(r["trial"]["run_dir"])
+        dst = ck_dir / f"{v}.pt"
+        atomic_write(dst, lambda tmp, src=run_dir / CKPT_NAME: shutil.copyfile(src, tmp))
+        checkpoints[v] = dst
+        curves[v] = _history(run_dir)
+        finals[v] = {k: val for k, val in r["metrics"].items() if k.startswith("val") or k == "step"}
+    _write_json(out_dir / "curves.json", curves)
+
+    device = pick_device(p.evaluate.device)
+    size = _model(checkpoint_path("train_tokenizer"), ["vqvae"]).cfg.vqvae.image_size
+    pe = p.evaluate.protocol
+    protocol = MetricProtocol(pe.colour, pe.crop_border, pe.geometry, size)
+    suite = MetricSuite(suite_names, protocol, device)
+    rows = evaluate(p.test_manifest, _methods(fam.stage, checkpoints, device), suite,
+                    batch_size=p.evaluate.batch_size, max_per_stratum=p.evaluate.max_images_per_degradation)
+    for name, r in rows.items():
+        write_rows(out_dir / "per_image" / f"{name}.parquet", r)
+    df = read_results(out_dir / "per_image")
+
+    reference = fam.paper_choice if fam.paper_choice in checkpoints else list(checkpoints)[-1]
+    s = p.stats
+    comparisons = [compare_methods(df, reference, v, metric, None, s.confidence, s.n_boot, s.n_perm, s.seed)
+                   for metric in suite.computed for v in rows if v != reference]
+    summary = {
+        "family": family, "stage": fam.stage, "profile": p.profile, "paper_choice": fam.paper_choice,
+        "reference": reference, "claim": fam.claim, "steps": {v: c["loop"]["steps"] for v, c in to_run.items()},
+        "variants": list(checkpoints), "not_run": not_run, "methods": list(rows),
+        "protocol": protocol.describe(),
+        "metrics": {n: {"available": ok, "reason": why} for n, (ok, why) in suite.available.items()},
+        "images": int(df.drop_duplicates(["dataset", "degradation", "image_id"]).shape[0]),
+        "final": finals, "comparisons": comparisons, "seconds": round(time.perf_counter() - started, 1),
+    }
+    _write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def main(family: str) -> int:
+    try:
+        s = run(family)
+    except UserError as e:
+        print(f"ablate {family}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - show the trace, exit non-zero for DVC
+        traceback.print_exc()
+        return 1
+    for c in s["comparisons"]:
+        w = c["weighted"]
+        print(f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {w['mean_diff']:+.4f} "
+              f"[{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] p={w['p_perm']:.3g}")
+    print(f"ablate {family}: {len(s['variants'])} variant(s) trained and evaluated on {s['images']} test images, "
+          f"{len(s['not_run'])} not run, {s['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m pipelines.ablate <family>", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1]))
