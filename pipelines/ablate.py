@@ -9,7 +9,6 @@ choice are in results/ablations/<family>/summary.json.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
@@ -21,12 +20,11 @@ import torch
 
 from pipelines.params import ROOT, Params, checkpoint_path
 from pipelines.stage import run_trials
-from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
+from restorevar.checkpoint import load_checkpoint, load_components, load_model
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
-from restorevar.models import RestoreVAR
 from restorevar.stats import compare_methods
 from restorevar.train.common import CKPT_NAME, pick_device
 
@@ -48,34 +46,24 @@ def _history(run_dir: Path) -> list[dict]:
     return [rows[s] for s in sorted(rows)]
 
 
-def _model(ckpt_path: Path, components: list[str], refiner_none: bool = False) -> RestoreVAR:
-    ck = load_checkpoint(ckpt_path)
-    cfg = config_from_checkpoint(ck)
-    if refiner_none:
-        cfg.refiner = dataclasses.replace(cfg.refiner, kind="none")
-    model = RestoreVAR(cfg)
-    load_components(model, ck, components, ckpt_path)
-    return model
-
-
 def _methods(stage: str, checkpoints: dict[str, Path], device: torch.device) -> dict:
     """How each variant restores a test image, by the stage the family ablates."""
     methods = {}
     if stage == "finetune_decoder":  # reconstruction of the clean image from its continuous latent
-        tok = _model(checkpoint_path("train_tokenizer"), ["vqvae"]).to(device).eval()
+        tok = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).to(device).eval()
         methods["tokenizer_discrete"] = reconstruction_method(tok.vqvae, device, continuous=False)
         methods["tokenizer_continuous"] = reconstruction_method(tok.vqvae, device, continuous=True)
         for v, path in checkpoints.items():
-            methods[v] = reconstruction_method(_model(path, ["vqvae"]).to(device).eval().vqvae, device)
+            methods[v] = reconstruction_method(load_model(path, ["vqvae"]).to(device).eval().vqvae, device)
     elif stage == "train_transformer":  # no refiner (it is trained per transformer): decode f_hat directly
         for v, path in checkpoints.items():
-            m = _model(path, ["transformer"], refiner_none=True)
+            m = load_model(path, ["transformer"], refiner_none=True)
             load_components(m, load_checkpoint(checkpoint_path("finetune_decoder")), ["vqvae"],
                             checkpoint_path("finetune_decoder"))
             methods[v] = model_method(m.to(device).eval(), device)
     else:  # train_refiner: the exported checkpoint is the whole model
         for v, path in checkpoints.items():
-            methods[v] = model_method(_model(path, ["vqvae", "transformer", "refiner"]).to(device).eval(), device)
+            methods[v] = model_method(load_model(path, ["vqvae", "transformer", "refiner"]).to(device).eval(), device)
     return methods
 
 
@@ -118,7 +106,7 @@ def run(family: str) -> dict:
     _write_json(out_dir / "curves.json", curves)
 
     device = pick_device(p.evaluate.device)
-    size = _model(checkpoint_path("train_tokenizer"), ["vqvae"]).cfg.vqvae.image_size
+    size = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).cfg.vqvae.image_size
     pe = p.evaluate.protocol
     protocol = MetricProtocol(pe.colour, pe.crop_border, pe.geometry, size)
     suite = MetricSuite(suite_names, protocol, device)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pipelines.params import BASELINES, MODEL_METHOD, ROOT, Params, checkpoint_path
-from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
+from restorevar.checkpoint import load_model
 from restorevar.data.manifest import read_manifest
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
@@ -23,7 +23,6 @@ from restorevar.metrics import MetricProtocol, MetricSuite, summary, write_rows
 from restorevar.metrics.cost import measure_cost
 from restorevar.metrics.evaluate import evaluate, external_method, identity_method, model_method, roundtrip_method
 from restorevar.metrics.results import read_results
-from restorevar.models import RestoreVAR
 from restorevar.train.common import pick_device
 
 RESULTS = ROOT / "results"
@@ -34,20 +33,12 @@ def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _load(stage: str, components: list[str]) -> RestoreVAR:
-    path = checkpoint_path(stage)
-    ck = load_checkpoint(path)
-    model = RestoreVAR(config_from_checkpoint(ck))
-    load_components(model, ck, components, path)
-    return model
-
-
 def run() -> dict:
     started = time.perf_counter()
     p = Params()
     e = p.evaluate
     device = pick_device(e.device)
-    model = _load("train_refiner", ["vqvae", "transformer", "refiner"]).to(device).eval()
+    model = load_model(checkpoint_path("train_refiner"), ["vqvae", "transformer", "refiner"]).to(device).eval()
     protocol = MetricProtocol(e.protocol.colour, e.protocol.crop_border, e.protocol.geometry,
                               model.cfg.vqvae.image_size)
     protocol.validate()
@@ -59,7 +50,7 @@ def run() -> dict:
     if "identity" in e.baselines:
         methods["identity"] = identity_method()
     if "vqvae_roundtrip" in e.baselines:
-        tok = _load("train_tokenizer", ["vqvae"]).to(device).eval()
+        tok = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).to(device).eval()
         methods["vqvae_roundtrip"] = roundtrip_method(tok.vqvae, device)
     entries = read_manifest(p.test_manifest)
     missing: dict[str, list[str]] = {}

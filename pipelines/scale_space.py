@@ -19,12 +19,11 @@ import torch
 
 from pipelines.params import ROOT, Params, checkpoint_path
 from restorevar.analysis import scale_swap_images, swap_scales
-from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
+from restorevar.checkpoint import load_model
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.data.manifest import CLASS_NAMES
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, write_png
-from restorevar.models import RestoreVAR
 from restorevar.stats.paired import mean_ci
 from restorevar.train.common import pick_device
 
@@ -33,14 +32,6 @@ OUT = ROOT / "results" / "scale_space"
 SWAP_NAMES = {"clean": "clean", "degraded": "other", "restored": "other", "coarse_from_degraded": "coarse_from_other",
               "fine_from_degraded": "fine_from_other", "coarse_from_restored": "coarse_from_other",
               "fine_from_restored": "fine_from_other"}
-
-
-def _load(stage: str, components: list[str]) -> RestoreVAR:
-    path = checkpoint_path(stage)
-    ck = load_checkpoint(path)
-    m = RestoreVAR(config_from_checkpoint(ck))
-    load_components(m, ck, components, path)
-    return m
 
 
 def _psnr(a_B3HW: torch.Tensor, b_B3HW: torch.Tensor) -> np.ndarray:
@@ -58,8 +49,8 @@ def run() -> dict:
     p = Params()
     sp = p.ablations.scale_space
     device = pick_device(p.evaluate.device)
-    tok = _load("train_tokenizer", ["vqvae"]).to(device).eval()
-    model = _load("train_refiner", ["vqvae", "transformer", "refiner"]).to(device).eval()
+    tok = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).to(device).eval()
+    model = load_model(checkpoint_path("train_refiner"), ["vqvae", "transformer", "refiner"]).to(device).eval()
     K = len(tok.cfg.vqvae.patch_nums)
     if not 0 < sp.split < K:
         raise UserError(f"ablations.{p.profile}.scale_space.split must lie in 1..{K - 1} for {K} scales, got {sp.split}")

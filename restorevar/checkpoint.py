@@ -145,3 +145,22 @@ def config_from_checkpoint(ckpt: dict[str, Any]):
     from restorevar.models.restorevar import RestoreVARConfig
 
     return from_dict(RestoreVARConfig, ckpt["config"])
+
+
+def load_model(path: str | Path, components: list[str], refiner_none: bool = False):
+    """A RestoreVAR built from a checkpoint's own config with the named components loaded (eval mode).
+
+    ``refiner_none`` swaps in the identity refiner, to decode a transformer's tokens without the refiner
+    it was never paired with.
+    """
+    import dataclasses
+
+    from restorevar.models.restorevar import RestoreVAR
+
+    ck = load_checkpoint(path)
+    cfg = config_from_checkpoint(ck)
+    if refiner_none:
+        cfg.refiner = dataclasses.replace(cfg.refiner, kind="none")
+    model = RestoreVAR(cfg)
+    load_components(model, ck, components, path)
+    return model.eval()

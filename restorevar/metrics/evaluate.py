@@ -43,17 +43,7 @@ def model_method(model, device: torch.device, **generate_kwargs) -> Method:
 
 def roundtrip_method(vqvae, device: torch.device) -> Method:
     """The clean image through the tokenizer and back (discrete tokens): the upper bound of token prediction."""
-    def run(items, deg_B3HW):
-        have = [j for j, it in enumerate(items) if "clean" in it]
-        out: list[torch.Tensor | None] = [None] * len(items)
-        if have:
-            clean = torch.stack([items[j]["clean"] for j in have]).to(device)
-            with torch.no_grad():
-                rec = vqvae.idx_to_image(vqvae.image_to_idx(clean)).float().cpu()
-            for j, r in zip(have, rec):
-                out[j] = r
-        return out
-    return run
+    return reconstruction_method(vqvae, device, continuous=False)
 
 
 def reconstruction_method(vqvae, device: torch.device, continuous: bool = True) -> Method:
