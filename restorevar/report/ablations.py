@@ -65,8 +65,9 @@ def verdict(summary: dict[str, Any], metric: str = "psnr") -> str:
     else:
         word = "is inconclusive about"
     return (f"Paper: {summary['claim'] or 'the paper prefers `' + choice + '`'}. On {metric.upper()}, our run "
-            f"{word} this claim: " + "; ".join(parts) + f" (dataset-weighted sign-flip test, Holm over these "
-            f"{len(comps)} comparisons between variants; significant below {ALPHA}).")
+            f"{word} this claim: " + "; ".join(parts) + " (dataset-weighted sign-flip test"
+            + (f", Holm over these {len(comps)} comparisons between variants" if len(comps) > 1 else "")
+            + f"; significant below {ALPHA}).")
 
 
 def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
