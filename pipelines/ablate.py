@@ -34,9 +34,9 @@ def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _history(run_dir: Path) -> list[dict]:
+def _history(run_dir: Path, name: str = "history.jsonl") -> list[dict]:
     """The trial's reports, one per step (a resumed trial re-reports steps: the last one counts)."""
-    path = run_dir / "history.jsonl"
+    path = run_dir / name
     rows: dict[int, dict] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -44,6 +44,12 @@ def _history(run_dir: Path) -> list[dict]:
                 r = json.loads(line)
                 rows[r["step"]] = {**rows.get(r["step"], {}), **r}
     return [rows[s] for s in sorted(rows)]
+
+
+def _pretrain_summary(cfg: dict, size_to: int) -> dict:
+    pn = next(o for o in cfg["model"]["overrides"] if o.startswith("vqvae.patch_nums="))
+    return {"size": cfg["data"]["crop"], "steps": cfg["loop"]["steps"], "patch_nums": pn.split("=", 1)[1],
+            "size_to": size_to}
 
 
 def _methods(stage: str, checkpoints: dict[str, Path], device: torch.device) -> dict:
@@ -93,9 +99,11 @@ def run(family: str) -> dict:
     if not to_run:
         raise UserError(f"ablation family {family}: no variant can run here; see the reasons above")
 
+    pretrain = p.ablation_pretrain[family]
+    pretrain = {v: pretrain[v] for v in to_run} if pretrain else None
     results = run_trials(p, fam.stage, to_run, p.stages[fam.stage].tune, experiment=f"ablation/{family}",
-                         family=family)
-    checkpoints, curves, finals = {}, {}, {}
+                         family=family, pretrain=pretrain)
+    checkpoints, curves, pre_curves, finals = {}, {}, {}, {}
     for r in results:
         v, run_dir = r["trial"]["variant"], Path(r["trial"]["run_dir"])
         dst = ck_dir / f"{v}.pt"
@@ -103,7 +111,13 @@ def run(family: str) -> dict:
         checkpoints[v] = dst
         curves[v] = _history(run_dir)
         finals[v] = {k: val for k, val in r["metrics"].items() if k.startswith("val") or k == "step"}
+        if pretrain:
+            pre_curves[v] = _history(run_dir, "pretrain_history.jsonl")
+            last = pre_curves[v][-1] if pre_curves[v] else {}
+            finals[v].update({f"pretrain_{k}": val for k, val in last.items() if k.startswith("val")})
     _write_json(out_dir / "curves.json", curves)
+    if pretrain:
+        _write_json(out_dir / "pretrain_curves.json", pre_curves)
 
     device = pick_device(p.evaluate.device)
     size = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).cfg.vqvae.image_size
@@ -123,6 +137,7 @@ def run(family: str) -> dict:
     summary = {
         "family": family, "stage": fam.stage, "profile": p.profile, "paper_choice": fam.paper_choice,
         "reference": reference, "claim": fam.claim, "steps": {v: c["loop"]["steps"] for v, c in to_run.items()},
+        "pretrain": _pretrain_summary(next(iter(pretrain.values())), size) if pretrain else None,
         "variants": list(checkpoints), "not_run": not_run, "methods": list(rows),
         "protocol": protocol.describe(),
         "metrics": {n: {"available": ok, "reason": why} for n, (ok, why) in suite.available.items()},

@@ -143,12 +143,21 @@ class AblationVariant:
 
 
 @dataclass
+class AblationPretrain:
+    """Train every variant first at a smaller image size, then fine-tune it at the model's own size."""
+    fraction: float = 0.0  # of the model's image size (0.5: 256 px for the paper's 512); 0: no pre-training
+    patch_nums: list[int] = field(default_factory=list)  # empty: the model's scales below the latent size + it
+    loop: dict[str, Any] = field(default_factory=dict)  # overrides of the pre-training loop
+
+
+@dataclass
 class AblationFamily:
     stage: Literal["finetune_decoder", "train_transformer", "train_refiner"] = "train_refiner"
     paper_choice: str = ""
     claim: str = ""  # the paper's claim, tested against our numbers in the report
     loop: dict[str, Any] = field(default_factory=dict)  # overrides of every variant's loop (the reduced run)
     variants: dict[str, AblationVariant] = field(default_factory=dict)
+    pretrain: AblationPretrain = field(default_factory=AblationPretrain)
 
 
 @dataclass
@@ -171,6 +180,9 @@ class AblationParams:
             if fam.paper_choice not in fam.variants:
                 raise UserError(f"{where}.families.{name}.paper_choice {fam.paper_choice!r} is not one of its "
                                 f"variants: {', '.join(fam.variants)}")
+            if fam.pretrain.fraction and fam.stage != "train_transformer":
+                raise UserError(f"{where}.families.{name}.pretrain: only train_transformer families can pre-train "
+                                f"at another size, not {fam.stage}")
             for vname, v in fam.variants.items():
                 from restorevar.metrics import KNOWN
 
@@ -253,6 +265,7 @@ class Params:
         self.ray_storage = str((ROOT / (tracking.get("ray_storage") or "ray_results")).resolve())
         self.stages = {name: self._stage(name, cls) for name, cls in TRAIN_STAGES.items()}
         self.ablation_variants = {f: self._ablation_variants(f) for f in self.ablation_families}
+        self.ablation_pretrain = {f: self._ablation_pretrain(f) for f in self.ablation_families}
 
     def _stage(self, name: str, cls) -> StageParams:
         sec = _section(self.raw, name, self.profile)
@@ -290,6 +303,39 @@ class Params:
             for k, val in v.set.items():
                 _set_dotted(d, k, copy.deepcopy(val))
             from_dict(cls, d, where=f"ablations.{self.profile}.families.{family}.variants.{vname}")
+            out[vname] = d
+        return out
+
+    def _ablation_pretrain(self, family: str) -> dict[str, dict[str, Any]] | None:
+        """Each variant's pre-training config (the variant at ``pretrain.size``), or None; validated."""
+        fam = self.ablations.families[family]
+        pre = fam.pretrain
+        if not pre.fraction:
+            return None
+        where = f"ablations.{self.profile}.families.{family}.pretrain"
+        v = self.model.build_config().vqvae
+        size = round(v.image_size * pre.fraction)
+        if not 0 < size < v.image_size or size % v.downsample:
+            raise UserError(f"{where}.fraction {pre.fraction} gives {size} px; it must give a size below the model's "
+                            f"{v.image_size} px and divisible by {v.downsample}")
+        latent = size // v.downsample
+        pn = list(pre.patch_nums) or [n for n in v.patch_nums if n < latent] + [latent]
+        model = self.model.build_config()
+        if pn[0] != model.vqvae.patch_nums[0]:
+            raise UserError(f"{where}.patch_nums must start at the model's first scale {model.vqvae.patch_nums[0]}")
+        out = {}
+        for vname, d in self.ablation_variants[family].items():
+            d = copy.deepcopy(d)
+            d["model"]["overrides"] = list(d["model"]["overrides"]) + [
+                f"vqvae.image_size={size}", f"vqvae.patch_nums={pn}"]
+            d["data"]["crop"] = size
+            d["loop"] = {**d["loop"], **pre.loop}
+            d["any_resolution"] = True
+            try:
+                cfg = from_dict(TRAIN_STAGES[fam.stage], d, where=f"{where} ({vname})")
+                cfg.model.build_config()
+            except UserError as e:
+                raise UserError(f"{where}: {e} (set pretrain.patch_nums to scales ending at the latent size)") from None
             out[vname] = d
         return out
 

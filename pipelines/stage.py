@@ -45,17 +45,26 @@ def trainable(config: dict[str, Any]) -> None:
     ok = False
     try:
         run.log_params(t["config"])
-        cfg = from_dict(TRAIN_STAGES[stage], t["config"])
+        config = t["config"]
 
-        history = run_dir / "history.jsonl"  # every report, for the ablations' curves (a resume appends)
+        def reporter(history: Path, prefix: str = ""):
+            def report(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
+                run.log_metrics({prefix + k: v for k, v in metrics.items()}, step)
+                with history.open("a") as f:  # every report, for the ablations' curves (a resume appends)
+                    f.write(json.dumps({"step": step, **metrics}) + "\n")
+                tuning.report({prefix + k: v for k, v in metrics.items()} | {"step": step}, checkpoint)
+            return report
 
-        def report(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
-            run.log_metrics(metrics, step)
-            with history.open("a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
-            tuning.report({**metrics, "step": step}, checkpoint)
-
-        _trainer(stage)(cfg, run_dir, report)
+        if t.get("pretrain"):  # pre-train at a smaller size, then fine-tune from it (resumes from its last.pt)
+            pre_dir = run_dir / "pretrain"
+            pre_dir.mkdir(parents=True, exist_ok=True)
+            run.log_params({"pretrain": t["pretrain"]})
+            _trainer(stage)(from_dict(TRAIN_STAGES[stage], t["pretrain"]), pre_dir,
+                            reporter(run_dir / "pretrain_history.jsonl", "pretrain_"))
+            config = {**config, "init_from": str(pre_dir / CKPT_NAME), "any_resolution": True}
+            run.log_params({"init_from": config["init_from"]})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _trainer(stage)(from_dict(TRAIN_STAGES[stage], config), run_dir, reporter(run_dir / "history.jsonl"))
         ckpt = run_dir / CKPT_NAME
         try:
             from restorevar.train.samples import sample_grid
@@ -74,12 +83,16 @@ def _hash(obj: Any) -> str:
 
 
 def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune: Any, experiment: str,
-               family: str) -> list[dict[str, Any]]:
-    """Every variant of ``stage`` as a Ray Tune trial logged to the MLflow ``experiment``; raises if one fails."""
-    name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(variants)}"
+               family: str, pretrain: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every variant of ``stage`` as a Ray Tune trial logged to the MLflow ``experiment``; raises if one fails.
+
+    ``pretrain`` (variant -> config) trains each variant first at another size, then fine-tunes from it.
+    """
+    name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(variants if pretrain is None else [variants, pretrain])}"
     exp_id = tracking.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
     trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": cfg,
-               "run_dir": str(ROOT / "runs" / name / v), "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
+               "pretrain": (pretrain or {}).get(v), "run_dir": str(ROOT / "runs" / name / v),
+               "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
               for v, cfg in variants.items()]
     tuning.init(p.ray_address)
     results = tuning.run(name=name, trainable=trainable, trials=trials,

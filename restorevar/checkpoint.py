@@ -120,25 +120,44 @@ def _arch(section: Any) -> Any:
     return {k: v for k, v in section.items() if k not in _NON_ARCH} if isinstance(section, dict) else section
 
 
-def load_components(model: torch.nn.Module, ckpt: dict[str, Any], names: list[str], path: str | Path = "") -> None:
-    """Load the named components strictly, after checking the architecture-defining config matches."""
+def load_components(model: torch.nn.Module, ckpt: dict[str, Any], names: list[str], path: str | Path = "",
+                    any_resolution: bool = False) -> None:
+    """Load the named components strictly, after checking the architecture-defining config matches.
+
+    ``any_resolution`` also accepts weights made for another image size (``vqvae.image_size`` and
+    ``vqvae.patch_nums``), rewriting the per-scale tensors for this model's scales (models/resize.py).
+    """
+    from restorevar.models.resize import RESOLUTION_KEYS, resize_transformer_state, resize_vqvae_state
+
     cfg = getattr(model, "cfg", None)
     for name in names:
         if name not in ckpt["components"]:
             have = ", ".join(ckpt["components"]) or "none"
             raise UserError(f"checkpoint {path} has no '{name}' weights (it holds: {have})")
+        sd = ckpt["components"][name]
         if cfg is not None:
             ours = to_dict(cfg)
             diffs = []
             for section in _DEPENDS.get(name, [name]):
-                diffs += config_diff(_arch(ckpt["config"].get(section)), _arch(ours.get(section)), f"{section}.")
+                a, b = _arch(ckpt["config"].get(section)), _arch(ours.get(section))
+                if any_resolution and section == "vqvae":
+                    a, b = ({k: v for k, v in d.items() if k not in RESOLUTION_KEYS} for d in (a, b))
+                diffs += config_diff(a, b, f"{section}.")
             if diffs:
                 raise UserError(
                     f"checkpoint {path} was made for another config ({diffs[0]}); "
                     "use the preset/overrides it was trained with"
                 )
+            src, dst = tuple(ckpt["config"]["vqvae"]["patch_nums"]), tuple(ours["vqvae"]["patch_nums"])
+            if any_resolution and src != dst:
+                if name == "vqvae":
+                    sd = resize_vqvae_state(sd, src, dst)
+                elif name == "transformer":
+                    sd = resize_transformer_state(sd, src, dst, ours["transformer"]["conditioning"])
+                else:
+                    raise UserError(f"checkpoint {path}: the {name} cannot be carried to another image size")
         module = getattr(model, name)
-        module.load_state_dict(ckpt["components"][name], strict=True)
+        module.load_state_dict(sd, strict=True)
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]):

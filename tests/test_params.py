@@ -71,6 +71,14 @@ def test_small_profile_trains_variants_and_exports_the_best(tmp_path):
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
         {"loop.stepz": 3}), "families.refiner.variants.lrt"),
     (lambda r: r.update(ablation_families=["refiner", "positions"]), "ablation_families"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"].update(pretrain={"fraction": 0.5}),
+     "families.refiner.pretrain: only train_transformer"),
+    (lambda r: r["ablations"]["default"]["families"]["positions"]["pretrain"].update(fraction=0.3),
+     "pretrain.fraction 0.3 gives 19 px"),
+    (lambda r: r["ablations"]["default"]["families"]["positions"]["pretrain"].update(patch_nums=[1, 2, 5]),
+     "families.positions.pretrain"),
+    (lambda r: r["ablations"]["default"]["families"]["positions"]["pretrain"].update(size=32),
+     "families.positions.pretrain.size"),
 ])
 def test_bad_params_fail_naming_the_key(edit, message, tmp_path):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):

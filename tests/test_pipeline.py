@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from benchmarks.tiny_run import copy_project, env, repro, tool
 
 ROOT = Path(__file__).resolve().parents[1]
-ABLATIONS = ["ablate@conditioning", "ablate@refiner", "ablate@decoder_losses"]
+ABLATIONS = ["ablate@conditioning", "ablate@positions", "ablate@refiner", "ablate@decoder_losses"]
 STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate", "stats",
           *ABLATIONS, "scale_space", "report"]
 # the ablations read every training section (a family's variants start from its stage's config)
@@ -100,7 +101,7 @@ def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(don
     from mlflow.tracking import MlflowClient
 
     project = done["project"]
-    expected = {"conditioning": {"continuous", "discrete"},
+    expected = {"conditioning": {"continuous", "discrete"}, "positions": {"rope2d", "ape"},
                 "refiner": {"none", "hart_mlp", "lrt_no_last_block", "lrt"}, "decoder_losses": {"l1", "ssim"}}
     c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     for family, variants in expected.items():
@@ -116,6 +117,17 @@ def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(don
     assert "perceptual" in s["not_run"] and "weights not cached" in s["not_run"]["perceptual"]
     curves = json.loads((project / "results" / "ablations" / "conditioning" / "curves.json").read_text())
     assert [r["step"] for r in curves["discrete"] if "val_acc" in r] == [2, 4]
+    # positions: pre-trained at 16 px (4 scales), then fine-tuned at 32 px (6 scales) from those weights
+    s = json.loads((project / "results" / "ablations" / "positions" / "summary.json").read_text())
+    assert s["pretrain"] == {"size": 16, "steps": 4, "patch_nums": "[1, 2, 3, 4]", "size_to": 32}
+    pre = json.loads((project / "results" / "ablations" / "positions" / "pretrain_curves.json").read_text())
+    for v in ("rope2d", "ape"):
+        assert [r["step"] for r in pre[v] if "val_acc_scale_3" in r] == [2, 4]
+        assert not any("val_acc_scale_4" in r for r in pre[v])  # the small size has 4 scales
+        assert "val_acc_scale_5" in s["final"][v] and "pretrain_val_acc" in s["final"][v]
+        ck = torch.load(project / "checkpoints" / "ablations" / "positions" / f"{v}.pt", weights_only=True)
+        assert ck["config"]["vqvae"]["image_size"] == 32 and ck["config"]["transformer"]["positions"] == v
+        assert ck["meta"]["train_config"]["init_from"].endswith("pretrain/last.pt")
 
 
 def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):

@@ -85,15 +85,24 @@ def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
         fam = s["family"]
         doc.heading(f"Ablation: {fam}", 3)
         steps = sorted(set(s["steps"].values()))
-        doc.meta({"profile": f"`{s['profile']}`", "trains": f"`{s['stage']}` for {', '.join(map(str, steps))} steps "
-                  "per variant", "test images": str(s["images"]), "protocol": f"`{s['protocol']['id']}`",
-                  "paper's choice": f"`{s['paper_choice']}`"})
+        meta = {"profile": f"`{s['profile']}`", "trains": f"`{s['stage']}` for {', '.join(map(str, steps))} steps "
+                "per variant", "test images": str(s["images"]), "protocol": f"`{s['protocol']['id']}`",
+                "paper's choice": f"`{s['paper_choice']}`"}
+        pre = s.get("pretrain")
+        if pre:
+            meta["trains"] = (f"`{s['stage']}` for {pre['steps']} steps at {pre['size']} px (scales {pre['patch_nums']}), "
+                              f"then fine-tuned from those weights for {', '.join(map(str, steps))} steps at "
+                              f"{pre['size_to']} px, per variant")
+        doc.meta(meta)
         for v, why in s["not_run"].items():
             doc.text(f"Variant `{v}` not run: {why}.", note=True)
         df = read_results(path.parent / "per_image")
         table = _means(df, s["methods"])
         key = CURVE_METRIC.get(s["stage"])
         if key:
+            if pre:
+                table[f"final {key} at {pre['size']} px"] = [
+                    _f(s["final"].get(m, {}).get(f"pretrain_{key}", float("nan")), 4) for m in table.method]
             table[f"final {key}"] = [_f(s["final"].get(m, {}).get(key, float("nan")), 4) for m in table.method]
         doc.table(table, f"{fam}: mean over test images (every dataset/degradation weighted equally); "
                   f"profile `{s['profile']}`, protocol `{s['protocol']['id']}`")
@@ -122,7 +131,8 @@ def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
         if key and any(key in r for rows_ in curves.values() for r in rows_):
             f = figures.curves(curves, key, fig_dir / f"ablation_{fam}.png",
                                f"{fam}: validation {key} over training (profile {s['profile']})")
-            doc.figure(f, f"{fam}: validation {key} (held out of the training manifest) over the same steps")
+            doc.figure(f, f"{fam}: validation {key} (held out of the training manifest) over the same steps"
+                       + (f" of the fine-tuning at {pre['size_to']} px" if pre else ""))
 
 
 def scale_space_section(doc: Document, results: Path, fig_dir: Path) -> None:

@@ -281,10 +281,10 @@ def frozen(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def load_component(model, path: str | Path, names: list[str]) -> None:
+def load_component(model, path: str | Path, names: list[str], any_resolution: bool = False) -> None:
     from restorevar.checkpoint import load_components
 
-    load_components(model, load_checkpoint(path), names, path)
+    load_components(model, load_checkpoint(path), names, path, any_resolution)
 
 
 def load_vqvae(model_cfg: RestoreVARConfig, path: str | Path):

@@ -30,6 +30,8 @@ class TransformerTrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-4))
     tokenizer_checkpoint: str = "checkpoints/tokenizer.pt"
     label_smoothing: float = 0.0
+    init_from: str = ""  # a transformer checkpoint to start from (the positions ablation's pre-training)
+    any_resolution: bool = False  # the tokenizer and init_from checkpoints may be from another image size
 
     def validate(self) -> None:
         self.loop.validate()
@@ -50,7 +52,9 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)
-    load_component(model, cfg.tokenizer_checkpoint, ["vqvae"])
+    load_component(model, cfg.tokenizer_checkpoint, ["vqvae"], cfg.any_resolution)
+    if cfg.init_from:  # a resumed run then overwrites these weights with its own checkpoint's
+        load_component(model, cfg.init_from, ["transformer"], cfg.any_resolution)
     model.to(device)
     frozen(model.vqvae)
     tr = model.transformer
