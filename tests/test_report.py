@@ -65,3 +65,15 @@ def test_markdown_tables_match_the_per_image_means(results):
     for fig in re.findall(r"\]\((figures/[^)]+)\)", md):
         assert (out["markdown"].parent / fig).exists()
     assert "all (dataset-weighted)" in md and "Holm" in md and "seconds / image" in md
+
+
+def test_identical_variants_are_detected_only_when_every_value_matches():
+    import pandas as pd
+
+    from restorevar.report.ablations import identical_to_reference
+
+    rows = [{"method": m, "dataset": "d", "degradation": "g", "image_id": str(i), "metric": "psnr", "value": v}
+            for m, vals in {"a": [1.0, 2.0], "b": [1.0, 2.0], "c": [1.0, 2.5]}.items() for i, v in enumerate(vals)]
+    df = pd.DataFrame(rows)
+    assert identical_to_reference(df, "a", ["a", "b", "c"]) == ["b"]
+    assert identical_to_reference(df[df.image_id == "0"], "c", ["a", "b"]) == ["a", "b"]

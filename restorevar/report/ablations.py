@@ -70,6 +70,18 @@ def verdict(summary: dict[str, Any], metric: str = "psnr") -> str:
             + f"; significant below {ALPHA}).")
 
 
+def identical_to_reference(df: pd.DataFrame, reference: str, variants: list[str]) -> list[str]:
+    """Variants whose per-image values equal the reference's everywhere (a comparison with no information)."""
+    key = ["dataset", "degradation", "image_id", "metric"]
+    ref = df[df.method == reference].set_index(key)["value"].sort_index()
+    out = []
+    for v in variants:
+        other = df[df.method == v].set_index(key)["value"].sort_index()
+        if v != reference and len(ref) and ref.index.equals(other.index) and (ref.to_numpy() == other.to_numpy()).all():
+            out.append(v)
+    return out
+
+
 def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
     root = results / "ablations"
     summaries = sorted(root.glob("*/summary.json"))
@@ -122,6 +134,11 @@ def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
             doc.table(t, f"{fam}: the reference `{s['reference']}` against each variant, paired per image; "
                       f"Holm over this table; profile `{s['profile']}`")
         doc.text(verdict(s))
+        same = identical_to_reference(df, s["reference"], s["variants"])
+        if same:
+            doc.text(f"`{s['reference']}` and {', '.join(f'`{v}`' for v in same)} restore every test image identically "
+                     "(the same value for every image and metric): at this budget they predict the same tokens, so "
+                     "this run cannot separate them.", note=True)
         base = [c for c in s["comparisons"] if c["metric"] == "psnr" and c["b"] == "tokenizer_discrete"]
         if base:  # the paper's "decoder fine-tuning helps": against the original discrete decoding
             w = base[0]["weighted"]
