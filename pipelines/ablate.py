@@ -26,7 +26,7 @@ from restorevar.fileio import atomic_write
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
 from restorevar.stats import compare_methods
-from restorevar.train.common import CKPT_NAME, pick_device
+from restorevar.train.common import CKPT_NAME, ModelRef, pick_device
 
 
 def _write_json(path: Path, obj) -> None:
@@ -47,8 +47,8 @@ def _history(run_dir: Path, name: str = "history.jsonl") -> list[dict]:
 
 
 def _pretrain_summary(cfg: dict, size_to: int) -> dict:
-    pn = next(o for o in cfg["model"]["overrides"] if o.startswith("vqvae.patch_nums="))
-    return {"size": cfg["data"]["crop"], "steps": cfg["loop"]["steps"], "patch_nums": pn.split("=", 1)[1],
+    vqvae = ModelRef(**cfg["model"]).build_config().vqvae
+    return {"size": vqvae.image_size, "steps": cfg["loop"]["steps"], "patch_nums": str(list(vqvae.patch_nums)),
             "size_to": size_to}
 
 

@@ -307,7 +307,7 @@ class Params:
         return out
 
     def _ablation_pretrain(self, family: str) -> dict[str, dict[str, Any]] | None:
-        """Each variant's pre-training config (the variant at ``pretrain.size``), or None; validated."""
+        """Each variant's pre-training config (the variant at ``pretrain.fraction`` of the size), or None; validated."""
         fam = self.ablations.families[family]
         pre = fam.pretrain
         if not pre.fraction:
@@ -320,9 +320,8 @@ class Params:
                             f"{v.image_size} px and divisible by {v.downsample}")
         latent = size // v.downsample
         pn = list(pre.patch_nums) or [n for n in v.patch_nums if n < latent] + [latent]
-        model = self.model.build_config()
-        if pn[0] != model.vqvae.patch_nums[0]:
-            raise UserError(f"{where}.patch_nums must start at the model's first scale {model.vqvae.patch_nums[0]}")
+        if pn[0] != v.patch_nums[0]:
+            raise UserError(f"{where}.patch_nums must start at the model's first scale {v.patch_nums[0]}")
         out = {}
         for vname, d in self.ablation_variants[family].items():
             d = copy.deepcopy(d)

@@ -49,21 +49,20 @@ def trainable(config: dict[str, Any]) -> None:
 
         def reporter(history: Path, prefix: str = ""):
             def report(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
-                run.log_metrics({prefix + k: v for k, v in metrics.items()}, step)
+                named = {prefix + k: v for k, v in metrics.items()}
+                run.log_metrics(named, step)
                 with history.open("a") as f:  # every report, for the ablations' curves (a resume appends)
                     f.write(json.dumps({"step": step, **metrics}) + "\n")
-                tuning.report({prefix + k: v for k, v in metrics.items()} | {"step": step}, checkpoint)
+                tuning.report({**named, "step": step}, checkpoint)
             return report
 
         if t.get("pretrain"):  # pre-train at a smaller size, then fine-tune from it (resumes from its last.pt)
-            pre_dir = run_dir / "pretrain"
-            pre_dir.mkdir(parents=True, exist_ok=True)
+            pre_dir = run_dir / "pretrain"  # the trainer creates it (and run_dir) before its first report
             run.log_params({"pretrain": t["pretrain"]})
             _trainer(stage)(from_dict(TRAIN_STAGES[stage], t["pretrain"]), pre_dir,
                             reporter(run_dir / "pretrain_history.jsonl", "pretrain_"))
             config = {**config, "init_from": str(pre_dir / CKPT_NAME), "any_resolution": True}
             run.log_params({"init_from": config["init_from"]})
-        run_dir.mkdir(parents=True, exist_ok=True)
         _trainer(stage)(from_dict(TRAIN_STAGES[stage], config), run_dir, reporter(run_dir / "history.jsonl"))
         ckpt = run_dir / CKPT_NAME
         try:
