@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from restorevar.models.kv_cache import KVCache
 from restorevar.models.rope import apply_rope
 
 Rope = tuple[torch.Tensor, torch.Tensor] | None
@@ -24,12 +25,13 @@ class CosineScale(nn.Module):
         self.log_scale_1H11 = nn.Parameter(torch.full((1, n_heads, 1, 1), math.log(init)))
         self.max_log = math.log(max_scale)
 
+    # In fp32 even under bf16 autocast: the scale (up to 100) would magnify bf16's normalisation error.
     def q(self, q_BHLD: torch.Tensor) -> torch.Tensor:
-        return F.normalize(q_BHLD, dim=-1) * self.log_scale_1H11.clamp(max=self.max_log).exp()
+        return F.normalize(q_BHLD.float(), dim=-1) * self.log_scale_1H11.float().clamp(max=self.max_log).exp()
 
     @staticmethod
     def k(k_BHLD: torch.Tensor) -> torch.Tensor:
-        return F.normalize(k_BHLD, dim=-1)
+        return F.normalize(k_BHLD.float(), dim=-1)
 
 
 def _heads(x_BLC: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -58,7 +60,7 @@ class SelfAttention(nn.Module):
         x_BLC: torch.Tensor,
         rope: Rope,
         mask_LL: torch.Tensor | None = None,
-        cache: dict[str, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
         q, k, v = (_heads(t, self.n_heads) for t in F.linear(x_BLC, self.qkv.weight, bias).chunk(3, dim=-1))
@@ -66,10 +68,8 @@ class SelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:  # one scale at a time: everything cached is visible, no mask needed
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL, scale=1.0)
+            k, v = cache.append(k, v)
+        out = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, attn_mask=mask_LL, scale=1.0)
         return self.proj(_merge(out))
 
 
@@ -100,5 +100,6 @@ class CrossAttention(nn.Module):
         q = self.cos_scale.q(q)
         if rope is not None:
             q = apply_rope(q, *rope)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], scale=1.0)
+        k, v = kv
+        out = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, scale=1.0)
         return self.gain * self.out_proj(_merge(out))

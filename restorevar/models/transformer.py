@@ -6,6 +6,7 @@ instead of absolute positions. ``positions`` and ``conditioning`` switch to the 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -16,6 +17,7 @@ from torch import nn
 
 from restorevar.errors import UserError
 from restorevar.models.attention import CrossAttention, SelfAttention
+from restorevar.models.kv_cache import GrowingKVCache, KVCache, StaticKVCache
 from restorevar.models.quantizer import MultiScaleQuantizer
 from restorevar.models.rope import rope_cos_sin, scale_positions
 
@@ -198,6 +200,11 @@ class RestoreVARTransformer(nn.Module):
     def logits(self, h_BLC: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_norm(h_BLC))
 
+    def logits_fp32(self, h_BLC: torch.Tensor) -> torch.Tensor:
+        """The head in fp32 even under autocast: bf16 logits turn near-ties into flipped greedy tokens."""
+        with fp32_region(h_BLC.device.type):
+            return self.logits(h_BLC.float())
+
     # -- teacher forcing -----------------------------------------------------------------------
     def forward(
         self, cond_BNCv: torch.Tensor, x_BLCv_wo_first: torch.Tensor, return_hidden: bool = False
@@ -223,9 +230,17 @@ class RestoreVARTransformer(nn.Module):
         temperature: float = 1.0,
         seed: int | None = None,
         precompute_cross_kv: bool = True,
+        kv_cache: Literal["static", "growing"] = "static",
         return_logits: bool = False,
     ) -> GenerateOutput:
-        """Predict the clean image's tokens scale by scale with a KV cache (greedy unless top-k/top-p)."""
+        """Predict the clean image's tokens scale by scale with a KV cache (greedy unless top-k/top-p).
+
+        ``precompute_cross_kv=False`` and ``kv_cache="growing"`` give the plain path (cross-attention K/V
+        recomputed in every block at every scale, caches grown by concatenation); the results are the same.
+        Under bf16 autocast the head, the token accumulation ``f_hat`` and the residual stream stay fp32.
+        """
+        if kv_cache not in ("static", "growing"):
+            raise ValueError(f"kv_cache must be 'static' or 'growing', got {kv_cache!r}")
         B = cond_BNCv.shape[0]
         gen = None
         if top_k > 0 or top_p > 0:
@@ -234,7 +249,8 @@ class RestoreVARTransformer(nn.Module):
         cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
         kvs = self.cross_kv(cond_BNC) if precompute_cross_kv else None
         crope = self._cond_rope()
-        caches: list[dict[str, torch.Tensor]] = [{} for _ in self.blocks]
+        caches: list[KVCache] = [StaticKVCache(self.L) if kv_cache == "static" else GrowingKVCache()
+                                 for _ in self.blocks]
         f_hat = cond_BNCv.new_zeros(B, self.cvae, self.grid, self.grid)
         x_BlC = sos_BlC
         idx_list, hidden, logits_list, begin = [], [], [], 0
@@ -246,17 +262,25 @@ class RestoreVARTransformer(nn.Module):
                 kv = kvs[i] if kvs is not None else block.cross_attn.compute_kv(cond_BNC, crope)
                 x_BlC = block(x_BlC, rope, kv, cache=caches[i])
             hidden.append(x_BlC)
-            logits_BlV = self.logits(x_BlC).float()
+            logits_BlV = self.logits_fp32(x_BlC)
             if return_logits:
                 logits_list.append(logits_BlV)
             idx_Bl = sample_tokens(logits_BlV, top_k, top_p, temperature, gen)
             idx_Bhw = idx_Bl.view(B, pn, pn)
             idx_list.append(idx_Bhw)
-            f_hat, next_map = quantizer.next_input(k, f_hat, quantizer.embed(idx_Bhw))
+            with fp32_region(f_hat.device.type):
+                f_hat, next_map = quantizer.next_input(k, f_hat.float(), quantizer.embed(idx_Bhw).float())
             if k + 1 < len(self.patch_nums):
                 x_BlC = self.word_embed(next_map.flatten(2).transpose(1, 2))
             begin = end
         return GenerateOutput(idx_list, f_hat, torch.cat(hidden, dim=1), logits_list if return_logits else None)
+
+
+def fp32_region(device_type: str):
+    """Autocast switched off (where the device has autocast at all: the meta device, used to count FLOPs, has not)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def sample_tokens(
