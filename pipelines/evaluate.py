@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from restorevar.checkpoint import load_model
 from restorevar.data.manifest import read_manifest
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
+from restorevar.inference.engine import fast
 from restorevar.metrics import MetricProtocol, MetricSuite, summary, write_rows
 from restorevar.metrics.cost import measure_cost
 from restorevar.metrics.evaluate import evaluate, external_method, identity_method, model_method, roundtrip_method
@@ -46,7 +48,8 @@ def run() -> dict:
     for name, (ok, reason) in suite.available.items():
         if not ok:
             print(f"evaluate: {name} {reason}")
-    methods = {MODEL_METHOD: model_method(model, device)}
+    inference = fast(e.dtype)
+    methods = {MODEL_METHOD: model_method(model, device, inference)}
     if "identity" in e.baselines:
         methods["identity"] = identity_method()
     if "vqvae_roundtrip" in e.baselines:
@@ -66,7 +69,7 @@ def run() -> dict:
         write_rows(RESULTS / "per_image" / f"{name}.parquet", r)
     eval_seconds = time.perf_counter() - started
 
-    cost = measure_cost(model, e.cost.batch_size, e.cost.warmup, e.cost.repeats)
+    cost = measure_cost(model, e.cost.batch_size, e.cost.warmup, e.cost.repeats, options=inference)
     _write_json(RESULTS / "cost.json", cost)
     df = read_results(RESULTS / "per_image")
     sec = cost["seconds_per_image"]
@@ -79,6 +82,7 @@ def run() -> dict:
     info = {
         "profile": p.profile, "preset": p.model.preset, "checkpoint": str(checkpoint_path("train_refiner").relative_to(ROOT)),
         "test_manifest": str(Path(p.test_manifest).relative_to(ROOT)), "protocol": protocol.describe(),
+        "inference": asdict(inference),
         "metrics": {n: {"available": ok, "reason": reason} for n, (ok, reason) in suite.available.items()},
         "methods": list(methods), "baselines": [b for b in BASELINES if b in methods],
         "external": {n: {"folder": f, "unmatched": len(missing[n]), "unmatched_examples": missing[n][:5]}

@@ -94,6 +94,7 @@ class EvalParams:
     samples_per_degradation: int = 2
     cost: CostParams = field(default_factory=CostParams)
     device: str = "auto"
+    dtype: Literal["fp32", "bf16"] = "fp32"  # the fast inference path's precision (restorevar.inference.engine)
 
     def check(self, where: str) -> None:
         from restorevar.metrics import KNOWN
@@ -109,6 +110,8 @@ class EvalParams:
             raise UserError(f"{where}.external: name {clash[0]!r} is taken by a built-in method; rename it")
         if self.batch_size < 1 or self.cost.batch_size < 1 or self.cost.repeats < 1:
             raise UserError(f"{where}: batch sizes and cost.repeats must be >= 1")
+        if self.dtype not in ("fp32", "bf16"):
+            raise UserError(f"{where}.dtype must be fp32 or bf16, got {self.dtype!r}")
         if self.protocol.crop_border < 0:
             raise UserError(f"{where}.protocol.crop_border must be >= 0")
 
@@ -128,6 +131,32 @@ class StatsParams:
             raise UserError(f"{where}.confidence must lie in (0, 1), got {self.confidence}")
         if self.n_boot < 100 or self.n_perm < 100:
             raise UserError(f"{where}: n_boot and n_perm must be >= 100")
+
+
+@dataclass
+class BenchParams:
+    """`restorevar bench` on the trained model (stage `bench`); see benchmarks/bench.py."""
+
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    dtypes: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
+    warmup: int = 2
+    repeats: int = 5
+    agreement_images: int = 8
+    train: bool = True
+    train_batch_size: int = 8
+    train_steps: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+    def check(self, where: str) -> None:
+        bad = [d for d in self.dtypes if d not in ("fp32", "bf16")]
+        if bad:
+            raise UserError(f"{where}.dtypes: unknown dtype {bad[0]!r}; use fp32 or bf16")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError(f"{where}.batch_sizes must be a non-empty list of sizes >= 1")
+        if min(self.repeats, self.agreement_images, self.train_batch_size, self.train_steps) < 1 or self.warmup < 0:
+            raise UserError(f"{where}: repeats, agreement_images, train_batch_size and train_steps must be >= 1, "
+                            "warmup >= 0")
 
 
 @dataclass
@@ -251,6 +280,8 @@ class Params:
         self.evaluate.check(f"evaluate.{self.profile}")
         self.stats = from_dict(StatsParams, _section(self.raw, "stats", self.profile), where=f"stats.{self.profile}")
         self.stats.check(f"stats.{self.profile}")
+        self.bench = from_dict(BenchParams, _section(self.raw, "bench", self.profile), where=f"bench.{self.profile}")
+        self.bench.check(f"bench.{self.profile}")
         self.report = from_dict(ReportParams, _section(self.raw, "report", self.profile), where=f"report.{self.profile}")
         self.ablation_families = list(self.raw.get("ablation_families") or [])
         self.ablations = from_dict(AblationParams, _section(self.raw, "ablations", self.profile),

@@ -189,11 +189,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not files:
         raise UserError(f"no images found in {', '.join(args.inputs)} (looked for .png, .jpg, .bmp, .tif, .webp)")
     opts = RestoreOptions(mode=args.mode, overlap=args.overlap, batch_size=args.batch_size, top_k=args.top_k,
-                          top_p=args.top_p, seed=args.seed, device=args.device)
+                          top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype, plain=args.plain)
     r = Restorer(args.checkpoint, opts)
     args.out.mkdir(parents=True, exist_ok=True)
     failed, used = [], set()
-    for path in tqdm(files, desc=f"restore ({opts.mode}, {r.size}px model)", unit="img", disable=args.quiet):
+    for path in tqdm(files, desc=f"restore ({opts.mode}, {r.size}px model, {r.engine.options.name})", unit="img", disable=args.quiet):
         try:
             img = read_image(path)
         except ImageReadError as e:
@@ -252,13 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--top-p", type=float, default=0.0)
     r.add_argument("--seed", type=int, default=None, help="seed for sampling")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    r.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default) or bf16: faster on GPUs and AMX CPUs, tokens may differ (`restorevar bench`)")
+    r.add_argument("--plain", action="store_true",
+                   help="the unoptimised reference path instead of the fast one (same results in fp32)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_restore)
 
+    from benchmarks.bench import add_parser as add_bench_parser
     from restorevar.data.cli import add_data_parser
     from restorevar.stats.cli import add_parsers as add_stats_parsers
 
     add_data_parser(sub, _Parser)
+    add_bench_parser(sub, _Parser)
     add_stats_parsers(sub, _Parser)
     return p
 

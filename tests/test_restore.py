@@ -41,7 +41,7 @@ def test_tiles_blend_without_seams(ckpt, monkeypatch):
         def restore(self, x, **kw):
             return type("O", (), {"image_B3HW": x})()
 
-    monkeypatch.setattr(r, "model", Identity())
+    monkeypatch.setattr(r, "engine", Identity())
     img = _photo(83, 61)
     out = np.asarray(r.restore_image(img)).astype(int)
     assert np.abs(out - np.asarray(img).astype(int)).max() <= 1
@@ -88,6 +88,25 @@ def test_bad_arguments_are_one_line_and_exit_2(args, needle, ckpt, tmp_path, cap
     rc = main(["restore", str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and needle in err and err.count("\n") == 0
+
+
+def test_cli_plain_and_fast_paths_agree(ckpt, tmp_path):
+    """The fast path (default) and --plain predict the same tokens in fp32: the PNGs differ by rounding at most."""
+    _photo(48, 40).save(tmp_path / "x.png")
+    outs = {}
+    for flag in ([], ["--plain"]):
+        out = tmp_path / ("plain" if flag else "fast")
+        assert main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(out), "--quiet",
+                     *flag]) == 0
+        outs[out.name] = np.asarray(Image.open(out / "x.png")).astype(int)
+    assert np.abs(outs["fast"] - outs["plain"]).max() <= 1
+
+
+def test_cli_bf16_refuses_the_plain_path(ckpt, tmp_path, capsys):
+    _photo(32, 32).save(tmp_path / "x.png")
+    rc = main(["restore", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
+               "--plain", "--dtype", "bf16"])
+    assert rc == 2 and "plain path runs in fp32 only" in capsys.readouterr().err
 
 
 def test_no_images_found_is_an_error(ckpt, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """What restoring one image costs, per component: seconds, parameters and FLOPs.
 
 Timing: warm-up runs first, then the median of ``repeats`` runs; CUDA events on a GPU (after a
-synchronize), ``time.perf_counter`` on a CPU. FLOPs: torch's FlopCounterMode on a batch of one (matmuls and
+synchronize), ``time.perf_counter`` on a CPU. FLOPs: torch's FlopCounterMode on a batch of one (matmuls, attention and
 convolutions; element-wise work is not counted). The device's name goes with every timing.
 """
 from __future__ import annotations
@@ -10,12 +10,15 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from restorevar.inference.engine import Engine, InferenceOptions
 from restorevar.models import RestoreVAR
 
 COMPONENTS = ("encode", "transformer", "refiner", "decode")
@@ -68,39 +71,70 @@ def _timer(device: torch.device, fn: Callable[[], Any], warmup: int, repeats: in
     return statistics.median(times)
 
 
-def _stages(model: RestoreVAR, x_B3HW: torch.Tensor) -> dict[str, Callable[[], Any]]:
+def _stages(engine: Engine, x_B3HW: torch.Tensor) -> dict[str, Callable[[], Any]]:
     """Each component on the inputs it really receives, computed once up front."""
-    with torch.no_grad():
-        cond = model.condition(x_B3HW)
-        gen = model.transformer.generate(cond, model.vqvae.quantizer)
-        f_cont = model.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC)
+    cond = engine.encode(x_B3HW)
+    gen = engine.generate(cond)
+    f_cont = engine.refine(gen)
     return {
-        "encode": lambda: model.condition(x_B3HW),
-        "transformer": lambda: model.transformer.generate(cond, model.vqvae.quantizer),
-        "refiner": lambda: model.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC),
-        "decode": lambda: model.vqvae.decode(f_cont),
-        "end_to_end": lambda: model.restore(x_B3HW),
+        "encode": lambda: engine.encode(x_B3HW),
+        "transformer": lambda: engine.generate(cond),
+        "refiner": lambda: engine.refine(gen),
+        "decode": lambda: engine.decode(f_cont),
+        "end_to_end": lambda: engine.restore(x_B3HW),
     }
+
+
+def time_components(engine: Engine, x_B3HW: torch.Tensor, warmup: int, repeats: int) -> dict[str, Any]:
+    """Median seconds per image of each component and end to end; on a GPU also the end-to-end peak memory."""
+    device, B = engine.device, x_B3HW.shape[0]
+    out: dict[str, Any] = {"seconds_per_image": {}}
+    for name, fn in _stages(engine, x_B3HW).items():
+        if name == "end_to_end" and device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        out["seconds_per_image"][name] = _timer(device, fn, warmup, repeats) / B
+    out["images_per_second"] = 1 / out["seconds_per_image"]["end_to_end"]
+    out["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return out
+
+
+def count_flops(engine: Engine, x_1CHW: torch.Tensor) -> dict[str, int]:
+    """FLOPs of each component on one image. SDPA runs its math backend here: the counter sees the fused CPU
+    kernels as zero FLOPs, and which kernel runs depends on memory layout, so attention would come and go."""
+    flops = {}
+    for name, fn in _stages(engine, x_1CHW).items():
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = int(counter.get_total_flops())
+    return flops
+
+
+def random_images(batch_size: int, size: int, seed: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1).to(device)
 
 
 @torch.no_grad()
 def measure_cost(model: RestoreVAR, batch_size: int = 1, warmup: int = 2, repeats: int = 5,
-                 seed: int = 0) -> dict[str, Any]:
-    """Seconds per image (median), parameters and FLOPs per image of each component and end to end."""
-    model.eval()
-    device = next(model.parameters()).device
+                 seed: int = 0, options: InferenceOptions | None = None) -> dict[str, Any]:
+    """Seconds per image (median), parameters and FLOPs per image of each component and end to end.
+
+    ``options`` picks the inference path (default: the fast fp32 path that evaluation and restore use).
+    """
+    engine = Engine(model, options)
+    device = engine.device
     size = model.cfg.vqvae.image_size
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1).to(device)
-    seconds = {name: _timer(device, fn, warmup, repeats) / batch_size for name, fn in _stages(model, x).items()}
-    flops = {}
-    for name, fn in _stages(model, x[:1]).items():
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        flops[name] = int(counter.get_total_flops())
+    x = random_images(batch_size, size, seed, device)
+    timing = time_components(engine, x, warmup, repeats)
     params = component_params(model)
     params["end_to_end"] = sum(params.values())
     return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "image_size": size, "batch_size": batch_size, "warmup": warmup, "repeats": repeats,
-            "timer": "cuda events" if device.type == "cuda" else "perf_counter", "statistic": "median",
-            "seconds_per_image": seconds, "params": params, "flops_per_image": flops}
+            "timer": timer_name(device), "statistic": "median", "inference": asdict(engine.options),
+            "seconds_per_image": timing["seconds_per_image"], "params": params,
+            "flops_per_image": count_flops(engine, x[:1])}
+
+
+def timer_name(device: torch.device) -> str:
+    return "cuda events" if device.type == "cuda" else "perf_counter"

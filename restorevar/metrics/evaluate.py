@@ -19,6 +19,7 @@ from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.data.manifest import CLASS_NAMES
 from restorevar.errors import UserError
 from restorevar.fileio import ImageReadError, read_image, write_png
+from restorevar.inference.engine import Engine, InferenceOptions
 from restorevar.metrics.iqa import MetricSuite
 from restorevar.metrics.protocol import MetricProtocol
 
@@ -34,10 +35,12 @@ def identity_method() -> Method:
     return lambda items, deg_B3HW: list(deg_B3HW)
 
 
-def model_method(model, device: torch.device, **generate_kwargs) -> Method:
+def model_method(model, device: torch.device, options: InferenceOptions | None = None, **generate_kwargs) -> Method:
+    """The model on the inference path ``options`` picks (default: the fast fp32 path)."""
+    engine = Engine(model.to(device), options)
+
     def run(items, deg_B3HW):
-        with torch.no_grad():
-            return list(model.restore(deg_B3HW.to(device), **generate_kwargs).image_B3HW.float().cpu())
+        return list(engine.restore(deg_B3HW.to(device), **generate_kwargs).image_B3HW.cpu())
     return run
 
 

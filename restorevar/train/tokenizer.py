@@ -56,6 +56,15 @@ def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float) -> i
     return n
 
 
+def tokenizer_loss(vae: VQVAE, f_BChw: torch.Tensor, x_B3HW: torch.Tensor, cfg: TokenizerTrainConfig):
+    """The weighted loss of one step on the encoded batch, with its L1 and SSIM parts and the quantizer output."""
+    q = vae.quantize(f_BChw)
+    rec = vae.decoder(vae.post_quant_conv(q.f_hat_BChw))
+    l1 = F.l1_loss(rec, x_B3HW)
+    ss = ssim_loss(rec.clamp(-1, 1), x_B3HW) if cfg.ssim_weight else rec.new_zeros(())
+    return cfg.l1_weight * l1 + cfg.ssim_weight * ss + cfg.vq_weight * q.vq_loss, l1, ss, q
+
+
 def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
     cfg.validate()
     device = pick_device(cfg.loop.device)
@@ -77,11 +86,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
             pick = torch.randint(0, pool.shape[0], (vae.cfg.vocab_size,), device=pool.device)
             with torch.no_grad():
                 vae.quantizer.codebook.weight.copy_(pool[pick] + 0.01 * torch.randn_like(pool[pick]))
-        q = vae.quantize(f)
-        rec = vae.decoder(vae.post_quant_conv(q.f_hat_BChw))
-        l1 = F.l1_loss(rec, x)
-        ss = ssim_loss(rec.clamp(-1, 1), x) if cfg.ssim_weight else rec.new_zeros(())
-        loss = cfg.l1_weight * l1 + cfg.ssim_weight * ss + cfg.vq_weight * q.vq_loss
+        loss, l1, ss, q = tokenizer_loss(vae, f, x, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.loop.grad_clip)

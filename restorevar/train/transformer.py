@@ -46,6 +46,15 @@ def per_scale_accuracy(logits_BLV: torch.Tensor, target_BL: torch.Tensor, patch_
     return out
 
 
+def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torch.Tensor, label_smoothing: float,
+                     amp: bool):
+    """Teacher-forced cross-entropy of one batch (bf16 autocast when ``amp``), with the logits and targets."""
+    with torch.autocast(deg_B3HW.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits, target = model.teacher_forcing(deg_B3HW, clean_B3HW)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), label_smoothing=label_smoothing)
+    return loss, logits, target
+
+
 def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
     cfg.validate()
     device = pick_device(cfg.loop.device)
@@ -65,9 +74,7 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
 
     def step_fn(step: int) -> dict[str, float]:
         b = batches.batch(step, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, target = model.teacher_forcing(b["degraded"], b["clean"])
-            loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), label_smoothing=cfg.label_smoothing)
+        loss, logits, target = transformer_loss(model, b["degraded"], b["clean"], cfg.label_smoothing, amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(tr.parameters(), cfg.loop.grad_clip)
