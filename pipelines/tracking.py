@@ -68,6 +68,30 @@ class TrialRun:
         self.mlflow.end_run("FINISHED" if ok else "FAILED")
 
 
+def log_run(uri: str, experiment: str, artifact_root: Path, run_name: str, params: dict[str, Any],
+            metrics: dict[str, Any], artifacts: list[Path], tags: dict[str, str]) -> str:
+    """One finished run outside Ray Tune (the benchmark): nested params/metrics flattened to dotted names."""
+    import time
+
+    from mlflow.entities import Metric, Param
+
+    exp_id = ensure_experiment(uri, experiment, artifact_root)
+    c = _client(uri)
+    run_id = c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        now = int(time.time() * 1000)
+        c.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in _flatten(params).items()],
+                    metrics=[Metric(k, float(v), now, 0) for k, v in _flatten(metrics).items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)])
+        for a in artifacts:
+            c.log_artifact(run_id, str(a))
+    except BaseException:
+        c.set_terminated(run_id, "FAILED")
+        raise
+    c.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():

@@ -19,10 +19,10 @@ from benchmarks.tiny_run import copy_project, env, repro, tool
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ["ablate@conditioning", "ablate@positions", "ablate@refiner", "ablate@decoder_losses"]
-STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate", "stats",
+STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate", "bench", "stats",
           *ABLATIONS, "scale_space", "report"]
 # the ablations read every training section (a family's variants start from its stage's config)
-AFTER_REFINER = ["train_refiner", "evaluate", "stats", *ABLATIONS, "scale_space", "report"]
+AFTER_REFINER = ["train_refiner", "evaluate", "bench", "stats", *ABLATIONS, "scale_space", "report"]
 pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
                                 reason="needs the project's git checkout to copy its files")
 
@@ -95,6 +95,22 @@ def test_repro_runs_every_stage_and_writes_metrics(done):
     for stage in STAGES[1:5]:
         summary = json.loads((project / "checkpoints" / f"{stage}.json").read_text())
         assert summary["exported_variant"] == "main" and summary["metrics"]["step"] > 0
+
+
+def test_bench_stage_times_both_paths_and_logs_to_mlflow(done):
+    from mlflow.tracking import MlflowClient
+
+    project = done["project"]
+    b = json.loads((project / "results" / "bench.json").read_text())
+    assert b["weights"].startswith("checkpoint") and b["image_size"] == 32 and set(b["inference"]) == {"b1", "b4"}
+    assert b["agreement"]["fp32"]["tokens_identical"]  # the trained model: fast fp32 = plain tokens
+    assert set(b["training"]) == {"transformer", "tokenizer"}
+    c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("bench").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert runs[0].data.metrics["token_agreement.fp32"] == 1.0 and "speedup.b1.fp32" in runs[0].data.metrics
+    assert [a.path for a in c.list_artifacts(runs[0].info.run_id)] == ["bench.json"]
+    assert "Inference speed: plain vs fast path" in (project / "reports" / "report.md").read_text()
 
 
 def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(done):

@@ -19,6 +19,7 @@ from restorevar.metrics.results import read_results
 from restorevar.report import figures
 from restorevar.report.ablations import ablation_sections, scale_space_section
 from restorevar.report.document import Document
+from restorevar.report.speed import speed_section
 from restorevar.stats.compare import comparison_table, format_table, holm
 
 WEIGHTED_METHOD = (
@@ -156,8 +157,9 @@ def build_report(results: Path, out_dir: Path, title: str = "RestoreVAR suite re
     doc.heading("Cost (paper Tables 5, 6 and 10)")
     doc.table(cost_table(cost), f"Per image at {cost['image_size']} px, batch {cost['batch_size']}, median of "
               f"{cost['repeats']} runs after {cost['warmup']} warm-up ({cost['timer']}); device: {cost['device']}; "
-              f"torch {cost['torch']}; FLOPs counted by torch's FlopCounterMode (matmul/conv only)")
+              f"torch {cost['torch']}; FLOPs counted by torch's FlopCounterMode (matmuls, attention, convolutions; not element-wise ops)")
 
+    speed_section(doc, results)
     ablation_sections(doc, results, fig_dir)
     scale_space_section(doc, results, fig_dir)
 

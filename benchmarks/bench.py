@@ -1,0 +1,327 @@
+"""`restorevar bench`: inference speed of the plain and the fast path, their agreement, training throughput.
+
+For each batch size, the plain path (``PLAIN``: the reference implementation's way, fp32) and the fast path
+in each asked dtype are timed component by component and end to end in the same run: warm-up first, then
+the median of ``repeats`` runs, CUDA events on a GPU. Inputs are test photographs shipped with installed
+packages, degraded synthetically, so nothing is downloaded. The fast path's tokens and images are compared
+with the plain path's: free-running (errors cascade through the scales) and teacher-forced (the same
+prefix for both, so each token's own precision effect shows). With random weights the logits are nearly
+uniform and bf16 agreement says little; pass ``--checkpoint`` for a trained model's. FLOPs per image of both
+paths (matmuls, attention, convolutions) go with the timings.
+
+Training throughput: images per second of one optimiser step of the transformer (teacher forcing; bf16
+autocast on CUDA, as the trainer does) and of the tokenizer (L1 + SSIM + VQ), on random-initialised models.
+
+    restorevar bench --preset small --batch-size 1 8 --dtype fp32 bf16 --out results/bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_model
+from restorevar.data.degrade import DEGRADATIONS
+from restorevar.data.photos import load_photo, photos_for
+from restorevar.errors import UserError
+from restorevar.fileio import atomic_write
+from restorevar.inference.engine import DTYPES, PLAIN, Engine, bf16_problem, fast
+from restorevar.metrics.cost import count_flops, device_name, time_components, timer_name
+from restorevar.models import RestoreVAR
+from restorevar.models.presets import PRESETS, get_preset
+from restorevar.train.common import pick_device
+
+SCHEMA = 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------------
+@cache
+def _square_photo(index: int, size: int) -> np.ndarray:
+    photos = photos_for("test")
+    img = load_photo(photos[index % len(photos)])
+    h, w = img.shape[:2]
+    s = min(h, w)
+    crop = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def photo_pairs(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` (clean, degraded) test photographs in [-1, 1], cycling through photos and degradations."""
+    rng = np.random.default_rng(seed)
+    names = list(DEGRADATIONS)
+    clean, deg = [], []
+    for i in range(n):
+        img = _square_photo(i, size)
+        d, _ = DEGRADATIONS[names[i % len(names)]][0](img, rng)
+        clean.append(img)
+        deg.append(d)
+
+    def t(a: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(a).astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2).contiguous()
+    return t(clean), t(deg)
+
+
+# ------------------------------------------------------------------------------------------------
+# Agreement
+# ------------------------------------------------------------------------------------------------
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """PSNR in dB of images in [-1, 1]; None when they are identical (JSON has no infinity)."""
+    mse = float((((a - b) / 2) ** 2).mean())
+    return None if mse == 0 else 10 * math.log10(1 / mse)
+
+
+@torch.no_grad()
+def _teacher_forced_argmax(engine: Engine, x_B3HW: torch.Tensor, idx_list: list[torch.Tensor]) -> torch.Tensor:
+    m = engine.model
+    cond = engine.encode(x_B3HW)
+    with engine._autocast():
+        x_in = m.vqvae.quantizer.idx_to_teacher_input(idx_list)
+        _, hidden = m.transformer(cond, x_in, return_hidden=True)
+        return m.transformer.logits_fp32(hidden).argmax(-1)
+
+
+def agreement(ref: Engine, other: Engine, x_B3HW: torch.Tensor) -> dict[str, Any]:
+    """How far ``other`` strays from ``ref`` on the same images (tokens and pixels)."""
+    a, b = ref.restore(x_B3HW), other.restore(x_B3HW)
+    per_scale = [float((i == j).float().mean()) for i, j in zip(a.generated.idx_list, b.generated.idx_list)]
+    sizes = [i[0].numel() for i in a.generated.idx_list]
+    tf_ref = _teacher_forced_argmax(ref, x_B3HW, a.generated.idx_list)
+    tf_other = _teacher_forced_argmax(other, x_B3HW, a.generated.idx_list)
+    return {
+        "images": x_B3HW.shape[0],
+        "tokens_identical": all(p == 1.0 for p in per_scale),
+        "token_agreement": sum(p * s for p, s in zip(per_scale, sizes)) / sum(sizes),
+        "token_agreement_per_scale": per_scale,
+        "teacher_forced_token_agreement": float((tf_ref == tf_other).float().mean()),
+        "image_max_abs_diff": float((a.image_B3HW - b.image_B3HW).abs().max()),
+        "image_psnr_db": _psnr(a.image_B3HW, b.image_B3HW),  # of the fast output against the plain one
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Training throughput
+# ------------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(step, device: torch.device, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _transformer_step(model_cfg, device: torch.device, clean: torch.Tensor, deg: torch.Tensor):
+    from restorevar.train.transformer import transformer_loss
+
+    model = RestoreVAR(model_cfg).to(device).train()
+    model.vqvae.requires_grad_(False)
+    opt = torch.optim.AdamW(model.transformer.parameters(), lr=1e-4)
+    amp = device.type == "cuda"  # as the trainer: bf16 autocast on CUDA only
+
+    def step():
+        loss, _, _ = transformer_loss(model, deg, clean, 0.0, amp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.transformer.parameters(), 2.0)
+        opt.step()
+    return step, "bf16 autocast" if amp else "fp32"
+
+
+def _tokenizer_step(model_cfg, device: torch.device, clean: torch.Tensor):
+    from restorevar.train.tokenizer import TokenizerTrainConfig, tokenizer_loss
+
+    vae = RestoreVAR(model_cfg).vqvae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-4)
+    cfg = TokenizerTrainConfig()
+
+    def step():
+        loss, _, _, _ = tokenizer_loss(vae, vae.encode(clean), clean, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 2.0)
+        opt.step()
+    return step, "fp32"
+
+
+def training_throughput(model_cfg, device: torch.device, batch_size: int, warmup: int, steps: int,
+                        seed: int) -> dict[str, Any]:
+    """Median seconds per optimiser step and images per second, transformer and tokenizer, random weights."""
+    torch.manual_seed(seed)
+    clean, deg = (t.to(device) for t in photo_pairs(batch_size, model_cfg.vqvae.image_size, seed))
+    out: dict[str, Any] = {}
+    for name in ("transformer", "tokenizer"):
+        step, precision = (_transformer_step(model_cfg, device, clean, deg) if name == "transformer"
+                           else _tokenizer_step(model_cfg, device, clean))
+        sec = _time_steps(step, device, warmup, steps)
+        out[name] = {"seconds_per_step": sec, "images_per_second": batch_size / sec, "precision": precision,
+                     "batch_size": batch_size, "warmup": warmup, "steps": steps, "statistic": "median"}
+        del step  # frees the model before the next one is built
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark
+# ------------------------------------------------------------------------------------------------
+def run_bench(*, preset: str = "small", checkpoint: str | Path | None = None, batch_sizes=(1,), dtypes=("fp32",),
+              warmup: int = 2, repeats: int = 5, agreement_images: int = 8, train: bool = True,
+              train_batch_size: int = 8, train_steps: int = 5, device: str = "auto", seed: int = 0,
+              log=print) -> dict[str, Any]:
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        raise UserError(f"unknown dtype {bad[0]!r}; use: {', '.join(DTYPES)}")
+    if min(batch_sizes) < 1 or repeats < 1 or warmup < 0 or agreement_images < 1:
+        raise UserError("batch sizes, repeats and agreement images must be >= 1, warm-up >= 0")
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    if checkpoint:
+        model = load_model(checkpoint, ["vqvae", "transformer", "refiner"])
+        weights, preset = f"checkpoint {checkpoint}", "checkpoint"
+    else:
+        model = RestoreVAR(get_preset(preset))
+        weights = f"random (seed {seed})"
+    model = model.to(dev).eval()
+    size = model.cfg.vqvae.image_size
+    # each engine sets its model's memory layout: the plain path gets its own copy
+    plain = Engine(copy.deepcopy(model), PLAIN)
+    skipped = {d: why for d in dtypes if d == "bf16" and (why := bf16_problem(dev))}
+    fasts = {d: Engine(model, fast(d)) for d in dtypes if d not in skipped}
+    for d, why in skipped.items():
+        log(f"bench: fast {d} skipped: {why}")
+    result: dict[str, Any] = {
+        "schema": SCHEMA, "device": device_name(dev), "device_type": dev.type, "torch": torch.__version__,
+        "preset": preset, "weights": weights, "image_size": size, "timer": timer_name(dev), "statistic": "median",
+        "warmup": warmup, "repeats": repeats, "seed": seed,
+        "inputs": "test photographs shipped with installed packages, centre-cropped, resized, synthetically degraded",
+        "paths": {"plain": asdict(PLAIN), **{f"fast_{d}": asdict(e.options) for d, e in fasts.items()}},
+        "skipped": skipped, "inference": {}, "speedup": {}, "agreement": {},
+    }
+    for B in batch_sizes:
+        _, x = photo_pairs(B, size, seed)
+        x = x.to(dev)
+        rows = {"plain_fp32": time_components(plain, x, warmup, repeats)}
+        for d, e in fasts.items():
+            rows[f"fast_{d}"] = time_components(e, x, warmup, repeats)
+        result["inference"][f"b{B}"] = rows
+        base = rows["plain_fp32"]["seconds_per_image"]["end_to_end"]
+        result["speedup"][f"b{B}"] = {d: base / rows[f"fast_{d}"]["seconds_per_image"]["end_to_end"] for d in fasts}
+        log(f"bench: batch {B}: " + "; ".join(
+            f"{k} {r['seconds_per_image']['end_to_end'] * 1e3:.1f} ms/image" for k, r in rows.items())
+            + "".join(f"; fast {d} x{s:.2f}" for d, s in result["speedup"][f"b{B}"].items()))
+    x1 = photo_pairs(1, size, seed)[1].to(dev)
+    result["flops_per_image"] = {"plain": count_flops(plain, x1),
+                                 **({"fast": count_flops(next(iter(fasts.values())), x1)} if fasts else {})}
+    _, xa = photo_pairs(agreement_images, size, seed + 1)
+    for d, e in fasts.items():
+        result["agreement"][d] = a = agreement(plain, e, xa.to(dev))
+        log(f"bench: fast {d} vs plain fp32 on {a['images']} images: tokens {a['token_agreement']:.4f} "
+            f"(teacher-forced {a['teacher_forced_token_agreement']:.4f}), image PSNR "
+            + ("identical" if a["image_psnr_db"] is None else f"{a['image_psnr_db']:.1f} dB")
+            + f", max |diff| {a['image_max_abs_diff']:.2e}")
+    del plain, fasts, model
+    if train:
+        cfg = config_from_checkpoint(load_checkpoint(checkpoint)) if checkpoint else get_preset(preset)
+        result["training"] = training_throughput(cfg, dev, train_batch_size, min(warmup, 2) or 1, train_steps, seed)
+        for name, r in result["training"].items():
+            log(f"bench: train {name}: {r['images_per_second']:.2f} images/s ({r['seconds_per_step'] * 1e3:.0f} ms "
+                f"per step of {r['batch_size']}, {r['precision']})")
+    result["process_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["metrics"] = summary_metrics(result)
+    return result
+
+
+def summary_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The leaf numbers a regression baseline can pick by dotted path (see benchmarks/README.md)."""
+    inf = result["inference"]
+    m: dict[str, Any] = {
+        "speedup": result["speedup"],
+        "ms_per_image": {b: {k: round(r["seconds_per_image"]["end_to_end"] * 1e3, 3) for k, r in rows.items()}
+                         for b, rows in inf.items()},
+        "token_agreement": {d: a["token_agreement"] for d, a in result["agreement"].items()},
+        "teacher_forced_token_agreement": {d: a["teacher_forced_token_agreement"]
+                                           for d, a in result["agreement"].items()},
+    }
+    m["gflops_per_image"] = {k: round(v["end_to_end"] / 1e9, 4) for k, v in result["flops_per_image"].items()}
+    if "training" in result:
+        m["train_images_per_second"] = {k: v["images_per_second"] for k, v in result["training"].items()}
+    return m
+
+
+def format_table(result: dict[str, Any]) -> str:
+    comps = ("encode", "transformer", "refiner", "decode", "end_to_end")
+    head = (f"device: {result['device']}; preset {result['preset']} ({result['image_size']} px), {result['weights']}; "
+            f"median of {result['repeats']} after {result['warmup']} warm-up ({result['timer']})")
+    lines = [head, "",
+             "| batch | path | " + " | ".join(f"{c} ms/img" for c in comps) + " | img/s | speed-up | peak GPU MiB |",
+             "|---|---|" + "---|" * (len(comps) + 3)]
+    for b, rows in result["inference"].items():
+        base = rows["plain_fp32"]["seconds_per_image"]["end_to_end"]
+        for k, r in rows.items():
+            s = r["seconds_per_image"]
+            mem = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
+            lines.append(f"| {b[1:]} | {k} | " + " | ".join(f"{s[c] * 1e3:.2f}" for c in comps)
+                         + f" | {r['images_per_second']:.2f} | {base / s['end_to_end']:.2f} | {mem} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+def add_parser(sub, parser_class) -> None:
+    b = sub.add_parser("bench",
+                       help="time the plain and fast inference paths, their agreement and training throughput")
+    b.add_argument("--preset", default="small", choices=list(PRESETS), help="model size (default small)")
+    b.add_argument("--checkpoint", type=Path, help="a trained checkpoint instead of random weights (sets the size)")
+    b.add_argument("--batch-size", type=int, nargs="+", default=[1], help="one or more batch sizes (default 1)")
+    b.add_argument("--dtype", nargs="+", default=["fp32"], choices=list(DTYPES), help="fast-path dtypes (default fp32)")
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
+    b.add_argument("--agreement-images", type=int, default=8)
+    b.add_argument("--no-train", action="store_true", help="skip the training-throughput measurement")
+    b.add_argument("--train-batch-size", type=int, default=8)
+    b.add_argument("--train-steps", type=int, default=5)
+    b.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", type=Path, help="write the JSON here (atomically)")
+    b.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None:
+        from restorevar.inference import find_checkpoint
+
+        args.checkpoint = find_checkpoint(args.checkpoint)
+    result = run_bench(preset=args.preset, checkpoint=args.checkpoint, batch_sizes=tuple(args.batch_size),
+                       dtypes=tuple(dict.fromkeys(args.dtype)), warmup=args.warmup, repeats=args.repeats,
+                       agreement_images=args.agreement_images, train=not args.no_train,
+                       train_batch_size=args.train_batch_size, train_steps=args.train_steps, device=args.device,
+                       seed=args.seed, log=lambda s: print(s, file=sys.stderr))
+    print(format_table(result))
+    if args.out:
+        text = json.dumps(result, indent=1) + "\n"
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        print(f"bench: wrote {args.out}", file=sys.stderr)
+    return 0

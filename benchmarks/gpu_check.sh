@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU check of issue 7, as one script: the bench on `paper` at batch 1 and 16, fp32 and bf16, with the
+# bf16 agreement check, and the training throughput of the paper transformer and tokenizer.
+#   OUT=/some/folder bash benchmarks/gpu_check.sh [path/to/converted_paper_checkpoint.pt]
+# Without a checkpoint the weights are random (seeded): the timings hold, but bf16 agreement on near-uniform
+# random logits says little; with `restorevar convert-official ... --out restorevar_paper.pt` it is the real one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 DVC_NO_ANALYTICS=1 RAY_USAGE_STATS_ENABLED=0
+OUT=${OUT:-bench-gpu}
+mkdir -p "$OUT"
+PY=${PY:-python}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv"
+model=(--preset paper)
+if [[ $# -ge 1 ]]; then model=(--checkpoint "$1"); fi
+"$PY" -m restorevar.cli bench "${model[@]}" --device cuda --batch-size 1 16 --dtype fp32 bf16 \
+    --warmup 5 --repeats 20 --agreement-images 16 --train-batch-size 16 --train-steps 10 \
+    --out "$OUT/bench_paper.json" 2>&1 | tee "$OUT/bench_paper.log"

@@ -1,0 +1,88 @@
+"""`restorevar bench`: both paths timed in one run, agreement, training throughput, JSON and the report section."""
+import json
+
+import pytest
+import torch
+
+from benchmarks.bench import photo_pairs, run_bench
+from conftest import make_tiny
+from restorevar.checkpoint import save_checkpoint
+from restorevar.cli import main
+from restorevar.inference.engine import bf16_problem
+from restorevar.report.document import Document
+from restorevar.report.speed import speed_section
+
+DTYPES = ("fp32",) if bf16_problem(torch.device("cpu")) else ("fp32", "bf16")
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_bench(preset="tiny", batch_sizes=(1, 2), dtypes=DTYPES, warmup=0, repeats=1, agreement_images=3,
+                     train_batch_size=2, train_steps=1, device="cpu", log=lambda s: None)
+
+
+def test_times_plain_and_fast_paths_per_component(result):
+    assert result["device"].startswith("cpu (") and result["timer"] == "perf_counter"
+    for b in ("b1", "b2"):
+        rows = result["inference"][b]
+        assert set(rows) == {"plain_fp32", *(f"fast_{d}" for d in DTYPES)}
+        for r in rows.values():
+            s = r["seconds_per_image"]
+            assert set(s) == {"encode", "transformer", "refiner", "decode", "end_to_end"}
+            assert all(v > 0 for v in s.values()) and r["peak_memory_bytes"] is None  # GPU-only
+        ratio = rows["plain_fp32"]["seconds_per_image"]["end_to_end"] / rows["fast_fp32"]["seconds_per_image"]["end_to_end"]
+        assert result["speedup"][b]["fp32"] == pytest.approx(ratio)
+    assert result["paths"]["plain"]["cross_kv_once"] is False and result["paths"]["fast_fp32"]["kv_cache"] == "static"
+
+
+def test_fast_fp32_agrees_exactly_and_training_is_measured(result):
+    a = result["agreement"]["fp32"]
+    assert a["tokens_identical"] and a["token_agreement"] == 1.0 and a["teacher_forced_token_agreement"] == 1.0
+    assert a["image_max_abs_diff"] < 1e-4 and a["images"] == 3
+    for name in ("transformer", "tokenizer"):
+        t = result["training"][name]
+        assert t["batch_size"] == 2 and t["images_per_second"] == pytest.approx(2 / t["seconds_per_step"])
+    m = result["metrics"]
+    assert m["token_agreement"]["fp32"] == 1.0 and set(m["train_images_per_second"]) == {"transformer", "tokenizer"}
+    # the plain path recomputes cross-attention K/V in every block at every scale
+    assert m["gflops_per_image"]["plain"] > m["gflops_per_image"]["fast"] > 0
+    json.dumps(result, allow_nan=False)  # strict JSON: no NaN or infinity anywhere
+
+
+def test_inputs_are_degraded_test_photographs():
+    clean, deg = photo_pairs(3, 32, seed=0)
+    assert clean.shape == deg.shape == (3, 3, 32, 32) and clean.min() >= -1 and clean.max() <= 1
+    assert not torch.equal(clean, deg) and not torch.equal(clean[0], clean[1])
+    assert torch.equal(photo_pairs(3, 32, seed=0)[1], deg)  # seeded
+
+
+def test_cli_writes_json_for_a_checkpoint_and_the_report_shows_it(tmp_path, capsys):
+    m = make_tiny(gains=0.5)
+    ck = tmp_path / "train_refiner.pt"
+    save_checkpoint(ck, config=m.cfg, components={"vqvae": m.vqvae.state_dict(),
+                    "transformer": m.transformer.state_dict(), "refiner": m.refiner.state_dict()})
+    out = tmp_path / "results" / "bench.json"
+    assert main(["bench", "--checkpoint", str(tmp_path), "--batch-size", "1", "--repeats", "1", "--warmup", "0",
+                 "--agreement-images", "2", "--no-train", "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 1 | plain_fp32 |" in printed and "| 1 | fast_fp32 |" in printed
+    b = json.loads(out.read_text())
+    assert b["weights"] == f"checkpoint {ck}" and "training" not in b and b["agreement"]["fp32"]["tokens_identical"]
+    doc = Document("t")
+    speed_section(doc, out.parent)
+    md = doc.to_markdown(tmp_path)
+    assert "Inference speed: plain vs fast path" in md and "plain_fp32" in md and "teacher-forced" in md
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--dtype", "fp16"], "invalid choice: 'fp16'"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--checkpoint", "/nope/model.pt"], "checkpoint not found"),
+    (["--repeats", "0"], "must be >= 1"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        rc = main(["bench", "--no-train", *args])
+        raise SystemExit(rc)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and err.count("\n") == 0
