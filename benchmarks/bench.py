@@ -1,7 +1,8 @@
 """`restorevar bench`: inference speed of the plain and the fast path, their agreement, training throughput.
 
 For each batch size, the plain path (``PLAIN``: the reference implementation's way, fp32) and the fast path
-in each asked dtype are timed component by component and end to end in the same run: warm-up first, then
+in each asked dtype are timed component by component and end to end in the same run, interleaved (one run of
+every path and component per repeat, so drift in the machine's speed hits all alike): warm-up first, then
 the median of ``repeats`` runs, CUDA events on a GPU. Inputs are test photographs shipped with installed
 packages, degraded synthetically, so nothing is downloaded. The fast path's tokens and images are compared
 with the plain path's: free-running (errors cascade through the scales) and teacher-forced (the same
@@ -39,7 +40,7 @@ from restorevar.data.photos import load_photo, photos_for
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.inference.engine import DTYPES, PLAIN, Engine, bf16_problem, fast
-from restorevar.metrics.cost import count_flops, device_name, time_components, timer_name
+from restorevar.metrics.cost import count_flops, device_name, time_paths, timer_name
 from restorevar.models import RestoreVAR
 from restorevar.models.presets import PRESETS, get_preset
 from restorevar.train.common import pick_device
@@ -222,9 +223,7 @@ def run_bench(*, preset: str = "small", checkpoint: str | Path | None = None, ba
     for B in batch_sizes:
         _, x = photo_pairs(B, size, seed)
         x = x.to(dev)
-        rows = {"plain_fp32": time_components(plain, x, warmup, repeats)}
-        for d, e in fasts.items():
-            rows[f"fast_{d}"] = time_components(e, x, warmup, repeats)
+        rows = time_paths({"plain_fp32": plain, **{f"fast_{d}": e for d, e in fasts.items()}}, x, warmup, repeats)
         result["inference"][f"b{B}"] = rows
         base = rows["plain_fp32"]["seconds_per_image"]["end_to_end"]
         result["speedup"][f"b{B}"] = {d: base / rows[f"fast_{d}"]["seconds_per_image"]["end_to_end"] for d in fasts}

@@ -30,6 +30,7 @@ def run() -> dict:
                        train=b.train, train_batch_size=b.train_batch_size, train_steps=b.train_steps,
                        device=b.device, seed=b.seed)
     result["profile"], result["model_preset"] = p.profile, p.model.preset
+    result["weights"] = f"checkpoint {checkpoint_path('train_refiner').relative_to(ROOT)}"  # not this machine's path
     text = json.dumps(result, indent=1) + "\n"
     atomic_write(OUT, lambda tmp: Path(tmp).write_text(text))
     tracking.log_run(p.mlflow_uri, "bench", ROOT / "mlartifacts", f"bench/{p.profile}",

@@ -86,3 +86,12 @@ def test_bad_arguments_are_one_line_and_exit_2(args, needle, capsys):
         raise SystemExit(rc)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and needle in err and err.count("\n") == 0
+
+
+def test_paths_are_timed_round_robin():
+    from restorevar.metrics.cost import time_interleaved
+
+    calls = []
+    med = time_interleaved(torch.device("cpu"), {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                           warmup=1, repeats=2)
+    assert calls == ["a", "b"] * 3 and set(med) == {"a", "b"} and all(v >= 0 for v in med.values())

@@ -51,24 +51,32 @@ def component_params(model: RestoreVAR) -> dict[str, int]:
             "decode": _count(v.post_quant_conv, v.decoder)}
 
 
-def _timer(device: torch.device, fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
+def _time_once(device: torch.device, fn: Callable[[], Any]) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
         fn()
-    times = []
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def time_interleaved(device: torch.device, fns: dict[str, Callable[[], Any]], warmup: int,
+                     repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run round-robin (one of each per repeat) so that a machine that slows
+    down or speeds up during the measurement moves every function alike, not the ones timed last."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            times[k].append(_time_once(device, fn))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _stages(engine: Engine, x_B3HW: torch.Tensor) -> dict[str, Callable[[], Any]]:
@@ -85,17 +93,24 @@ def _stages(engine: Engine, x_B3HW: torch.Tensor) -> dict[str, Callable[[], Any]
     }
 
 
-def time_components(engine: Engine, x_B3HW: torch.Tensor, warmup: int, repeats: int) -> dict[str, Any]:
-    """Median seconds per image of each component and end to end; on a GPU also the end-to-end peak memory."""
-    device, B = engine.device, x_B3HW.shape[0]
-    out: dict[str, Any] = {"seconds_per_image": {}}
-    for name, fn in _stages(engine, x_B3HW).items():
-        if name == "end_to_end" and device.type == "cuda":
+def time_paths(engines: dict[str, Engine], x_B3HW: torch.Tensor, warmup: int, repeats: int) -> dict[str, Any]:
+    """Per inference path: median seconds per image of each component and end to end (all paths and components
+    interleaved), images per second, and on a GPU the peak memory of one end-to-end run."""
+    B = x_B3HW.shape[0]
+    device = next(iter(engines.values())).device
+    fns = {(path, name): fn for path, e in engines.items() for name, fn in _stages(e, x_B3HW).items()}
+    med = time_interleaved(device, fns, warmup, repeats)
+    out: dict[str, Any] = {}
+    for path, e in engines.items():
+        sec = {name: med[(path, name)] / B for (p, name) in fns if p == path}
+        peak = None
+        if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-        out["seconds_per_image"][name] = _timer(device, fn, warmup, repeats) / B
-    out["images_per_second"] = 1 / out["seconds_per_image"]["end_to_end"]
-    out["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+            e.restore(x_B3HW)
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device)
+        out[path] = {"seconds_per_image": sec, "images_per_second": 1 / sec["end_to_end"], "peak_memory_bytes": peak}
     return out
 
 
@@ -126,7 +141,7 @@ def measure_cost(model: RestoreVAR, batch_size: int = 1, warmup: int = 2, repeat
     device = engine.device
     size = model.cfg.vqvae.image_size
     x = random_images(batch_size, size, seed, device)
-    timing = time_components(engine, x, warmup, repeats)
+    timing = time_paths({"model": engine}, x, warmup, repeats)["model"]
     params = component_params(model)
     params["end_to_end"] = sum(params.values())
     return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,

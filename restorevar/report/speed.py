@@ -66,4 +66,6 @@ def speed_section(doc: Document, results: Path) -> None:
                   "free-running (errors cascade through the scales) and teacher-forced (same prefix), and the "
                   "restored images")
     if bench.get("training"):
-        doc.table(training_table(bench), f"Training throughput, one optimiser step, random weights; {where}")
+        t = next(iter(bench["training"].values()))
+        doc.table(training_table(bench), f"Training throughput, one optimiser step, random weights; median of "
+                  f"{t['steps']} steps after {t['warmup']} warm-up; {bench['device']}")
