@@ -22,9 +22,7 @@ import copy
 import json
 import math
 import resource
-import statistics
 import sys
-import time
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -40,7 +38,7 @@ from restorevar.data.photos import load_photo, photos_for
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.inference.engine import DTYPES, PLAIN, Engine, bf16_problem, fast
-from restorevar.metrics.cost import count_flops, device_name, time_paths, timer_name
+from restorevar.metrics.cost import count_flops, device_name, time_interleaved, time_paths, timer_name
 from restorevar.models import RestoreVAR
 from restorevar.models.presets import PRESETS, get_preset
 from restorevar.train.common import pick_device
@@ -90,7 +88,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
 def _teacher_forced_argmax(engine: Engine, x_B3HW: torch.Tensor, idx_list: list[torch.Tensor]) -> torch.Tensor:
     m = engine.model
     cond = engine.encode(x_B3HW)
-    with engine._autocast():
+    with engine.autocast():
         x_in = m.vqvae.quantizer.idx_to_teacher_input(idx_list)
         _, hidden = m.transformer(cond, x_in, return_hidden=True)
         return m.transformer.logits_fp32(hidden).argmax(-1)
@@ -117,24 +115,6 @@ def agreement(ref: Engine, other: Engine, x_B3HW: torch.Tensor) -> dict[str, Any
 # ------------------------------------------------------------------------------------------------
 # Training throughput
 # ------------------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time_steps(step, device: torch.device, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _transformer_step(model_cfg, device: torch.device, clean: torch.Tensor, deg: torch.Tensor):
     from restorevar.train.transformer import transformer_loss
 
@@ -177,7 +157,7 @@ def training_throughput(model_cfg, device: torch.device, batch_size: int, warmup
     for name in ("transformer", "tokenizer"):
         step, precision = (_transformer_step(model_cfg, device, clean, deg) if name == "transformer"
                            else _tokenizer_step(model_cfg, device, clean))
-        sec = _time_steps(step, device, warmup, steps)
+        sec = time_interleaved(device, {name: step}, warmup, steps)[name]
         out[name] = {"seconds_per_step": sec, "images_per_second": batch_size / sec, "precision": precision,
                      "batch_size": batch_size, "warmup": warmup, "steps": steps, "statistic": "median"}
         del step  # frees the model before the next one is built
@@ -191,9 +171,8 @@ def run_bench(*, preset: str = "small", checkpoint: str | Path | None = None, ba
               warmup: int = 2, repeats: int = 5, agreement_images: int = 8, train: bool = True,
               train_batch_size: int = 8, train_steps: int = 5, device: str = "auto", seed: int = 0,
               log=print) -> dict[str, Any]:
-    bad = [d for d in dtypes if d not in DTYPES]
-    if bad:
-        raise UserError(f"unknown dtype {bad[0]!r}; use: {', '.join(DTYPES)}")
+    for d in dtypes:
+        fast(d)  # an unknown dtype fails here, before any model is built
     if min(batch_sizes) < 1 or repeats < 1 or warmup < 0 or agreement_images < 1:
         raise UserError("batch sizes, repeats and agreement images must be >= 1, warm-up >= 0")
     dev = pick_device(device)

@@ -15,6 +15,7 @@ import yaml
 
 from restorevar.config import from_dict
 from restorevar.errors import UserError
+from restorevar.inference.engine import DTYPES
 from restorevar.train.common import ModelRef
 from restorevar.train.decoder import DecoderTrainConfig
 from restorevar.train.refiner import RefinerTrainConfig
@@ -110,8 +111,8 @@ class EvalParams:
             raise UserError(f"{where}.external: name {clash[0]!r} is taken by a built-in method; rename it")
         if self.batch_size < 1 or self.cost.batch_size < 1 or self.cost.repeats < 1:
             raise UserError(f"{where}: batch sizes and cost.repeats must be >= 1")
-        if self.dtype not in ("fp32", "bf16"):
-            raise UserError(f"{where}.dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.protocol.crop_border < 0:
             raise UserError(f"{where}.protocol.crop_border must be >= 0")
 
@@ -149,9 +150,9 @@ class BenchParams:
     device: str = "auto"
 
     def check(self, where: str) -> None:
-        bad = [d for d in self.dtypes if d not in ("fp32", "bf16")]
+        bad = [d for d in self.dtypes if d not in DTYPES]
         if bad:
-            raise UserError(f"{where}.dtypes: unknown dtype {bad[0]!r}; use fp32 or bf16")
+            raise UserError(f"{where}.dtypes: unknown dtype {bad[0]!r}; use one of: {', '.join(DTYPES)}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserError(f"{where}.batch_sizes must be a non-empty list of sizes >= 1")
         if min(self.repeats, self.agreement_images, self.train_batch_size, self.train_steps) < 1 or self.warmup < 0:

@@ -216,6 +216,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from restorevar.inference.engine import DTYPES
+
     p = _Parser(prog="restorevar", description="RestoreVAR: all-in-one image restoration suite")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -252,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--top-p", type=float, default=0.0)
     r.add_argument("--seed", type=int, default=None, help="seed for sampling")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    r.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+    r.add_argument("--dtype", choices=list(DTYPES), default="fp32",
                    help="fp32 (default) or bf16: faster on GPUs and AMX CPUs, tokens may differ (`restorevar bench`)")
     r.add_argument("--plain", action="store_true",
                    help="the unoptimised reference path instead of the fast one (same results in fp32)")

@@ -70,7 +70,8 @@ class Engine:
         self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         model.vqvae.to(memory_format=self.memory_format)
 
-    def _autocast(self):
+    def autocast(self):
+        """bf16 autocast for the bf16 path, nothing for fp32."""
         if self.options.dtype == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -81,13 +82,13 @@ class Engine:
     # -- components ----------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x_deg_B3HW: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        with self.autocast():
             return self.model.condition(self._layout(x_deg_B3HW)).float()
 
     @torch.no_grad()
     def generate(self, cond_BNCv: torch.Tensor, top_k: int = 0, top_p: float = 0.0, temperature: float = 1.0,
                  seed: int | None = None, return_logits: bool = False) -> GenerateOutput:
-        with self._autocast():
+        with self.autocast():
             return self.model.transformer.generate(
                 cond_BNCv, self.model.vqvae.quantizer, top_k=top_k, top_p=top_p, temperature=temperature, seed=seed,
                 precompute_cross_kv=self.options.cross_kv_once, kv_cache=self.options.kv_cache,
@@ -95,12 +96,12 @@ class Engine:
 
     @torch.no_grad()
     def refine(self, gen: GenerateOutput, seed: int | None = None) -> torch.Tensor:
-        with self._autocast():
+        with self.autocast():
             return self.model.refiner.refine(gen.f_hat_BChw, gen.hidden_BLC, seed=seed).float()
 
     @torch.no_grad()
     def decode(self, f_BChw: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        with self.autocast():
             return self.model.vqvae.decode(self._layout(f_BChw)).float().contiguous()
 
     # -- end to end ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from PIL import Image
 
 from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
 from restorevar.errors import UserError
-from restorevar.inference.engine import DTYPES, PLAIN, Engine, fast
+from restorevar.inference.engine import PLAIN, Engine, fast
 from restorevar.models import RestoreVAR
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -41,8 +41,7 @@ class RestoreOptions:
     plain: bool = False  # the unoptimised reference path (same results in fp32; for comparison)
 
     def validate(self) -> None:
-        if self.dtype not in DTYPES:
-            raise UserError(f"unknown dtype {self.dtype!r}; use one of: {', '.join(DTYPES)}")
+        fast(self.dtype)  # names an unknown dtype
         if self.plain and self.dtype != "fp32":
             raise UserError("the plain path runs in fp32 only; drop --plain or use --dtype fp32")
         if self.mode not in ("resize", "tile"):
