@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,6 +85,9 @@ KINDS = {
     "restorevar": "RestoreVAR transformer + refiner (restorevar.pth)",
     "var_d16": "VAR d16 (var_d16.pth), loaded non-strictly into the RestoreVAR transformer",
 }
+# Names and shapes of the published checkpoints (facts read off the reference model definitions), shipped
+# with the package so that the compatibility check runs in any clone.
+OFFICIAL_SHAPES = Path(__file__).resolve().parent / "reference" / "official_state_dict_shapes.json"
 MANIFEST_KINDS = {"vae_ch160v4096z32": "vqvae", "vae_restorevar": "vqvae", "restorevar_d16_512": "restorevar",
                   "var_d16": "var_d16"}
 

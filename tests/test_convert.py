@@ -1,20 +1,15 @@
-"""Compatibility with the published checkpoints (names and shapes in shared/reference)."""
+"""Compatibility with the published checkpoints (names and shapes in restorevar/reference, shipped with the package)."""
 import json
 import re
-from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import make_tiny
 from restorevar.checkpoint import load_checkpoint, load_components
 from restorevar.cli import check_manifest, main
-
-MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_state_dict_shapes.json"
-needs_manifest = pytest.mark.skipif(not MANIFEST.exists(), reason=f"shape manifest not at {MANIFEST}")
+from restorevar.convert import OFFICIAL_SHAPES as MANIFEST
 
 
-@needs_manifest
 def test_manifest_converts_and_loads_strictly_into_paper_preset():
     res = check_manifest(MANIFEST, "paper", [])
     assert res["ok"]
@@ -31,7 +26,6 @@ def test_manifest_converts_and_loads_strictly_into_paper_preset():
     assert res["checkpoints"]["vae_ch160v4096z32"]["keys_ignored"] == 0
 
 
-@needs_manifest
 def test_var_d16_loads_non_strictly_and_reports_what_was_dropped():
     s = check_manifest(MANIFEST, "paper", [])["checkpoints"]["var_d16"]
     dropped = set(s["dropped"])
@@ -43,7 +37,6 @@ def test_var_d16_loads_non_strictly_and_reports_what_was_dropped():
     assert not s["unmapped"]
 
 
-@needs_manifest
 def test_var_d16_ape_variant_drops_only_the_mismatched_position_table():
     s = check_manifest(MANIFEST, "paper", ["transformer.positions=ape"])["checkpoints"]["var_d16"]
     assert "pos_1LC" in s["dropped"] and "pos_start" not in s["dropped"]
@@ -128,8 +121,6 @@ def test_pickled_objects_are_refused(tmp_path, capsys):
 
 
 def test_manifest_summary_is_json_and_written_atomically(tmp_path, capsys):
-    if not MANIFEST.exists():
-        pytest.skip(f"shape manifest not at {MANIFEST}")
     report = tmp_path / "compat.json"
     assert main(["convert-official", "--check-manifest", str(MANIFEST), "--report", str(report)]) == 0
     printed = json.loads(capsys.readouterr().out)
