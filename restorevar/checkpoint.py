@@ -79,15 +79,18 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        # weights_only refuses to unpickle a class instance (or a function): the file is readable, so it is
+        # not corrupt, only unsafe; say so rather than suggest it is damaged.
+        if "Unsupported global" in text:
+            raise UserError(
+                f"{what} {path} is not a plain weights file: it holds pickled Python objects, which are refused "
+                "for safety; re-save it as a plain state_dict of tensors"
+            ) from None
+        msg = text.splitlines()[0].split(". ")[0] if text else type(e).__name__  # torch's advice runs on
         if msg.startswith("Weights only load failed"):
             msg = "not readable as tensor data"
-        if "Unsupported global" in str(e):  # a pickled class instance: refuse, never unpickle it
-            raise UserError(
-                f"{what} {path} holds pickled Python objects, which are refused for safety; "
-                "re-save it as a plain state_dict of tensors"
-            ) from None
-        raise UserError(f"cannot read {what} {path} (corrupt or truncated?): {msg}") from None
+        raise UserError(f"cannot read {what} {path} (corrupt or truncated?): {msg}; copy or export it again") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -116,6 +119,46 @@ _DEPENDS = {"vqvae": ["vqvae"], "transformer": ["transformer", "vqvae"], "refine
 _NON_ARCH = {"drop_path_rate", "dropout", "beta", "hart_sample_steps"}
 
 
+def stored_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's config dict, with keys added since it was written filled in as it was trained.
+
+    Fields added later get a default that suits new runs, which is not always what an older checkpoint
+    was trained with; rebuilding an old checkpoint's model with that default would change its function.
+    """
+    cfg = ckpt.get("config")
+    if not isinstance(cfg, dict):
+        raise UserError("the checkpoint holds no config; re-export it with this version of RestoreVAR")
+    t = cfg.get("transformer")
+    if isinstance(t, dict) and "cross_norm_eps" not in t:
+        from restorevar.models.transformer import TransformerConfig
+
+        # before cross_norm_eps existed, the cross-attention LayerNorms used norm_eps
+        cfg = {**cfg, "transformer": {**t, "cross_norm_eps": t.get("norm_eps", TransformerConfig.norm_eps)}}
+    return cfg
+
+
+def _check_weights(module: torch.nn.Module, sd: Any, name: str, path: str | Path) -> None:
+    """Refuse weights that do not fit ``module``, naming the first key that differs.
+
+    The config check above cannot catch a file whose stored config and weights disagree (a hand-edited
+    or mislabelled export); ``load_state_dict`` would then fail with a multi-line size-mismatch report.
+    """
+    fix = "the checkpoint's config and weights disagree; re-export it with the config its weights were made for"
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"checkpoint {path}: the {name} weights are not a dict of tensors; {fix}")
+    expected = module.state_dict()
+    for key, want in expected.items():
+        if key not in sd:
+            raise UserError(f"checkpoint {path}: the {name} weights lack {key}; {fix}")
+        if tuple(sd[key].shape) != tuple(want.shape):
+            raise UserError(f"checkpoint {path}: the {name} weight {key} has shape {tuple(sd[key].shape)}, "
+                            f"its config needs {tuple(want.shape)}; {fix}")
+    extra = sorted(set(sd) - set(expected))
+    if extra:
+        raise UserError(f"checkpoint {path}: the {name} weights hold {extra[0]}, which its config has no place for"
+                        f" ({len(extra)} such keys); {fix}")
+
+
 def _arch(section: Any) -> Any:
     return {k: v for k, v in section.items() if k not in _NON_ARCH} if isinstance(section, dict) else section
 
@@ -136,10 +179,10 @@ def load_components(model: torch.nn.Module, ckpt: dict[str, Any], names: list[st
             raise UserError(f"checkpoint {path} has no '{name}' weights (it holds: {have})")
         sd = ckpt["components"][name]
         if cfg is not None:
-            ours = to_dict(cfg)
+            ours, theirs = to_dict(cfg), stored_config(ckpt)
             diffs = []
             for section in _DEPENDS.get(name, [name]):
-                a, b = _arch(ckpt["config"].get(section)), _arch(ours.get(section))
+                a, b = _arch(theirs.get(section)), _arch(ours.get(section))
                 if any_resolution and section == "vqvae":
                     a, b = ({k: v for k, v in d.items() if k not in RESOLUTION_KEYS} for d in (a, b))
                 diffs += config_diff(a, b, f"{section}.")
@@ -148,7 +191,7 @@ def load_components(model: torch.nn.Module, ckpt: dict[str, Any], names: list[st
                     f"checkpoint {path} was made for another config ({diffs[0]}); "
                     "use the preset/overrides it was trained with"
                 )
-            src, dst = tuple(ckpt["config"]["vqvae"]["patch_nums"]), tuple(ours["vqvae"]["patch_nums"])
+            src, dst = tuple(theirs["vqvae"]["patch_nums"]), tuple(ours["vqvae"]["patch_nums"])
             if any_resolution and src != dst:
                 if name == "vqvae":
                     sd = resize_vqvae_state(sd, src, dst)
@@ -157,13 +200,14 @@ def load_components(model: torch.nn.Module, ckpt: dict[str, Any], names: list[st
                 else:
                     raise UserError(f"checkpoint {path}: the {name} cannot be carried to another image size")
         module = getattr(model, name)
+        _check_weights(module, sd, name, path)
         module.load_state_dict(sd, strict=True)
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]):
     from restorevar.models.restorevar import RestoreVARConfig
 
-    return from_dict(RestoreVARConfig, ckpt["config"])
+    return from_dict(RestoreVARConfig, stored_config(ckpt))
 
 
 def load_model(path: str | Path, components: list[str], refiner_none: bool = False):

@@ -5,9 +5,14 @@ import re
 import torch
 
 from conftest import make_tiny
-from restorevar.checkpoint import load_checkpoint, load_components
+from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
 from restorevar.cli import check_manifest, main
 from restorevar.convert import OFFICIAL_SHAPES as MANIFEST
+from restorevar.models import RestoreVAR
+
+
+def config_model(ckpt):
+    return RestoreVAR(config_from_checkpoint(ckpt))
 
 
 def test_manifest_converts_and_loads_strictly_into_paper_preset():
@@ -94,6 +99,9 @@ def test_round_trip_of_official_format_files(tmp_path, images):
                "--restorevar", str(tmp_path / "restorevar.pth"), "--out", str(out)])
     assert rc == 0
     ckpt = load_checkpoint(out)
+    # the published cross-attention LayerNorms use PyTorch's default eps, and the converted file says so
+    assert ckpt["config"]["transformer"]["cross_norm_eps"] == 1e-5
+    assert {b.cross_attn.norm_kv.eps for b in config_model(ckpt).transformer.blocks} == {1e-5}
     dst = make_tiny(seed=99)
     load_components(dst, ckpt, ["vqvae", "transformer", "refiner"], out)
     a, b = src.restore(images[0]), dst.restore(images[0])

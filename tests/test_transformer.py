@@ -116,3 +116,23 @@ def test_forward_backward_every_variant(images):
             out = m.eval().restore(images[0])
             assert out.image_B3HW.shape == images[0].shape
             assert out.image_B3HW.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "small", "paper"])
+def test_cross_attention_norms_use_the_official_eps_and_the_rest_norm_eps(preset):
+    from restorevar.models import RestoreVAR, get_preset
+
+    with torch.device("meta"):
+        t = RestoreVAR(get_preset(preset)).transformer
+    cross = {n: m.eps for n, m in t.named_modules() if isinstance(m, torch.nn.LayerNorm) and ".cross_attn." in n}
+    rest = {n: m.eps for n, m in t.named_modules() if isinstance(m, torch.nn.LayerNorm) and n not in cross}
+    assert len(cross) == 2 * t.cfg.depth and {n.rsplit(".", 1)[1] for n in cross} == {"norm_q", "norm_kv"}
+    assert set(cross.values()) == {1e-5}  # the official cross-attention LayerNorms keep PyTorch's default
+    assert set(rest.values()) == {t.cfg.norm_eps} == {1e-6} and "head_norm" in rest and "blocks.0.norm1" in rest
+
+
+def test_norm_eps_must_be_positive():
+    from restorevar.errors import UserError
+
+    with pytest.raises(UserError, match="transformer.cross_norm_eps must be positive"):
+        make_tiny(["transformer.cross_norm_eps=0"])

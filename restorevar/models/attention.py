@@ -76,7 +76,7 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     """Queries from the token stream, keys/values from the conditioning tokens; output gated by ``gain``."""
 
-    def __init__(self, width: int, n_heads: int, eps: float = 1e-6):
+    def __init__(self, width: int, n_heads: int, eps: float = 1e-5):
         super().__init__()
         self.n_heads = n_heads
         self.norm_q = nn.LayerNorm(width, eps=eps)

@@ -34,6 +34,8 @@ class TransformerConfig:
     num_classes: int = 1000  # kept so VAR's class table loads; the null class is the SOS
     rope_theta: float = 1e4
     norm_eps: float = 1e-6
+    # The cross-attention's q/kv LayerNorms keep the official value (PyTorch's default), not norm_eps.
+    cross_norm_eps: float = 1e-5
     init_head: float = 0.02
 
     @property
@@ -47,6 +49,9 @@ class TransformerConfig:
             raise UserError(f"transformer: rope2d needs a head dim divisible by 4, got {self.head_dim}")
         if not 0 <= self.drop_path_rate < 1:
             raise UserError(f"transformer.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        for name in ("norm_eps", "cross_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"transformer.{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -88,7 +93,7 @@ class Block(nn.Module):
         self.self_attn = SelfAttention(cfg.width, cfg.heads)
         self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps, elementwise_affine=False)
         self.ffn = FFN(cfg.width, round(cfg.width * cfg.mlp_ratio))
-        self.cross_attn = CrossAttention(cfg.width, cfg.heads, cfg.norm_eps)
+        self.cross_attn = CrossAttention(cfg.width, cfg.heads, cfg.cross_norm_eps)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x_BLC, rope, cross_kv, mask_LL=None, cache=None) -> torch.Tensor:
