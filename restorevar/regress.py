@@ -8,6 +8,10 @@ The baseline (``benchmarks/baseline.json``) lists metrics by their dotted path i
 A metric regresses when it is worse than the baseline by more than its tolerance (absolute; or relative
 when ``"relative": true``). Better-than-baseline values never fail. A baseline metric missing from the
 current run fails too, because a silently dropped metric hides regressions.
+
+Every baseline value, tolerance and current value of a baseline metric must be a finite number: NaN
+compares false with everything, so a NaN anywhere would pass the gate whatever the run did. A non-number
+is bad input (a UserError naming the metric and the file), never a pass.
 """
 from __future__ import annotations
 
@@ -20,22 +24,16 @@ from typing import Any
 from restorevar.errors import UserError
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        out[prefix] = float(obj)
-    return out
-
-
 def _read_json(path: str | Path, what: str) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}; check the path") from None
+    except OSError as e:  # a directory, no permission
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}; give a readable JSON file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not valid JSON: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{what} {path} is not valid JSON: {e}") from None
 
@@ -65,7 +63,26 @@ class Check:
         return "regressed" if worse > self.allowed else ("improved" if worse < -self.allowed else "ok")
 
 
-def load_baseline(path: str | Path) -> dict[str, dict[str, Any]]:
+def _show(v: Any) -> str:
+    """A value as the JSON file spells it: NaN, Infinity, null, true, "ten"."""
+    try:
+        return json.dumps(v)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def _is_finite_number(v: Any) -> bool:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer literal beyond float range
+        return False
+
+
+def load_baseline(path: str | Path, check_values: bool = True) -> dict[str, dict[str, Any]]:
+    """The baseline's metrics, each checked. ``check_values=False`` (for ``--update``, which replaces every
+    value) skips the values, so a damaged baseline can be rebuilt; the tolerances are checked always."""
     data = _read_json(path, "baseline")
     metrics = data.get("metrics") if isinstance(data, dict) else None
     if not isinstance(metrics, dict) or not metrics:
@@ -73,15 +90,53 @@ def load_baseline(path: str | Path) -> dict[str, dict[str, Any]]:
     for name, spec in metrics.items():
         if not isinstance(spec, dict) or "value" not in spec or "tolerance" not in spec:
             raise UserError(f"baseline {path}: metric {name!r} needs 'value' and 'tolerance'")
+        if check_values and not _is_finite_number(spec["value"]):
+            raise UserError(f"baseline {path}: metric {name!r} has value {_show(spec['value'])}; a baseline value "
+                            "must be a finite number (fix it, or rewrite the values with `restorevar regress --update`)")
+        tol = spec["tolerance"]
+        if not _is_finite_number(tol) or tol < 0:
+            raise UserError(f"baseline {path}: metric {name!r} has tolerance {_show(tol)}; "
+                            "a tolerance must be a finite number >= 0")
+        if not isinstance(spec.get("relative", False), bool):
+            raise UserError(f"baseline {path}: metric {name!r} has relative={_show(spec['relative'])}; "
+                            "use true or false")
         if spec.get("better", "higher") not in ("higher", "lower"):
-            raise UserError(f"baseline {path}: metric {name!r} has better={spec['better']!r}; use 'higher' or 'lower'")
+            raise UserError(f"baseline {path}: metric {name!r} has better={_show(spec['better'])}; "
+                            "use 'higher' or 'lower'")
     return metrics
+
+
+def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Every non-mapping value by dotted path, numbers or not, so that a bad value is named, not skipped."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def current_values(current: str | Path, names: list[str]) -> dict[str, float | None]:
+    """The run's value of each baseline metric, None where the run lacks it; a value that is there but is
+    not a finite number is a UserError (it would otherwise compare as "within tolerance" or vanish)."""
+    data = _read_json(current, "current metrics")
+    leaves = _leaves(data) if isinstance(data, dict) else {}
+    out: dict[str, float | None] = {}
+    for name in names:
+        if name not in leaves:
+            out[name] = None
+        elif not _is_finite_number(leaves[name]):
+            raise UserError(f"current metrics {current}: metric {name!r} is {_show(leaves[name])}, not a finite "
+                            "number; fix the run that wrote it (a metric it could not compute should be left out)")
+        else:
+            out[name] = float(leaves[name])
+    return out
 
 
 def compare(baseline: str | Path, current: str | Path) -> list[Check]:
     spec = load_baseline(baseline)
-    cur = flatten(_read_json(current, "current metrics"))
-    return [Check(name, float(s["value"]), cur.get(name), float(s["tolerance"]), bool(s.get("relative", False)),
+    cur = current_values(current, list(spec))
+    return [Check(name, float(s["value"]), cur[name], float(s["tolerance"]), s.get("relative", False),
                   s.get("better", "higher")) for name, s in spec.items()]
 
 
@@ -101,8 +156,8 @@ def markdown(checks: list[Check]) -> str:
 
 def make_baseline(current: str | Path, metrics: dict[str, dict[str, Any]], note: str = "") -> dict[str, Any]:
     """A new baseline from a run: the same metric names and tolerances, the current values."""
-    cur = flatten(_read_json(current, "current metrics"))
-    missing = [m for m in metrics if m not in cur]
+    cur = current_values(current, list(metrics))
+    missing = [m for m in metrics if cur[m] is None]
     if missing:
         raise UserError(f"{current} lacks {missing[0]}; cannot baseline a metric the run did not produce")
     return {"note": note, "metrics": {m: {**s, "value": round(cur[m], 6)} for m, s in metrics.items()}}

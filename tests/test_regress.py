@@ -69,3 +69,82 @@ def test_bad_files_are_one_line_errors(files, tmp_path, capsys):
     (tmp_path / "broken.json").write_text("{")
     assert main(["regress", "--baseline", str(base), "--current", str(tmp_path / "broken.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+# -- values that would switch the gate off: NaN compares false with everything ---------------------------
+BAD_VALUES = [("ten", '"ten"'), (None, "null"), (float("nan"), "NaN"), (float("inf"), "Infinity"),
+              (float("-inf"), "-Infinity"), (True, "true"), ([20.0], "[20.0]")]
+BAD_IDS = ["text", "null", "nan", "inf", "-inf", "bool", "list"]
+
+
+def _regress(base, cur, *extra):
+    return main(["regress", "--baseline", str(base), "--current", str(cur), *extra])
+
+
+@pytest.mark.parametrize("bad, shown", BAD_VALUES, ids=BAD_IDS)
+def test_a_current_value_that_is_not_a_finite_number_is_an_input_error(files, capsys, bad, shown):
+    base, current = files
+    cur = current(psnr=bad)
+    assert _regress(base, cur) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("restorevar: error: ")
+    assert f"current metrics {cur}: metric 'p.model.overall.psnr' is {shown}, not a finite number" in err
+
+
+@pytest.mark.parametrize("field", ["value", "tolerance"])
+@pytest.mark.parametrize("bad, shown", BAD_VALUES, ids=BAD_IDS)
+def test_a_baseline_value_or_tolerance_that_is_not_a_finite_number_is_an_input_error(files, capsys, field, bad,
+                                                                                    shown):
+    base, current = files
+    data = json.loads(base.read_text())
+    data["metrics"]["p.model.overall.lpips"][field] = bad
+    base.write_text(json.dumps(data))
+    assert _regress(base, current()) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"baseline {base}: metric 'p.model.overall.lpips' has {field} {shown}" in err
+
+
+def test_a_negative_tolerance_or_a_relative_flag_in_words_is_an_input_error(files, capsys):
+    base, current = files
+    data = json.loads(base.read_text())
+    data["metrics"]["p.model.overall.psnr"]["tolerance"] = -0.5
+    base.write_text(json.dumps(data))
+    assert _regress(base, current()) == 2
+    assert "has tolerance -0.5; a tolerance must be a finite number >= 0" in capsys.readouterr().err
+    data["metrics"]["p.model.overall.psnr"]["tolerance"] = 0.5
+    data["metrics"]["cost.ratio_to_decode.transformer"]["relative"] = "false"  # bool("false") is True
+    base.write_text(json.dumps(data))
+    assert _regress(base, current()) == 2
+    assert "relative=\"false\"; use true or false" in capsys.readouterr().err
+
+
+def test_update_refuses_a_nan_run_and_leaves_the_baseline_as_it_was(files, capsys):
+    base, current = files
+    before = base.read_bytes()
+    assert _regress(base, current(lpips=float("nan")), "--update") == 2
+    assert "metric 'p.model.overall.lpips' is NaN, not a finite number" in capsys.readouterr().err
+    assert base.read_bytes() == before
+    # the scenario this closes: a NaN baseline made every later run "within tolerance", even a far worse one
+    assert _regress(base, current(psnr=5.0)) == 1
+
+
+def test_update_rebuilds_a_damaged_baseline_from_a_sound_run(files, capsys):
+    base, current = files
+    data = json.loads(base.read_text())
+    data["metrics"]["p.model.overall.psnr"]["value"] = float("nan")
+    base.write_text(json.dumps(data))
+    assert _regress(base, current()) == 2  # checking against it is refused...
+    capsys.readouterr()
+    assert _regress(base, current(psnr=20.5), "--update") == 0  # ...but --update replaces every value
+    text = base.read_text()
+    assert "NaN" not in text and json.loads(text)["metrics"]["p.model.overall.psnr"]["value"] == 20.5
+    assert _regress(base, current(psnr=20.5)) == 0
+
+
+def test_unrelated_non_numbers_in_the_run_are_ignored(files, tmp_path, capsys):
+    base, current = files
+    cur = json.loads(current().read_text())
+    cur["device"], cur["p"]["model"]["overall"]["musiq"] = "cpu", None  # not baseline metrics
+    (tmp_path / "cur2.json").write_text(json.dumps(cur))
+    assert _regress(base, tmp_path / "cur2.json") == 0

@@ -150,3 +150,60 @@ def test_stats_compare_command(tmp_path, capsys):
     write_rows(tmp_path / "other.parquet", _frame(("y-crop4-resize64",)).to_dict("records"))
     assert main(["stats", "compare", "model", "input", "--metric", "psnr", "--results", str(tmp_path)]) == 2
     assert "several protocols" in capsys.readouterr().err
+
+
+# -- bad input: one-line errors, never a traceback or a number from broken rows -----------------------------
+def _with(df: pd.DataFrame, **row) -> pd.DataFrame:
+    """``df`` with the first model/haze0 psnr row changed."""
+    df = df.copy()
+    i = df.index[(df.method == "model") & (df.image_id == "haze0")][0]
+    if "value" in row:
+        df["value"] = df["value"].astype(object)
+    for k, v in row.items():
+        df.at[i, k] = v
+    return df
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "ten"], ids=["nan", "inf", "text"])
+def test_a_value_that_is_not_a_finite_number_is_named(bad):
+    with pytest.raises(UserError, match=r"model: 'psnr' value .* of synth/haze image 'haze0' is not a finite number"):
+        compare_methods(_with(_frame(), value=bad), "model", "input", "psnr", n_boot=200, n_perm=200)
+
+
+def test_non_finite_values_of_other_methods_or_metrics_do_not_matter():
+    df = _frame()
+    extra = df[df.method == "model"].assign(method="other", value=float("nan"))
+    res = compare_methods(pd.concat([df, extra]), "model", "input", "psnr", n_boot=200, n_perm=200)
+    assert res["pooled"]["n"] == 9
+
+
+def test_an_image_scored_twice_is_refused_not_paired_twice():
+    df = _frame()
+    dup = df[(df.method == "input") & (df.image_id == "rain1")]
+    with pytest.raises(UserError, match=r"input has 2 'psnr' rows for synth/rain image 'rain1' under p1; keep one"):
+        compare_methods(pd.concat([df, dup]), "model", "input", "psnr", n_boot=200, n_perm=200)
+
+
+@pytest.mark.parametrize("kw, message", [({"confidence": 1.5}, "confidence must lie strictly between 0 and 1"),
+                                         ({"confidence": 0.0}, "confidence must lie strictly between 0 and 1"),
+                                         ({"confidence": float("nan")}, "confidence must lie strictly between"),
+                                         ({"n_boot": 0}, "n_boot must be an integer >= 100"),
+                                         ({"n_perm": -1}, "n_perm must be an integer >= 100"),
+                                         ({"seed": -3}, "seed must be an integer >= 0")])
+def test_bad_resampling_settings_are_refused_before_any_work(kw, message):
+    with pytest.raises(UserError, match=message):
+        compare_methods(_frame(), "model", "input", "psnr", **{"n_boot": 200, "n_perm": 200, **kw})
+
+
+def test_stats_compare_command_reports_bad_input_on_one_line(tmp_path, capsys):
+    from restorevar.cli import main
+
+    df = _with(_frame(), value="ten")
+    df.to_csv(tmp_path / "all.csv", index=False)
+    assert main(["stats", "compare", "model", "input", "--metric", "psnr", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "value 'ten'" in err
+    _frame().to_csv(tmp_path / "all.csv", index=False)
+    assert main(["stats", "compare", "model", "input", "--metric", "psnr", "--results", str(tmp_path),
+                 "--n-boot", "0"]) == 2
+    assert "n_boot must be an integer >= 100" in capsys.readouterr().err

@@ -1,8 +1,15 @@
 """Image-quality metrics through pyiqa, with the protocol applied and weight availability checked first.
 
 PSNR and SSIM need no weights. LPIPS (AlexNet), MUSIQ and CLIPIQA run only when their weights are in the
-cache (``restorevar data fetch-weights``); otherwise they are reported unavailable with the reason, never
-scored with anything else. pyiqa's recent releases are licensed for non-commercial use only.
+cache (``restorevar data fetch-weights``) and match their full published digests; otherwise they are
+reported unavailable with the reason, never scored with anything else. pyiqa's recent releases are licensed
+for non-commercial use only.
+
+Weights are unpickled by ``restorevar.data.weights.load_verified`` alone: LPIPS is the lpips package's
+network built without weights (torchvision's and pyiqa's loaders would unpickle with weights_only=False,
+and pyiqa's AlexNet always fetches its backbone so), and MUSIQ is pyiqa's network built untrained. CLIP's
+RN50 is a TorchScript archive that only pyiqa's CLIP loader reads; it reaches that loader only after its
+full digest matched.
 """
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorevar.data.weights import WEIGHTS, default_cache, verify
+from restorevar.data import weights
+from restorevar.data.weights import WeightRefused, default_cache, load_problem, load_verified, unavailable_reason
 from restorevar.metrics.protocol import MetricProtocol
 
 FULL_REFERENCE = ("psnr", "ssim", "lpips")
@@ -61,38 +69,36 @@ class MetricSuite:
         self._metrics = {}
         for n in names:
             if self.available[n][0]:
-                self._metrics[n] = self._build(n)
+                try:
+                    self._metrics[n] = self._build(n)
+                except WeightRefused as e:  # on loading: not plain tensors, not fitting, or changed since hashed
+                    self.available[n] = (False, unavailable_reason([(e.spec.name, e.reason)], self.cache))
 
     def _check_weights(self, name: str) -> tuple[bool, str]:
-        """Every file the metric needs is present *and* matches its published digest: pyiqa unpickles
-        these files, so only known files may reach it."""
-        problems = []
-        for spec in WEIGHTS:
-            if name in spec.needed_by:
-                why = verify(spec, self.cache / spec.relpath)
-                if why:
-                    problems.append(f"{spec.name} {why}")
-        if not problems:
-            return True, "available"
-        return False, (f"unavailable: weights not cached ({'; '.join(problems)}); "
-                       f"run `restorevar data fetch-weights --cache {self.cache}`")
-
-    def _path(self, weight: str) -> str:
-        return str(self.cache / next(w for w in WEIGHTS if w.name == weight).relpath)
+        """Every file the metric needs is present *and* matches its full published digest."""
+        problems = [(spec.name, why) for spec in weights.WEIGHTS if name in spec.needed_by
+                    for why in [load_problem(spec, self.cache)] if why]
+        return (True, "available") if not problems else (False, unavailable_reason(problems, self.cache))
 
     def _build(self, name: str):
+        if name == "lpips":
+            return _LpipsMetric(lpips_alex(self.cache)).to(self.device).eval()
         pyiqa = _pyiqa()
         y = self.protocol.colour == "y"
         kwargs: dict = {}
         if name in ("psnr", "ssim"):  # BT.601 luma as BasicSR; pyiqa's own default is YIQ
             kwargs = {"test_y_channel": y, "crop_border": self.protocol.crop_border, "color_space": "ycbcr"}
-        elif name == "lpips":  # explicit paths: pyiqa fixes its cache folder when first imported
-            kwargs = {"pretrained_model_path": self._path("lpips_alex")}
-        elif name == "musiq":
-            kwargs = {"pretrained_model_path": self._path("musiq_koniq")}
+        elif name == "musiq":  # built untrained (same shapes as pyiqa's KonIQ model), the weights loaded below
+            kwargs = {"pretrained": False, "pretrained_model_path": None}
         with _torch_home(self.cache), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pyiqa.create_metric(name, device=self.device, as_loss=False, **kwargs).eval()
+            metric = pyiqa.create_metric(name, device=self.device, as_loss=False, **kwargs)
+        if name == "musiq":
+            state = load_verified(weights.BY_NAME["musiq_koniq"], self.cache)
+            # what pyiqa's own loader does after unpickling: drop DataParallel's prefix, load strictly
+            state = {k.removeprefix("module."): v for k, v in state.items()}
+            _load_strict(metric.net, state, weights.BY_NAME["musiq_koniq"], self.cache)
+        return metric.eval()
 
     @property
     def computed(self) -> list[str]:
@@ -113,3 +119,71 @@ class MetricSuite:
                 v = metric(pred)
             out[name] = v.detach().reshape(-1).double().cpu().numpy()
         return out
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], spec, cache: Path) -> None:
+    """``load_state_dict(strict=True)``, with a file that does not fit refused like any other bad file."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:])[:300] or "keys or shapes differ"
+        raise WeightRefused(spec, cache / spec.relpath, f"refused: does not fit the network ({detail})",
+                            f"delete it and run `restorevar data fetch-weights --cache {cache}`") from None
+
+
+def lpips_alex(cache: Path | None = None) -> torch.nn.Module:
+    """LPIPS v0.1 with AlexNet from the lpips package, its backbone and linear layers from verified files.
+
+    ``lpips.LPIPS(pretrained=False, pnet_rand=True)`` builds the network without reading any file (its
+    defaults would unpickle torchvision's AlexNet from $TORCH_HOME and its own linear layers, both with
+    weights_only=False); the two state dicts then come from ``load_verified``. Raises ``WeightRefused``.
+    """
+    cache = Path(cache) if cache else default_cache()
+    backbone = load_verified(weights.BY_NAME["alexnet"], cache)
+    linear = load_verified(weights.BY_NAME["lpips_alex"], cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation note for the pretrained=False that lpips passes
+        import lpips
+
+        net = lpips.LPIPS(pretrained=False, net="alex", version="0.1", pnet_rand=True, verbose=False)
+    # torchvision names the layers features.<i>; lpips keeps the same modules in slices, under the same <i>
+    where = {index: slice_name for slice_name, block in net.net.named_children()
+             for index, _ in block.named_children()}
+    feats = {}
+    for key, value in backbone.items():
+        if key.startswith("classifier."):  # the classifier head: not part of LPIPS
+            continue
+        layer = key.split(".")[1] if key.startswith("features.") else None
+        if layer not in where:
+            feats[key] = value  # not an AlexNet feature layer: load_state_dict names it and the file is refused
+            continue
+        feats[f"{where[layer]}.{key.split('.', 1)[1]}"] = value
+    _load_strict(net.net, feats, weights.BY_NAME["alexnet"], cache)
+    lins = {}
+    for key, value in linear.items():
+        head, _, rest = key.partition(".")
+        lins.setdefault(head, {})[rest] = value
+    expected = [f"lin{k}" for k in range(len(net.chns))]
+    if sorted(lins) != expected:
+        raise WeightRefused(weights.BY_NAME["lpips_alex"], cache / weights.BY_NAME["lpips_alex"].relpath,
+                            f"refused: does not fit the network (holds {', '.join(sorted(lins)) or 'nothing'}, "
+                            f"expected {', '.join(expected)})",
+                            f"delete it and run `restorevar data fetch-weights --cache {cache}`")
+    for head, sd in lins.items():
+        _load_strict(getattr(net, head), sd, weights.BY_NAME["lpips_alex"], cache)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+class _LpipsMetric(torch.nn.Module):
+    """Per-image LPIPS of images in [0, 1], as pyiqa's ``lpips`` metric computes it."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, pred_B3HW: torch.Tensor, target_B3HW: torch.Tensor) -> torch.Tensor:
+        # deterministic cuDNN, as pyiqa's metric wrapper runs every network
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+            return self.net(pred_B3HW, target_B3HW, normalize=True)

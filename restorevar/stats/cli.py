@@ -32,8 +32,9 @@ def cmd_regress(args: argparse.Namespace) -> int:
     from restorevar.regress import compare, load_baseline, make_baseline, markdown
 
     if args.update:
-        new = make_baseline(args.current, load_baseline(args.baseline), note=args.note)
-        text = json.dumps(new, indent=1) + "\n"
+        # the old values are about to be replaced, so only the tolerances need to be sound
+        new = make_baseline(args.current, load_baseline(args.baseline, check_values=False), note=args.note)
+        text = json.dumps(new, indent=1, allow_nan=False) + "\n"  # make_baseline let no NaN through; never write one
         atomic_write(args.baseline, lambda tmp: Path(tmp).write_text(text))
         print(f"baseline {args.baseline} updated from {args.current} ({len(new['metrics'])} metrics)")
         return 0

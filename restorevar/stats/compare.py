@@ -45,6 +45,38 @@ def pick_protocol(df: pd.DataFrame, metric: str, protocol: str | None) -> str:
     return protos[0]
 
 
+def _check_rows(sel: pd.DataFrame, metric: str, proto: str) -> None:
+    """One finite value per (method, image): a NaN or a text value has no difference to test, and a repeated
+    image would be paired with every copy of its partner."""
+    values = pd.to_numeric(sel["value"], errors="coerce").astype("float64")
+    bad = ~np.isfinite(values.to_numpy())
+    if bad.any():
+        r = sel[bad].iloc[0]
+        shown = repr(r.value) if isinstance(r.value, str) else str(r.value)  # 'ten', nan, inf
+        raise UserError(f"{r.method}: '{metric}' value {shown} of {r.dataset}/{r.degradation} image "
+                        f"{r.image_id!r} is not a finite number ({int(bad.sum())} such row(s) under {proto}); "
+                        "fix or remove those rows in the results")
+    dup = sel.duplicated(["method", *KEY], keep=False)
+    if dup.any():
+        r = sel[dup].iloc[0]
+        n = int((sel[dup][["method", *KEY]] == r[["method", *KEY]]).all(axis=1).sum())
+        raise UserError(f"{r.method} has {n} '{metric}' rows for {r.dataset}/{r.degradation} image {r.image_id!r} "
+                        f"under {proto}; keep one row per image (is the method in two results files?)")
+
+
+def check_settings(confidence: float, n_boot: int, n_perm: int, seed: int) -> None:
+    """The resampling settings, checked before any work (the same bounds as the pipeline's stats params)."""
+    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
+        raise UserError(f"confidence must lie strictly between 0 and 1, got {confidence} (e.g. --confidence 0.95)")
+    for name, n in (("n_boot", n_boot), ("n_perm", n_perm)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 100:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{name} must be an integer >= 100 (resamples for the interval and the test), got {n}; "
+                            f"e.g. {flag} 2000")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed must be an integer >= 0, got {seed} (--seed)")
+
+
 def paired_frame(df: pd.DataFrame, a: str, b: str, metric: str, protocol: str | None = None) -> tuple[pd.DataFrame, str]:
     """Rows of images scored for both methods: KEY columns plus ``a`` and ``b`` values."""
     methods = set(df.method.unique())
@@ -52,7 +84,9 @@ def paired_frame(df: pd.DataFrame, a: str, b: str, metric: str, protocol: str | 
         if m not in methods:
             raise UserError(f"method {m!r} is not in the results; present: {', '.join(sorted(methods))}")
     proto = pick_protocol(df[df.method.isin([a, b])], metric, protocol)
-    sel = df[(df.metric == metric) & (df.protocol == proto)]
+    sel = df[(df.metric == metric) & (df.protocol == proto) & df.method.isin([a, b])].copy()
+    _check_rows(sel, metric, proto)
+    sel["value"] = pd.to_numeric(sel["value"]).astype("float64")
     left = sel[sel.method == a].set_index(KEY)["value"].rename("a")
     right = sel[sel.method == b].set_index(KEY)["value"].rename("b")
     both = pd.concat([left, right], axis=1, join="inner").reset_index()
@@ -63,6 +97,7 @@ def paired_frame(df: pd.DataFrame, a: str, b: str, metric: str, protocol: str | 
 
 def compare_methods(df: pd.DataFrame, a: str, b: str, metric: str, protocol: str | None = None,
                     confidence: float = 0.95, n_boot: int = 2000, n_perm: int = 10000, seed: int = 0) -> dict[str, Any]:
+    check_settings(confidence, n_boot, n_perm, seed)
     both, proto = paired_frame(df, a, b, metric, protocol)
     strata = []
     diffs: dict[str, np.ndarray] = {}

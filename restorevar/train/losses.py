@@ -1,5 +1,7 @@
-"""Image losses: SSIM (pytorch-msssim), LPIPS (lpips package, when its weights are cached), hinge GAN."""
+"""Image losses: SSIM (pytorch-msssim), LPIPS (lpips package, when its verified weights are cached), hinge GAN."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -15,19 +17,25 @@ def ssim_loss(x_B3HW: torch.Tensor, y_B3HW: torch.Tensor) -> torch.Tensor:
                     size_average=True)
 
 
-def make_lpips(device: torch.device):
-    """LPIPS(AlexNet) from the lpips package; a UserError if the backbone weights are not cached."""
-    from restorevar.data.weights import metric_availability
+def make_lpips(device: torch.device, cache: Path | None = None):
+    """LPIPS(AlexNet) from the lpips package, frozen; a UserError if its weights are missing or refused.
 
-    ok, reason = metric_availability()["lpips"]
-    if not ok:
-        raise UserError(f"the perceptual loss needs LPIPS weights: {reason}")
-    import lpips
+    The weights come from the cache (``TORCH_HOME``) through ``restorevar.metrics.iqa.lpips_alex``: each file
+    must match its full published digest and is read with weights_only=True, so a file planted there is never
+    unpickled by torchvision or lpips.
+    """
+    from restorevar.data.weights import WEIGHTS, WeightRefused, default_cache, load_problem, unavailable_reason
+    from restorevar.metrics.iqa import lpips_alex
 
-    net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    cache = Path(cache) if cache else default_cache()
+    problems = [(spec.name, why) for spec in WEIGHTS if "lpips" in spec.needed_by
+                for why in [load_problem(spec, cache)] if why]  # every problem at once, not the first only
+    if not problems:
+        try:
+            return lpips_alex(cache).to(device).eval()
+        except WeightRefused as e:  # the file changed after it was hashed, or does not fit the network
+            problems = [(e.spec.name, e.reason)]
+    raise UserError(f"the perceptual loss needs LPIPS weights: {unavailable_reason(problems, cache)}")
 
 
 def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
