@@ -24,6 +24,7 @@ from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.data.manifest import CLASS_NAMES
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, write_png
+from restorevar.imaging import psnr_per_image, to_uint8
 from restorevar.stats.paired import mean_ci
 from restorevar.train.common import pick_device
 
@@ -35,12 +36,30 @@ SWAP_NAMES = {"clean": "clean", "degraded": "other", "restored": "other", "coars
 
 
 def _psnr(a_B3HW: torch.Tensor, b_B3HW: torch.Tensor) -> np.ndarray:
-    mse = (((a_B3HW.clamp(-1, 1) - b_B3HW.clamp(-1, 1)) / 2) ** 2).flatten(1).mean(1).double()
-    return (10 * torch.log10(1 / mse.clamp_min(1e-10))).cpu().numpy()
+    return psnr_per_image(a_B3HW, b_B3HW).numpy()
 
 
-def _uint8(x_3HW: torch.Tensor) -> np.ndarray:
-    return ((x_3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+def _finite(v: float) -> float | None:
+    return v if np.isfinite(v) else None
+
+
+def summary_table(df: pd.DataFrame, confidence: float) -> list[dict]:
+    """Mean [CI] per (pair, swap, dataset, degradation) and PSNR column, ready for strict JSON.
+
+    A decoding that equals the other image exactly has PSNR +inf (the restored pyramid against itself always
+    does). Its cell's mean is infinite, which JSON cannot hold, so it is written as null and ``n_identical``
+    counts those images; NaN intervals (fewer than two images) are null too.
+    """
+    table = []
+    for (pair, swap, dataset, deg), g in df.groupby(["pair", "swap", "dataset", "degradation"], sort=True):
+        for col in ("psnr_to_clean", "psnr_to_other"):
+            x = g[col].to_numpy(dtype=np.float64)
+            identical = int(np.isposinf(x).sum())
+            m, lo, hi = (float("inf"),) * 3 if identical else mean_ci(x, confidence)
+            table.append({"pair": pair, "swap": swap, "dataset": dataset, "degradation": deg, "value": col,
+                          "mean": _finite(m), "ci": [_finite(lo), _finite(hi)], "n": len(g),
+                          "n_identical": identical})
+    return table
 
 
 @torch.no_grad()
@@ -80,26 +99,21 @@ def run() -> dict:
                         "psnr_to_clean": float(to_clean[j]), "psnr_to_other": float(to_other[j])})
         for j in range(min(sp.grid_images, len(items))):
             imgs = pairs["degraded"][1]
-            grid_rows.append(np.concatenate([_uint8(degraded[j]), _uint8(clean[j])] +
-                                            [_uint8(imgs[k][j]) for k in ("degraded", "clean", "coarse_from_degraded",
+            grid_rows.append(np.concatenate([to_uint8(degraded[j]), to_uint8(clean[j])] +
+                                            [to_uint8(imgs[k][j]) for k in ("degraded", "clean", "coarse_from_degraded",
                                                                           "fine_from_degraded")], axis=1))
     df = pd.DataFrame(rows)
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write(OUT / "per_image.parquet", lambda tmp: df.to_parquet(tmp, index=False))
     if grid_rows:
         write_png(OUT / "grid.png", np.concatenate(grid_rows, axis=0))
-    table = []
-    for (pair, swap, dataset, deg), g in df.groupby(["pair", "swap", "dataset", "degradation"], sort=True):
-        for col in ("psnr_to_clean", "psnr_to_other"):
-            m, lo, hi = mean_ci(g[col].to_numpy(), p.stats.confidence)
-            table.append({"pair": pair, "swap": swap, "dataset": dataset, "degradation": deg, "value": col,
-                          "mean": m, "ci": [lo, hi], "n": len(g)})
+    table = summary_table(df, p.stats.confidence)
     summary = {"profile": p.profile, "split": sp.split, "scales": K, "coarse": list(range(sp.split)),
                "fine": list(range(sp.split, K)), "decoder": "the tokenizer's (discrete latents)",
                "grid_columns": ["input (degraded)", "target (clean)", "degraded tokens", "clean tokens",
                                 "coarse from degraded", "fine from degraded"],
                "table": table, "seconds": round(time.perf_counter() - started, 1)}
-    text = json.dumps(summary, indent=1) + "\n"
+    text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
     atomic_write(OUT / "summary.json", lambda tmp: Path(tmp).write_text(text))
     return summary
 

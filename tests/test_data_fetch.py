@@ -2,6 +2,7 @@
 import hashlib
 import http.server
 import io
+import shutil
 import threading
 import zipfile
 from pathlib import Path
@@ -128,10 +129,75 @@ def test_corrupt_archive_extracts_nothing(tmp_path):
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+def _tree(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_extract_never_replaces_an_existing_entry_of_the_same_name(tmp_path):
+    into = tmp_path / "LOLv1"
+    (into / "lol_dataset" / "our485").mkdir(parents=True)
+    (into / "lol_dataset" / "our485" / "mine.png").write_bytes(b"placed by hand")
+    (into / "other.txt").write_bytes(b"unrelated")
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({"lol_dataset/our485/low/1.png": _png(1), "extra/2.png": _png(2)}))
+    before = _tree(into)
+    with pytest.raises(UserError, match=r"lol_dataset already exists and did not come from this archive"):
+        extract(archive, into)
+    assert _tree(into) == before and sorted(p.name for p in into.iterdir()) == ["lol_dataset", "other.txt"]
+
+
+def test_an_archive_member_named_like_the_downloads_folder_deletes_nothing(server, tmp_path, monkeypatch):
+    url, h = server
+    archive = _zip_bytes({"_downloads/lol_dataset.zip": b"not the archive", "lol_dataset/our485/low/1.png": _png(1)})
+    h.files["/lol.zip"] = archive
+    _fake_lol(monkeypatch, url, hashlib.sha256(archive).hexdigest())
+    assert main(["data", "fetch", "LOLv1", "--root", str(tmp_path), "--quiet"]) == 2
+    downloaded = tmp_path / "LOLv1" / "_downloads" / "lol_dataset.zip"
+    assert downloaded.read_bytes() == archive  # the user's download survives
+    assert sorted(p.name for p in (tmp_path / "LOLv1").iterdir()) == ["_downloads"]
+
+
+def test_an_archive_member_named_like_the_complete_mark_is_refused(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({".complete": b"{}", "x/1.png": _png(1)}))
+    with pytest.raises(UserError, match="top-level .complete, a name fetch keeps for itself"):
+        extract(archive, tmp_path / "out")
+    assert not is_complete(tmp_path / "out") and list((tmp_path / "out").iterdir()) == []
+
+
+def test_extracting_again_keeps_what_an_earlier_extraction_put_there(tmp_path):
+    into = tmp_path / "d"
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({"x/1.png": _png(1), "y/2.png": _png(2)}))
+    extract(archive, into)
+    (into / "x" / "1.png").write_bytes(b"edited by the user")
+    extract(archive, into)  # everything is there: nothing is extracted or replaced
+    assert (into / "x" / "1.png").read_bytes() == b"edited by the user"
+    shutil.rmtree(into / "y")  # a fetch that stopped half-way: the missing entry comes back, the rest stays
+    extract(archive, into)
+    assert (into / "y" / "2.png").read_bytes() == _png(2) and (into / "x" / "1.png").read_bytes() == b"edited by the user"
+
+
+def test_a_root_that_is_a_file_is_one_line(tmp_path, capsys):
+    f = tmp_path / "root"
+    f.write_text("x")
+    assert main(["data", "fetch", "LOLv1", "--root", str(f), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0] and f.read_text() == "x"
+
+
+def _fake_lol(monkeypatch, url, sha=None):
+    spec = registry.REGISTRY["LOLv1"]
+    fake = registry.DatasetSpec(spec.name, spec.degradation, spec.role, spec.homepage,
+                                (registry.Source("lol_dataset.zip", url + "/lol.zip", sha),), spec.layout, spec.adapter)
+    monkeypatch.setitem(registry.REGISTRY, "LOLv1", fake)
+
+
 def test_fetch_downloads_extracts_adapts_and_marks_complete(server, tmp_path, monkeypatch):
     url, h = server
-    files = {f"lol_dataset/{s}/{d}/{i}.png": _png(i + 10 * (d == "high")) for s in ("our485", "eval15")
-             for d in ("low", "high") for i in range(2)}
+    # distinct pictures in each split: `data check --against` finds a test image repeated in training
+    files = {f"lol_dataset/{s}/{d}/{i}.png": _png(i + 10 * (d == "high") + 100 * (s == "eval15"))
+             for s in ("our485", "eval15") for d in ("low", "high") for i in range(2)}
     archive = _zip_bytes(files)
     h.files["/lol.zip"] = archive
     spec = registry.REGISTRY["LOLv1"]

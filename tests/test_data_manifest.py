@@ -81,11 +81,120 @@ def test_check_finds_every_kind_of_problem(tmp_path):
 
 def test_check_cli_prints_table_then_one_line_per_problem_and_fails(tmp_path, capsys):
     _problem_tree(tmp_path)
-    assert main(["data", "check", str(tmp_path / "train.json"), "--against", str(tmp_path / "test.json")]) == 1
-    out = capsys.readouterr().out.splitlines()
+    assert main(["data", "check", str(tmp_path / "train.json"), "--against", str(tmp_path / "test.json")]) == 2
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert out[0].split() == ["dataset", "degradation", "pairs"]
     problems = [line for line in out if line.startswith("problem: ")]
     assert len(problems) == 8 and all("[" in p and ".png" in p for p in problems)
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("restorevar: error: 8 problem(s): first ")
+    assert "differs from target size" in err[0]  # the first problem, entry 1
+
+
+def _write(path, rows):
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _good(tmp_path, name="0", seed=0):
+    _img(tmp_path / "in" / f"{name}.png", seed=seed)
+    _img(tmp_path / "gt" / f"{name}.png", seed=seed + 50)
+    return {"image_path": f"in/{name}.png", "target_path": f"gt/{name}.png", "degradation": 1, "dataset": "toy"}
+
+
+def _messages(problems):
+    return {p.index: [q.message for q in problems if q.index == p.index] for p in problems}
+
+
+def test_wrongly_typed_fields_are_findings_not_crashes(tmp_path):
+    ok = _good(tmp_path)
+    rows = [ok,
+            ok | {"target_path": 5},
+            ok | {"image_path": None},
+            ok | {"dataset": None},
+            ok | {"degradation": [1]},
+            ok | {"degradation": True},
+            ok | {"id": {"a": 1}},
+            ["in/0.png", "gt/0.png"],
+            {"image_path": "in/0.png"}]
+    m = _write(tmp_path / "m.json", rows)
+    entries, problems = check_manifest(m)
+    by = _messages(problems)
+    assert 0 not in by and len(entries) == 1
+    assert any("target_path must be a string" in x and "int 5" in x for x in by[1])
+    assert any("image_path must be a non-empty string, got null" in x for x in by[2])
+    assert any("dataset must be a non-empty string" in x and "null" in x for x in by[3])
+    assert any("degradation must be an integer class" in x for x in by[4])
+    assert any("degradation must be an integer class" in x and "bool" in x for x in by[5])
+    assert any("id must be a string or an integer" in x for x in by[6])
+    assert any("is a list, not an object" in x for x in by[7])
+    assert any("lacks degradation, dataset" in x for x in by[8])
+    # readers that train or evaluate refuse the first bad entry in one line, naming it
+    with pytest.raises(UserError, match=r"entry 1: target_path must be a string.*restorevar data check"):
+        read_manifest(m)
+
+
+def test_paths_must_stay_inside_the_manifests_folder(tmp_path):
+    root = tmp_path / "root"
+    outside = _img(tmp_path / "elsewhere" / "x.png")
+    ok = _good(root)
+    m = _write(root / "m.json", [ok | {"image_path": str(outside)}, ok | {"target_path": "../elsewhere/x.png"},
+                                 ok | {"image_path": "in/../in/0.png", "target_path": "gt/0.png", "id": "fine"}])
+    _, problems = check_manifest(m)
+    by = _messages(problems)
+    assert any("is an absolute path" in x for x in by[0])
+    assert any("leaves the manifest's folder through '..'" in x for x in by[1])
+    assert not any("absolute" in x or "leaves" in x for x in by.get(2, []))  # '..' that stays inside is fine
+    # the reference code's manifests use absolute paths: accepted when asked
+    _, problems = check_manifest(m, allow_outside_root=True)
+    assert not any("absolute" in p.message or "leaves" in p.message for p in problems)
+
+
+def test_duplicate_ids_are_findings(tmp_path):
+    a, b = _good(tmp_path, "a", 1), _good(tmp_path, "b", 2)
+    m = _write(tmp_path / "m.json", [a | {"id": "x"}, b | {"id": "y"}, b | {"id": "x", "image_path": "in/a.png",
+                                                                             "target_path": "gt/b.png"}])
+    _, problems = check_manifest(m)
+    assert [(p.index, p.message) for p in problems] == [
+        (2, "id 'x' is also the id of entry 0 of dataset toy; ids must be unique")]
+    # without ids, evaluation names an image by its file name: the same name twice in a dataset is a finding,
+    # in two datasets it is not
+    c = _good(tmp_path / "sub", "a", 3) | {"image_path": "sub/in/a.png", "target_path": "sub/gt/a.png"}
+    _, problems = check_manifest(_write(tmp_path / "m.json", [a, c]))
+    assert [(p.index, "its id is its file name 'a'" in p.message) for p in problems] == [(1, True)]
+    _, problems = check_manifest(_write(tmp_path / "m.json", [a, c | {"dataset": "other"}]))
+    assert problems == []
+
+
+def test_a_test_image_copied_into_train_is_found_by_content(tmp_path):
+    test_row = _good(tmp_path / "test", "t", 7)
+    _write(tmp_path / "test" / "test.json", [test_row])
+    train_row = _good(tmp_path / "train", "a", 1)
+    copied = tmp_path / "train" / "in" / "copy_of_t.png"
+    shutil.copyfile(tmp_path / "test" / "in" / "t.png", copied)
+    m = _write(tmp_path / "train" / "train.json",
+               [train_row, train_row | {"image_path": "in/copy_of_t.png", "target_path": None}])
+    _, problems = check_manifest(m, other=tmp_path / "test" / "test.json")
+    assert [(p.index, p.path) for p in problems] == [(1, str(copied))]
+    assert "same content as" in problems[0].message and "t.png" in problems[0].message
+    _, problems = check_manifest(m)  # without --against there is nothing to compare with
+    assert problems == []
+
+
+def test_an_empty_manifest_is_a_finding(tmp_path, capsys):
+    m = _write(tmp_path / "m.json", [])
+    entries, problems = check_manifest(m)
+    assert entries == [] and [p.message for p in problems] == ["holds no entries; a manifest lists at least one image"]
+    assert main(["data", "check", str(m)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 problem(s): first" in err[0] and "holds no entries" in err[0]
+
+
+def test_a_clean_manifest_passes_the_cli(tmp_path, capsys):
+    m = _write(tmp_path / "m.json", [_good(tmp_path, "a", 1) | {"id": 1}, _good(tmp_path, "b", 2) | {"id": "2"}])
+    assert main(["data", "check", str(m)]) == 0
+    assert capsys.readouterr().err.strip() == "ok: 2 entries"
 
 
 def test_check_of_a_missing_or_broken_manifest_is_one_line(tmp_path, capsys):

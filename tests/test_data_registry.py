@@ -1,5 +1,6 @@
 """Every dataset adapter on a tiny fake tree that mimics the real layout."""
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -17,9 +18,11 @@ def _img(path, seed=0, ext=None):
 
 
 def _pairs(root, inp, gt, names, gt_names=None):
+    # seeded by the folder, so no two folders hold the same picture (a train/test repeat is a finding)
+    base = zlib.crc32(inp.encode()) % 10_000
     for i, n in enumerate(names):
-        _img(root / inp / n, i)
-        _img(root / gt / (gt_names[i] if gt_names else n), 100 + i)
+        _img(root / inp / n, base + i)
+        _img(root / gt / (gt_names[i] if gt_names else n), base + 100 + i)
 
 
 def build_reside(r):
@@ -111,7 +114,7 @@ def test_adapter_on_fake_tree(name, tmp_path):
     assert is_complete(tmp_path / name)
     for m in res["manifests"]:
         entries, problems = check_manifest(m)
-        assert not problems, [str(p) for p in problems]
+        assert not problems, [str(p) for p in problems]  # among them: ids unique (Rain13K, GoPro repeat names)
         assert {e.dataset for e in entries} == {name} and all(e.degradation == REGISTRY[name].degradation for e in entries)
     if "train" in res["splits"]:
         _, problems = check_manifest(tmp_path / name / "train.json", other=tmp_path / name / "test.json")
@@ -128,6 +131,12 @@ def test_specific_pairings(tmp_path):
     fetch_dataset("GoPro", tmp_path, allow_download=False, progress=False)
     test = json.loads((tmp_path / "GoPro" / "test.json").read_text())
     assert all("/blur/" in e["image_path"] and "/sharp/" in e["target_path"] for e in test)
+    assert [e["id"] for e in test] == ["GOPR0384_11_00-000047", "GOPR0384_11_00-000048"]
+    build_rain13k(tmp_path / "Rain13K")
+    fetch_dataset("Rain13K", tmp_path, allow_download=False, progress=False)
+    test = json.loads((tmp_path / "Rain13K" / "test.json").read_text())
+    assert [e["id"] for e in test] == [f"{name}-1" for name in ("Rain100H", "Rain100L", "Test100", "Test1200",
+                                                                "Test2800")]
     build_lolblur(tmp_path / "LOLBlur")
     fetch_dataset("LOLBlur", tmp_path, allow_download=False, progress=False)
     assert all("low_blur_noise" in e["image_path"] for e in json.loads((tmp_path / "LOLBlur" / "test.json").read_text()))

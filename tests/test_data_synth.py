@@ -113,3 +113,61 @@ def test_synth_then_check_passes_via_cli(tmp_path, capsys):
 def test_bad_synth_parameters_are_refused(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path), "--size", "4"]) == 2
     assert "--size must be between" in capsys.readouterr().err
+
+
+SMALL = ["--size", "16", "--train-per-degradation", "1", "--test-per-degradation", "1", "--quiet"]
+
+
+def test_synth_refuses_a_non_empty_folder_and_overwrite_replaces_only_its_own_files(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["data", "synth", "--out", str(out), *SMALL]) == 0
+    before = _digest(out)
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["data", "synth", "--out", str(out), *SMALL, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not empty" in err[0] and "--overwrite" in err[0]
+    assert {k: v for k, v in _digest(out).items() if k != "notes.txt"} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # no staging folder left behind
+    assert main(["data", "synth", "--out", str(out), *SMALL, "--seed", "1", "--overwrite"]) == 0
+    after = _digest(out)
+    assert after["train.json"] != before["train.json"] and (out / "notes.txt").read_text() == "mine"
+    assert set(after) == set(before) | {"notes.txt"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_benchmark(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "keep.png").write_bytes(b"user data")
+    assert main(["data", "synth", "--out", str(tmp_path), *SMALL, "--overwrite"]) == 2
+    assert "no synth_info.json" in capsys.readouterr().err
+    assert (tmp_path / "train" / "keep.png").read_bytes() == b"user data"
+
+
+def test_synth_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    assert main(["data", "synth", "--out", str(f), *SMALL]) == 2
+    assert main(["data", "synth", "--out", str(f / "sub"), *SMALL]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "is a file" in err[0] and "cannot create a folder beside" in err[1]
+    assert f.read_text() == "x"
+
+
+def test_an_interrupted_synth_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    import restorevar.data.synth as synth_mod
+
+    out = tmp_path / "bench"
+    calls = []
+
+    def failing_write_png(path, array):
+        calls.append(path)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return real(path, array)
+
+    real = synth_mod.write_png
+    monkeypatch.setattr(synth_mod, "write_png", failing_write_png)
+    with pytest.raises(KeyboardInterrupt):
+        synth(out, SynthConfig(size=16, train_per_degradation=2, test_per_degradation=1), progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither a half-written benchmark nor its staging folder

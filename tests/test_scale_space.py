@@ -1,9 +1,14 @@
 """The scale swap on a constructed case: all scales swapped gives the other image's f_hat exactly, none
-swapped changes nothing, and a coarse/fine split sits between the two."""
+swapped changes nothing, and a coarse/fine split sits between the two. The stage's PSNR and its summary."""
+import json
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from conftest import make_tiny
+from pipelines.scale_space import _psnr, summary_table
 from restorevar.analysis import scale_swap_images, swap_scales
 
 
@@ -36,3 +41,37 @@ def test_decoded_swaps_and_bad_splits(vqvae, images):
         scale_swap_images(vqvae, clean, deg, split=0)
     with pytest.raises(ValueError, match="outside"):
         swap_scales([torch.zeros(1)], [torch.zeros(1)], {3})
+
+
+def _old_psnr(a, b):  # the stage's own formula before it moved to restorevar.imaging
+    mse = (((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2) ** 2).flatten(1).mean(1).double()
+    return (10 * torch.log10(1 / mse.clamp_min(1e-10))).cpu().numpy()
+
+
+def test_stage_psnr_matches_its_old_formula_and_reports_identical_images_as_inf(images):
+    deg, clean = images
+    np.testing.assert_allclose(_psnr(deg * 1.2, clean), _old_psnr(deg * 1.2, clean), rtol=0, atol=1e-4)
+    same = _psnr(clean, clean.clone())
+    assert np.isposinf(same).all() and np.all(_old_psnr(clean, clean) == 100.0)
+
+
+def test_summary_table_is_strict_json_when_a_decoding_equals_the_other_image():
+    inf = float("inf")
+    rows = [{"pair": "restored", "swap": s, "dataset": "d", "degradation": "haze", "image_id": str(i),
+             "psnr_to_clean": 20.0 + i, "psnr_to_other": other}
+            for s, others in (("other", [inf, inf]), ("fine_from_other", [30.0, inf]), ("clean", [25.0, 27.0]))
+            for i, other in enumerate(others)]
+    rows.append({"pair": "degraded", "swap": "clean", "dataset": "d", "degradation": "rain", "image_id": "0",
+                 "psnr_to_clean": 21.0, "psnr_to_other": 22.0})
+    table = summary_table(pd.DataFrame(rows), 0.95)
+    json.dumps(table, allow_nan=False)  # no Infinity or NaN tokens
+    cell = {(t["pair"], t["swap"], t["degradation"], t["value"]): t for t in table}
+    assert cell[("restored", "other", "haze", "psnr_to_other")] == {
+        "pair": "restored", "swap": "other", "dataset": "d", "degradation": "haze", "value": "psnr_to_other",
+        "mean": None, "ci": [None, None], "n": 2, "n_identical": 2}
+    assert cell[("restored", "fine_from_other", "haze", "psnr_to_other")]["n_identical"] == 1
+    assert cell[("restored", "fine_from_other", "haze", "psnr_to_other")]["mean"] is None
+    clean = cell[("restored", "clean", "haze", "psnr_to_other")]
+    assert clean["mean"] == 26.0 and clean["n_identical"] == 0 and clean["ci"][0] < 26.0 < clean["ci"][1]
+    one = cell[("degraded", "clean", "rain", "psnr_to_clean")]
+    assert one["mean"] == 21.0 and one["ci"] == [None, None]  # a single image has no interval

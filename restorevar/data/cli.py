@@ -6,13 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+from restorevar.errors import UserError
+
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from restorevar.data.synth import SynthConfig, synth
 
     cfg = SynthConfig(size=args.size, train_per_degradation=args.train_per_degradation,
                       test_per_degradation=args.test_per_degradation, seed=args.seed)
-    info = synth(args.out, cfg, progress=not args.quiet)
+    info = synth(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
     print(f"synth: wrote {info['pairs']['train']} train and {info['pairs']['test']} test pairs of {cfg.size} px "
           f"to {args.out} in {info['seconds']} s (seed {cfg.seed})", file=sys.stderr)
     return 0
@@ -21,13 +23,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from restorevar.data.manifest import check_manifest, count_table
 
-    entries, problems = check_manifest(args.manifest, other=args.against)
+    entries, problems = check_manifest(args.manifest, other=args.against, allow_outside_root=args.allow_outside_root)
     print(count_table(entries))
     for p in problems:
         print(f"problem: {p}")
-    verdict = f"{len(problems)} problem(s) in {len(entries)} entries" if problems else f"ok: {len(entries)} entries"
-    print(verdict, file=sys.stderr)
-    return 1 if problems else 0
+    if problems:
+        first = " ".join(str(problems[0]).split())  # one line even if a path or decoder message holds a newline
+        raise UserError(f"{len(problems)} problem(s): first {first}; all are listed above, fix them and check "
+                        "again")
+    print(f"ok: {len(entries)} entries", file=sys.stderr)
+    return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -68,6 +73,8 @@ def add_data_parser(sub, parser_class) -> None:
     s.add_argument("--test-per-degradation", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier benchmark in --out (its train/, test/ and JSON files; nothing else)")
     s.set_defaults(func=cmd_synth)
 
     g = dsub.add_parser("grid", help="an example image: one row per synthetic degradation")
@@ -76,9 +83,12 @@ def add_data_parser(sub, parser_class) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_grid)
 
-    c = dsub.add_parser("check", help="validate a manifest in the published format")
+    c = dsub.add_parser("check", help="validate a manifest in the published format; exit 2 listing every problem")
     c.add_argument("manifest", type=Path)
-    c.add_argument("--against", type=Path, help="another manifest (e.g. test.json) that must not overlap")
+    c.add_argument("--against", type=Path,
+                   help="another manifest (e.g. test.json) that must not overlap, by path or by file content")
+    c.add_argument("--allow-outside-root", action="store_true",
+                   help="accept absolute paths and paths that leave the manifest's folder through '..'")
     c.set_defaults(func=cmd_check)
 
     f = dsub.add_parser("fetch", help="download (or explain how to get) a real dataset and write its manifests")

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, Sampler
 from restorevar.data.manifest import CLASS_NAMES, Entry, read_manifest
 from restorevar.errors import UserError
 from restorevar.fileio import ImageReadError, read_image
+from restorevar.imaging import from_uint8
 
 
 @dataclass
@@ -39,10 +40,6 @@ def _resize_shorter(im: Image.Image, shorter: int) -> Image.Image:
     w, h = im.size
     s = shorter / min(w, h)
     return im.resize((max(shorter, round(w * s)), max(shorter, round(h * s))), Image.Resampling.LANCZOS)
-
-
-def _to_tensor(im: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
 class PairedDataset(Dataset):
@@ -121,10 +118,10 @@ class PairedDataset(Dataset):
                 raise
             self.skipped.append(e.image_path)
             return None
-        item = {"degraded": _to_tensor(ims[0]), "degradation": e.degradation, "dataset": e.dataset,
+        item = {"degraded": from_uint8(ims[0]), "degradation": e.degradation, "dataset": e.dataset,
                 "id": e.extra.get("id", Path(e.image_path).stem), "index": index}
         if len(ims) == 2:
-            item["clean"] = _to_tensor(ims[1])
+            item["clean"] = from_uint8(ims[1])
         return item
 
 

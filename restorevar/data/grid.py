@@ -9,10 +9,16 @@ from PIL import Image, ImageDraw
 from restorevar.data.degrade import DEGRADATIONS
 from restorevar.data.photos import load_photo, photos_for
 from restorevar.data.synth import random_crop
+from restorevar.errors import UserError
 from restorevar.fileio import write_png
 
 
 def example_grid(out: str | Path, size: int = 96, pairs_per_row: int = 3, seed: int = 0) -> Path:
+    out = Path(out)
+    if not 16 <= size <= 1024:
+        raise UserError(f"--size must be between 16 and 1024 pixels, got {size}")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the path of the PNG file to write")
     photos = [load_photo(p) for p in photos_for("train") + photos_for("test")]
     label_w, pad = 110, 4
     rows = []
@@ -37,5 +43,8 @@ def example_grid(out: str | Path, size: int = 96, pairs_per_row: int = 3, seed: 
     for i in range(pairs_per_row * 2):
         d.text((label_w + i * (size + pad) + 4, 2), "clean" if i % 2 == 0 else "degraded", fill=(0, 0, 0))
     grid = np.concatenate([np.asarray(him)] + rows, axis=0)
-    write_png(out, grid)
-    return Path(out)
+    try:
+        write_png(out, grid)
+    except OSError as e:
+        raise UserError(f"cannot write {out} ({e.strerror or e}); give a PNG path in a folder you can write to") from None
+    return out

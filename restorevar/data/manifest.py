@@ -4,10 +4,15 @@ A manifest is a JSON list of ``{"image_path", "target_path", "degradation", "dat
 degradation classes (Haze=1, Rain=2, Snow=3, Low-light=4, Motion blur=5, Mixed=6, TOLED=7, POLED=8).
 We read and write that unchanged; our optional extra keys (``split``, ``params``, ``id``, ...) are
 ignored by readers that don't know them. Relative paths resolve against the manifest's folder.
+``check_manifest`` lists every problem: malformed entries, unknown labels, paths outside the manifest's
+folder (absolute, or ``..`` out of it; the reference code writes absolute paths, accepted on request),
+missing or undecodable files, duplicate pairs and ids, and train/test overlap by path or by file content.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,27 +63,80 @@ def degradation_class(value: Any) -> int:
     raise ValueError(value)
 
 
-def read_manifest(path: str | Path) -> list[Entry]:
-    path = Path(path)
+def _load(path: Path) -> list[Any]:
     if not path.exists():
         raise UserError(f"manifest not found: {path}; check the path")
+    if not path.is_file():
+        raise UserError(f"manifest {path} is not a file; give the path of a JSON manifest")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"manifest {path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise UserError(f"manifest {path} nests too deeply to be a list of entries; check the file") from None
+    except OSError as e:
+        raise UserError(f"cannot read manifest {path} ({e.strerror or e}); check its permissions") from None
     if not isinstance(data, list):
         raise UserError(f"manifest {path} must be a JSON list of entries, got {type(data).__name__}")
+    return data
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = json.dumps(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str) and value != "" and "\x00" not in value
+
+
+def _field_problems(d: Any) -> list[str]:
+    """What makes an entry unusable: its kind, missing keys, wrongly typed fields (not unknown labels)."""
+    if not isinstance(d, dict):
+        kind = "null" if d is None else type(d).__name__
+        return [f"is a {kind}, not an object with {', '.join(REQUIRED)}"]
+    out = []
+    missing = [k for k in ("image_path", "degradation", "dataset") if k not in d]
+    if missing:
+        out.append(f"lacks {', '.join(missing)} (every entry needs {', '.join(REQUIRED)})")
+    if "image_path" in d and not _is_path(d["image_path"]):
+        out.append(f"image_path must be a non-empty string, got {_show(d['image_path'])}")
+    tgt = d.get("target_path")
+    if tgt not in (None, "") and not _is_path(tgt):
+        out.append(f"target_path must be a string, or null for no clean image, got {_show(tgt)}")
+    deg = d.get("degradation")
+    if "degradation" in d and (isinstance(deg, bool) or not isinstance(deg, int | str)):
+        out.append(f"degradation must be an integer class or a class name, got {_show(deg)}")
+    ds = d.get("dataset")
+    if "dataset" in d and not (isinstance(ds, str) and ds.strip()):
+        out.append(f"dataset must be a non-empty string naming the entry's dataset, got {_show(ds)}")
+    if "id" in d and (isinstance(d["id"], bool) or not isinstance(d["id"], int | str)):
+        out.append(f"id must be a string or an integer, got {_show(d['id'])}")
+    return out
+
+
+def _entry(d: dict[str, Any]) -> Entry:
+    deg = d["degradation"]
+    try:
+        deg = degradation_class(deg)
+    except ValueError:
+        pass  # kept as is; `check` reports it, training refuses it
+    extra = {k: v for k, v in d.items() if k not in REQUIRED}
+    return Entry(d["image_path"], d.get("target_path") or None, deg, d["dataset"], extra)
+
+
+def read_manifest(path: str | Path) -> list[Entry]:
+    """The entries of a manifest; the first malformed entry raises a UserError naming it."""
+    path = Path(path)
     entries = []
-    for i, d in enumerate(data):
-        if not isinstance(d, dict) or any(k not in d for k in ("image_path", "degradation", "dataset")):
-            raise UserError(f"manifest {path} entry {i} lacks one of {', '.join(REQUIRED)}")
-        extra = {k: v for k, v in d.items() if k not in REQUIRED}
-        deg = d["degradation"]
-        try:
-            deg = degradation_class(deg)
-        except ValueError:
-            pass  # kept as is; `check` reports it, training refuses it
-        entries.append(Entry(str(d["image_path"]), d.get("target_path"), deg, str(d["dataset"]), extra))
+    for i, d in enumerate(_load(path)):
+        bad = _field_problems(d)
+        if bad:
+            raise UserError(f"manifest {path} entry {i}: {bad[0]}; run `restorevar data check {path}` "
+                            "to list every problem")
+        entries.append(_entry(d))
     return entries
 
 
@@ -92,14 +150,14 @@ def write_manifest(path: str | Path, entries: list[Entry]) -> None:
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class Problem:
-    index: int
+    index: int | None  # None: the manifest as a whole
     path: str
     message: str
     manifest: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.manifest}[{self.index}]" if self.manifest else f"[{self.index}]"
-        return f"{where} {self.path}: {self.message}"
+        where = self.manifest + (f"[{self.index}]" if self.index is not None else "")
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -108,49 +166,133 @@ def _image_size(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def check_manifest(path: str | Path, other: str | Path | None = None) -> tuple[list[Entry], list[Problem]]:
-    """Validate a manifest (and its disjointness from ``other``, e.g. the test split)."""
+def _outside(rel: str) -> str | None:
+    """Why a path written in a manifest may point outside the manifest's folder (None if it cannot)."""
+    if Path(rel).is_absolute():
+        return "is an absolute path"
+    norm = os.path.normpath(rel)
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        return "leaves the manifest's folder through '..'"
+    return None
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _usable(path: Path) -> list[tuple[int, Entry]]:
+    """The well-formed entries of ``path`` with their indices; malformed ones are skipped."""
+    return [(i, _entry(d)) for i, d in enumerate(_load(path)) if not _field_problems(d)]
+
+
+def check_manifest(path: str | Path, other: str | Path | None = None, *,
+                   allow_outside_root: bool = False) -> tuple[list[Entry], list[Problem]]:
+    """Validate a manifest (and its disjointness from ``other``, e.g. the test split).
+
+    Returns the well-formed entries and every problem found. Paths must stay inside the manifest's folder
+    (relative, no ``..`` out of it) unless ``allow_outside_root``; train/test overlap is checked by path and
+    by the content of the files, so a test image copied into the training folder is found too.
+    """
     path = Path(path)
-    entries = read_manifest(path)
     base = path.parent
+    name = str(path)
+    data = _load(path)
     problems: list[Problem] = []
+    if not data:
+        problems.append(Problem(None, "", "holds no entries; a manifest lists at least one image", name))
+    entries: list[Entry] = []
+    files: list[tuple[int, Path]] = []  # every (entry, file) that exists, for the overlap checks
     seen: dict[tuple[str, str | None], int] = {}
-    for i, e in enumerate(entries):
-        img, tgt = e.resolve(base)
+    seen_ids: dict[tuple[str, str], int] = {}
+    for i, d in enumerate(data):
+        bad = _field_problems(d)
+        label = d.get("image_path") if isinstance(d, dict) and _is_path(d.get("image_path")) else ""
+        problems += [Problem(i, label, m, name) for m in bad]
+        if bad:
+            continue
+        e = _entry(d)
+        entries.append(e)
         if not isinstance(e.degradation, int) or e.degradation not in CLASS_NAMES:
             problems.append(Problem(i, e.image_path, f"unknown degradation label {e.degradation!r} "
-                                    f"(known: {', '.join(f'{v}={k}' for k, v in DEGRADATION_CLASSES.items())})"))
+                                    f"(known: {', '.join(f'{v}={k}' for k, v in DEGRADATION_CLASSES.items())})",
+                                    name))
+        if not allow_outside_root:
+            for rel in (e.image_path, e.target_path):
+                why = _outside(rel) if rel else None
+                if why:
+                    problems.append(Problem(i, rel, f"{why}; write paths relative to the manifest's folder "
+                                            "(or check with --allow-outside-root)", name))
+        img, tgt = e.resolve(base)
         key = (str(img.resolve()), str(tgt.resolve()) if tgt else None)
         if key in seen:
-            problems.append(Problem(i, e.image_path, f"duplicate of entry {seen[key]}"))
+            problems.append(Problem(i, e.image_path, f"duplicate of entry {seen[key]}", name))
         else:
             seen[key] = i
+            # results are paired across methods by (dataset, degradation, id), so an id names one image
+            given = "id" in e.extra
+            key_id = (e.dataset, str(e.extra["id"]) if given else Path(e.image_path).stem)
+            if key_id not in seen_ids:
+                seen_ids[key_id] = i
+            elif given:
+                problems.append(Problem(i, e.image_path, f"id {key_id[1]!r} is also the id of entry "
+                                        f"{seen_ids[key_id]} of dataset {e.dataset}; ids must be unique", name))
+            else:
+                problems.append(Problem(i, e.image_path, f"its id is its file name {key_id[1]!r}, as is entry "
+                                        f"{seen_ids[key_id]}'s of dataset {e.dataset}; ids must be unique: give "
+                                        "the entries an \"id\" each", name))
         sizes = []
         for p in (img, tgt):
             if p is None:
                 continue
-            if not p.exists():
-                problems.append(Problem(i, str(p), "file not found"))
-                continue
             try:
+                if not p.is_file():
+                    problems.append(Problem(i, str(p), "file not found" if not p.exists() else "is not a file",
+                                            name))
+                    continue
+                files.append((i, p))
                 sizes.append(_image_size(p))
             except Exception as ex:  # noqa: BLE001 - PIL raises several types for bad files
-                problems.append(Problem(i, str(p), f"cannot decode image ({type(ex).__name__}: {ex})"))
+                problems.append(Problem(i, str(p), f"cannot decode image ({type(ex).__name__}: {ex})", name))
         if len(sizes) == 2 and sizes[0] != sizes[1]:
-            problems.append(Problem(i, e.image_path, f"degraded size {sizes[0]} differs from target size {sizes[1]}"))
+            problems.append(Problem(i, e.image_path, f"degraded size {sizes[0]} differs from target size {sizes[1]}",
+                                    name))
     if other is not None:
-        other_entries = read_manifest(other)
-        other_files = {}
-        for j, e in enumerate(other_entries):
-            for p in e.resolve(Path(other).parent):
-                if p is not None:
-                    other_files[str(p.resolve())] = j
-        for i, e in enumerate(entries):
-            for p in e.resolve(base):
-                if p is not None and str(p.resolve()) in other_files:
-                    problems.append(Problem(i, str(p), f"also in {other} (entry {other_files[str(p.resolve())]}): "
-                                            "train and test overlap"))
+        problems += _overlap(files, Path(other), name)
     return entries, problems
+
+
+def _overlap(files: list[tuple[int, Path]], other: Path, name: str) -> list[Problem]:
+    """Files of this manifest that are files of ``other`` too, by path or by content."""
+    by_path: dict[str, int] = {}
+    by_content: dict[str, tuple[int, Path]] = {}
+    for j, e in _usable(other):
+        for p in e.resolve(other.parent):
+            if p is None:
+                continue
+            by_path.setdefault(str(p.resolve()), j)
+            try:
+                if p.is_file():
+                    by_content.setdefault(_digest(p), (j, p))
+            except OSError:
+                pass  # unreadable there: `data check` of that manifest reports it
+    problems = []
+    for i, p in files:
+        j = by_path.get(str(p.resolve()))
+        if j is not None:
+            problems.append(Problem(i, str(p), f"also in {other} (entry {j}): train and test overlap", name))
+            continue
+        try:
+            hit = by_content.get(_digest(p))
+        except OSError:
+            continue  # already reported as undecodable above
+        if hit is not None:
+            problems.append(Problem(i, str(p), f"same content as {hit[1]} in {other} (entry {hit[0]}): "
+                                    "train and test overlap (a copied image)", name))
+    return problems
 
 
 def count_table(entries: list[Entry]) -> str:

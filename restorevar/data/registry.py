@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from restorevar.data.fetch import DownloadError, download, extract, is_complete, mark_complete
+from restorevar.data.fetch import DOWNLOADS, DownloadError, download, extract, is_complete, mark_complete
 from restorevar.data.manifest import DEGRADATION_CLASSES as CLS
 from restorevar.data.manifest import Entry, write_manifest
 from restorevar.errors import UserError
@@ -74,13 +74,20 @@ def _pair(root: Path, inputs: Path, targets: Path, dataset: str, deg: int, split
     def key_of(p: Path, base: Path, stem: str) -> tuple[str, str]:
         return (p.parent.relative_to(base).as_posix() if same_subdir else "", stem)
 
+    def id_of(p: Path) -> str:
+        # unique within a split: file names repeat across Rain13K's test sets and GoPro's sequences, and
+        # results are paired by id; no '/', since evaluation saves samples in a folder named by the id
+        prefix = [str(extra[k]) for k in ("subset", "sequence") if k in extra]
+        return "-".join(prefix + list(p.relative_to(inputs).with_suffix("").parts))
+
     by_key = {key_of(t, targets, t.stem): t for t in _images(targets)}
     out = []
     for p in _images(inputs):
         key = key_of(p, inputs, target_stem(p.stem))
         tgt = by_key.get(key)
+        meta = {"id": id_of(p), "split": split, **extra} | ({} if tgt else {"unpaired": True})
         out.append(Entry(p.relative_to(root).as_posix(), tgt.relative_to(root).as_posix() if tgt else None, deg,
-                         dataset, {"split": split, **extra} if tgt else {"split": split, "unpaired": True, **extra}))
+                         dataset, meta))
     if not out:
         raise LayoutMissing(f"no images in {inputs}")
     return out
@@ -252,13 +259,17 @@ def fetch_dataset(name: str, root: Path, allow_download: bool = True, progress: 
     if spec is None:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
     folder = root / spec.name
+    for p in (root, folder):
+        if p.exists() and not p.is_dir():
+            raise UserError(f"{p} is a file, but datasets live in folders; give a --root folder that holds "
+                            f"(or may hold) {spec.name}/")
     notes = []
     if not is_complete(folder) and allow_download:
         for s in spec.sources:
             if s.url is None:
                 continue
             try:
-                archive = download(s.url, folder / "_downloads" / s.filename, s.sha256, progress=progress)
+                archive = download(s.url, folder / DOWNLOADS / s.filename, s.sha256, progress=progress)
                 extract(archive, folder)
             except DownloadError as e:
                 notes.append(str(e))

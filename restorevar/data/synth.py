@@ -1,12 +1,16 @@
 """The embedded synthetic all-in-one benchmark: shipped photographs x seeded degradations.
 
 Every pair draws from its own generator seeded by (seed, split, degradation, index), so any pair can be
-regenerated alone and the same seed always gives byte-identical files. Images are written atomically and
-the manifests last: an interrupted run never leaves a manifest that points at missing files.
+regenerated alone and the same seed always gives byte-identical files. A run writes into a temp folder
+beside the output folder and moves its files in only when all of them are written: an interrupted run
+leaves the output folder as it was, and an existing benchmark is replaced only when asked to.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +65,87 @@ def degradations_for(split: str) -> list[str]:
     return [n for n, (_, _, in_train) in DEGRADATIONS.items() if in_train or split == "test"]
 
 
-def synth(out: str | Path, cfg: SynthConfig, progress: bool = True) -> dict[str, Any]:
+# what a run writes at the top of its folder; ``overwrite`` replaces exactly these and nothing else
+OUTPUTS = (*SPLITS, *(f"{s}.json" for s in SPLITS), "synth_info.json")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, but synth writes a folder; give a new or empty folder path")
+    try:
+        present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError as e:
+        raise UserError(f"cannot list --out {out} ({e.strerror or e}); give a folder you can write to") from None
+    if present and not overwrite:
+        raise UserError(f"--out {out} is not empty (it holds {present[0]}); give a new or empty folder, "
+                        "or pass --overwrite to replace an earlier benchmark there")
+    if present and "synth_info.json" not in present:
+        # --overwrite replaces train/ and test/ whole: only where an earlier run put them
+        raise UserError(f"--out {out} holds {present[0]} but no synth_info.json, so it is not an earlier "
+                        "benchmark and --overwrite will not replace it; give a new or empty folder")
+
+
+def _stage(out: Path) -> Path:
+    """A temp folder beside ``out`` (same file system, so the final moves are renames)."""
+    try:
+        parent = out.resolve().parent  # beside the real folder when --out is a link to one
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=parent))
+    except OSError as e:
+        raise UserError(f"cannot create a folder beside --out {out} ({e.strerror or e}); "
+                        "give a path in a writable folder") from None
+
+
+def _move_into_place(staged: Path, out: Path) -> None:
+    """Move a finished run in; an existing ``out`` loses only the entries of OUTPUTS (each replaced whole)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staged, 0o777 & ~mask)  # mkdtemp makes 0700; the folder gets the usual permissions
+    try:
+        if not out.exists():
+            os.rename(staged, out)
+            return
+        for name in OUTPUTS:
+            src, dst = staged / name, out / name
+            if not src.exists():
+                continue
+            if dst.is_dir() and not dst.is_symlink():
+                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out))
+                os.rename(dst, old / name)  # out of the way first, so a failure below loses nothing
+                try:
+                    os.rename(src, dst)
+                except OSError:
+                    os.rename(old / name, dst)
+                    raise
+                shutil.rmtree(old)
+            else:
+                os.replace(src, dst)
+    except OSError as e:
+        raise UserError(f"cannot move the benchmark into --out {out} ({e.strerror or e}); "
+                        f"the finished run is left in {staged}") from None
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Write the benchmark into ``out``, a new or empty folder (or, with ``overwrite``, an earlier run's).
+
+    Everything is written into a temp folder beside ``out`` and moved in when finished, so an interrupted
+    run leaves ``out`` as it was.
+    """
     cfg.validate()
     out = Path(out)
+    _check_out(out, overwrite)
+    staged = _stage(out)
+    try:
+        info = _write(staged, cfg, progress)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    _move_into_place(staged, out)
+    return info
+
+
+def _write(out: Path, cfg: SynthConfig, progress: bool) -> dict[str, Any]:
     started = time.perf_counter()
     photos: dict[str, list[tuple[Photo, np.ndarray]]] = {
         s: [(p, load_photo(p)) for p in photos_for(s)] for s in SPLITS}

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -19,6 +18,7 @@ from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.data.manifest import CLASS_NAMES
 from restorevar.errors import UserError
 from restorevar.fileio import ImageReadError, read_image, write_png
+from restorevar.imaging import from_uint8, to_uint8
 from restorevar.inference.engine import Engine, InferenceOptions
 from restorevar.metrics.iqa import MetricSuite
 from restorevar.metrics.protocol import MetricProtocol
@@ -94,7 +94,7 @@ def external_method(folder: str | Path, entries, protocol: MetricProtocol) -> tu
             if min(w, h) < size:
                 raise ImageReadError(f"{path} ({w}x{h}) is smaller than the {size} px centre crop")
             im = im.crop(((w - size) // 2, (h - size) // 2, (w - size) // 2 + size, (h - size) // 2 + size))
-        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+        return from_uint8(im)
 
     return (lambda items, deg_B3HW: [load(it) for it in items]), missing
 
@@ -102,10 +102,6 @@ def external_method(folder: str | Path, entries, protocol: MetricProtocol) -> tu
 # ------------------------------------------------------------------------------------------------
 # Evaluation loop
 # ------------------------------------------------------------------------------------------------
-def _uint8(x_3HW: torch.Tensor) -> np.ndarray:
-    return ((x_3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-
 def evaluate(manifest: str | Path, methods: dict[str, Method], suite: MetricSuite, batch_size: int = 8,
              max_per_stratum: int = 0, samples_per_stratum: int = 0, sample_dir: Path | None = None,
              progress: bool = True) -> dict[str, list[dict[str, Any]]]:
@@ -154,10 +150,10 @@ def evaluate(manifest: str | Path, methods: dict[str, Method], suite: MetricSuit
                     continue
                 saved[key] += 1
                 folder = Path(sample_dir) / it["dataset"] / CLASS_NAMES[it["degradation"]] / str(it["id"])
-                write_png(folder / "input.png", _uint8(it["degraded"]))
+                write_png(folder / "input.png", to_uint8(it["degraded"]))
                 if "clean" in it:
-                    write_png(folder / "target.png", _uint8(it["clean"]))
+                    write_png(folder / "target.png", to_uint8(it["clean"]))
                 for name, outs in outputs.items():
                     if outs[j] is not None:
-                        write_png(folder / f"{name}.png", _uint8(outs[j]))
+                        write_png(folder / f"{name}.png", to_uint8(outs[j]))
     return rows

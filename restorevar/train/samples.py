@@ -8,11 +8,8 @@ import torch
 
 from restorevar.checkpoint import config_from_checkpoint, load_checkpoint
 from restorevar.data.dataset import PairedDataset, PairedTransform
+from restorevar.imaging import to_uint8
 from restorevar.models import RestoreVAR
-
-
-def _u8(x_B3HW: torch.Tensor) -> np.ndarray:
-    return ((x_B3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()
@@ -39,5 +36,5 @@ def sample_grid(checkpoint: str | Path, manifest: str | Path, n: int = 4) -> np.
             out = model.restore(deg).image_B3HW
     else:
         out = model.vqvae.decode(model.vqvae.encode(clean))
-    rows = [np.concatenate(t, axis=1) for t in zip(_u8(deg), _u8(out), _u8(clean))]
+    rows = [np.concatenate(t, axis=1) for t in zip(to_uint8(deg), to_uint8(out), to_uint8(clean))]
     return np.concatenate(rows, axis=0)
