@@ -1,36 +1,54 @@
 """params.yaml: profiles, typed stage configs, and validation before any work starts.
 
 Layout: ``profile`` picks a column; every section (``model``, ``data``, one per training stage, ...) holds
-one entry per profile. DVC tracks whole sections, so changing one stage's section re-runs that stage and
-the ones after it, and switching ``profile`` never needs an edit of dvc.yaml.
+one entry per profile. A stage reads only its own profile's entries of the sections it uses; each is parsed
+and checked when first read, and ``Params.reads`` records it (``evaluate.default``). dvc.yaml lists exactly
+those entries as the stage's params (``evaluate.${profile}``), so editing another profile's column, or a
+section a stage never reads, re-runs nothing. ``check_all`` (``python -m pipelines.validate``) parses every
+section of every profile and checks the settings that span sections before any work starts.
+
+The library modules behind a section are imported only when it is read, so that a stage's code
+dependencies (tests/test_dvc_deps.py) are those of the sections it uses.
 """
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from restorevar.config import from_dict
 from restorevar.errors import UserError
-from restorevar.inference.engine import DTYPES
-from restorevar.train.common import ModelRef
-from restorevar.train.decoder import DecoderTrainConfig
-from restorevar.train.refiner import RefinerTrainConfig
-from restorevar.train.tokenizer import TokenizerTrainConfig
-from restorevar.train.transformer import TransformerTrainConfig
+
+if TYPE_CHECKING:
+    from restorevar.train.common import ModelRef
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
 
-TRAIN_STAGES = {
-    "train_tokenizer": TokenizerTrainConfig,
-    "finetune_decoder": DecoderTrainConfig,
-    "train_transformer": TransformerTrainConfig,
-    "train_refiner": RefinerTrainConfig,
-}
+TRAIN_STAGES = ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner")
+# sections that hold one entry per profile; the others are shared by all profiles
+PROFILE_SECTIONS = ("model", "data", *TRAIN_STAGES, "evaluate", "stats", "bench", "report", "ablations")
+SECTIONS = ("profile", "profiles", "tracking", "ablation_families", *PROFILE_SECTIONS)
+# what a stage may read without listing it in its dvc.yaml params: where its runs are logged and how Ray is
+# reached change nothing it computes, and listing them would re-run the whole study for a new MLflow address
+UNTRACKED = ("tracking",)
+
+
+def train_config_class(stage: str) -> type:
+    """The typed trainer config of a training stage (imported here, not at the top: see the docstring)."""
+    from restorevar.train.decoder import DecoderTrainConfig
+    from restorevar.train.refiner import RefinerTrainConfig
+    from restorevar.train.tokenizer import TokenizerTrainConfig
+    from restorevar.train.transformer import TransformerTrainConfig
+
+    return {"train_tokenizer": TokenizerTrainConfig, "finetune_decoder": DecoderTrainConfig,
+            "train_transformer": TransformerTrainConfig, "train_refiner": RefinerTrainConfig}[stage]
 
 
 @dataclass
@@ -46,9 +64,19 @@ class DataParams:
     root: str = "data/raw"
     allow_download: bool = True
 
-    def validate(self) -> None:
-        if self.source == "datasets" and not self.datasets:
-            raise UserError("data: source 'datasets' needs a non-empty list 'datasets'")
+    def check(self, where: str) -> None:
+        if self.source == "datasets":
+            if not self.datasets:
+                raise UserError(f"{where}: source 'datasets' needs a non-empty list 'datasets'")
+            return
+        from restorevar.data.synth import SynthConfig
+
+        try:  # the synthetic benchmark's own limits, worded as its command-line flags
+            SynthConfig(size=self.size, train_per_degradation=self.train_per_degradation,
+                        test_per_degradation=self.test_per_degradation, seed=self.seed).validate()
+        except UserError as e:
+            flags = re.sub(r"--([a-z-]+)", lambda m: f"{where}.{m.group(1).replace('-', '_')}", str(e))
+            raise UserError(flags) from None
 
 
 @dataclass
@@ -111,6 +139,8 @@ class EvalParams:
             raise UserError(f"{where}.external: name {clash[0]!r} is taken by a built-in method; rename it")
         if self.batch_size < 1 or self.cost.batch_size < 1 or self.cost.repeats < 1:
             raise UserError(f"{where}: batch sizes and cost.repeats must be >= 1")
+        from restorevar.inference.engine import DTYPES
+
         if self.dtype not in DTYPES:
             raise UserError(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.protocol.crop_border < 0:
@@ -150,6 +180,8 @@ class BenchParams:
     device: str = "auto"
 
     def check(self, where: str) -> None:
+        from restorevar.inference.engine import DTYPES
+
         bad = [d for d in self.dtypes if d not in DTYPES]
         if bad:
             raise UserError(f"{where}.dtypes: unknown dtype {bad[0]!r}; use one of: {', '.join(DTYPES)}")
@@ -202,10 +234,14 @@ class AblationParams:
     families: dict[str, AblationFamily] = field(default_factory=dict)
     scale_space: ScaleSpaceParams = field(default_factory=ScaleSpaceParams)
 
-    def check(self, where: str, names: list[str]) -> None:
+    def check_families(self, where: str, names: list[str]) -> None:
         if sorted(self.families) != sorted(names):
             raise UserError(f"{where}.families must define exactly the families in ablation_families "
                             f"({', '.join(names)}); has {', '.join(self.families) or 'none'}")
+
+    def check(self, where: str) -> None:
+        from restorevar.metrics import KNOWN
+
         for name, fam in self.families.items():
             if fam.paper_choice not in fam.variants:
                 raise UserError(f"{where}.families.{name}.paper_choice {fam.paper_choice!r} is not one of its "
@@ -214,11 +250,16 @@ class AblationParams:
                 raise UserError(f"{where}.families.{name}.pretrain: only train_transformer families can pre-train "
                                 f"at another size, not {fam.stage}")
             for vname, v in fam.variants.items():
-                from restorevar.metrics import KNOWN
-
                 bad = [n for n in v.needs if n not in KNOWN]
                 if bad:
                     raise UserError(f"{where}.families.{name}.variants.{vname}.needs: unknown {bad[0]!r}")
+
+
+@dataclass
+class TrackingParams:
+    mlflow_uri: str = ""  # empty: sqlite:///<project>/mlflow.db
+    ray_address: str = ""  # empty: RAY_ADDRESS, else a local Ray on this machine
+    ray_storage: str = "ray_results"  # Tune's own experiment state (resume)
 
 
 MODEL_METHOD = "restorevar"
@@ -230,21 +271,34 @@ def load_raw(path: Path = PARAMS) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"params file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: the problem and where, not the parser's multi-line report
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path} is not valid YAML{at}: {problem}") from None
     if not isinstance(data, dict) or "profile" not in data:
         raise UserError(f"{path} must be a mapping with a 'profile' key")
     return data
 
 
 def _section(raw: dict[str, Any], name: str, profile: str) -> dict[str, Any]:
-    sec = raw.get(name)
-    if not isinstance(sec, dict):
+    if name not in raw:
         raise UserError(f"params.yaml: missing section '{name}'")
+    sec = raw[name]
+    if sec is None:
+        raise UserError(f"params.yaml: section '{name}' is empty (null); give it one entry per profile")
+    if not isinstance(sec, dict):
+        raise UserError(f"params.yaml: section '{name}' must map each profile to its settings, "
+                        f"got {type(sec).__name__}")
     if profile not in sec:
         raise UserError(f"params.yaml: section '{name}' has no entry for profile '{profile}' "
                         f"(has: {', '.join(sec)})")
-    return copy.deepcopy(sec[profile]) or {}
+    entry = sec[profile]
+    if entry is None:  # `default:` with nothing after it; {} is how to ask for the defaults
+        raise UserError(f"params.yaml: {name}.{profile} is empty (null); write {{}} for the defaults")
+    if not isinstance(entry, dict):
+        raise UserError(f"params.yaml: {name}.{profile} must be a mapping of settings, got {type(entry).__name__}")
+    return copy.deepcopy(entry)
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
@@ -264,45 +318,194 @@ class StageParams:
     variants: dict[str, dict[str, Any]]  # name -> full config dict
 
 
+class _Table(Mapping):
+    """Entries built (once) when first looked up, so that looking one up reads only the params behind it."""
+
+    def __init__(self, names: Callable[[], Iterable[str]], build: Callable[[str], Any]):
+        self._names, self._build, self._built = names, build, {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in list(self._names()):
+                raise KeyError(name)
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def __contains__(self, name: object) -> bool:  # without building the entry
+        return name in list(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names()))
+
+    def __len__(self) -> int:
+        return len(list(self._names()))
+
+
 class Params:
-    def __init__(self, path: Path = PARAMS):
+    """One profile's view of params.yaml. Sections are parsed and checked when first read, and every
+    read is recorded in ``reads`` as its dvc.yaml params key (``profile``, ``evaluate.default``, ...)."""
+
+    def __init__(self, path: Path = PARAMS, profile: str | None = None):
         self.path = path
         self.raw = load_raw(path)
-        self.profile = self.raw["profile"]
-        prof = self.raw.get("profiles", {})
-        if self.profile not in prof:
-            raise UserError(f"params.yaml: profile '{self.profile}' is not one of: {', '.join(prof) or 'none'}")
-        self.model = from_dict(ModelRef, _section(self.raw, "model", self.profile), where=f"model.{self.profile}")
-        self.model.build_config()  # a bad preset or override fails here, before any work
-        self.data = from_dict(DataParams, _section(self.raw, "data", self.profile), where=f"data.{self.profile}")
-        self.data.validate()
-        self.evaluate = from_dict(EvalParams, _section(self.raw, "evaluate", self.profile),
-                                  where=f"evaluate.{self.profile}")
-        self.evaluate.check(f"evaluate.{self.profile}")
-        self.stats = from_dict(StatsParams, _section(self.raw, "stats", self.profile), where=f"stats.{self.profile}")
-        self.stats.check(f"stats.{self.profile}")
-        self.bench = from_dict(BenchParams, _section(self.raw, "bench", self.profile), where=f"bench.{self.profile}")
-        self.bench.check(f"bench.{self.profile}")
-        self.report = from_dict(ReportParams, _section(self.raw, "report", self.profile), where=f"report.{self.profile}")
-        self.ablation_families = list(self.raw.get("ablation_families") or [])
-        self.ablations = from_dict(AblationParams, _section(self.raw, "ablations", self.profile),
-                                   where=f"ablations.{self.profile}")
-        self.ablations.check(f"ablations.{self.profile}", self.ablation_families)
-        tracking = self.raw.get("tracking", {}) or {}
-        unknown = set(tracking) - {"mlflow_uri", "ray_address", "ray_storage"}
-        if unknown:
-            raise UserError(f"params.yaml: unknown key tracking.{min(unknown)}")
-        self.mlflow_uri = tracking.get("mlflow_uri") or f"sqlite:///{ROOT / 'mlflow.db'}"
-        self.ray_address = tracking.get("ray_address") or None
-        self.ray_storage = str((ROOT / (tracking.get("ray_storage") or "ray_results")).resolve())
-        self.stages = {name: self._stage(name, cls) for name, cls in TRAIN_STAGES.items()}
-        self.ablation_variants = {f: self._ablation_variants(f) for f in self.ablation_families}
-        self.ablation_pretrain = {f: self._ablation_pretrain(f) for f in self.ablation_families}
+        self.reads: set[str] = set()
+        if profile is None:
+            self.reads.add("profile")
+            profile = self.raw["profile"]
+        if not isinstance(profile, str) or not profile:
+            raise UserError(f"params.yaml: profile must be the name of a profile, got {profile!r}")
+        self.profile = profile
 
-    def _stage(self, name: str, cls) -> StageParams:
-        sec = _section(self.raw, name, self.profile)
-        where = f"{name}.{self.profile}"
-        tune = from_dict(TuneParams, sec.pop("tune", {}) or {}, where=f"{where}.tune")
+    def _entry(self, name: str) -> dict[str, Any]:
+        """This profile's entry of section ``name`` (a copy to change freely), recorded as read."""
+        self.reads.add(f"{name}.{self.profile}")
+        return _section(self.raw, name, self.profile)
+
+    def _where(self, name: str) -> str:
+        return f"{name}.{self.profile}"
+
+    @cached_property
+    def model(self) -> ModelRef:
+        from restorevar.train.common import ModelRef
+
+        m = from_dict(ModelRef, self._entry("model"), where=self._where("model"))
+        m.build_config()  # a bad preset or override fails here, before any work
+        return m
+
+    @cached_property
+    def data(self) -> DataParams:
+        d = from_dict(DataParams, self._entry("data"), where=self._where("data"))
+        d.check(self._where("data"))
+        return d
+
+    @cached_property
+    def evaluate(self) -> EvalParams:
+        e = from_dict(EvalParams, self._entry("evaluate"), where=self._where("evaluate"))
+        e.check(self._where("evaluate"))
+        return e
+
+    @cached_property
+    def stats(self) -> StatsParams:
+        s = from_dict(StatsParams, self._entry("stats"), where=self._where("stats"))
+        s.check(self._where("stats"))
+        return s
+
+    @cached_property
+    def bench(self) -> BenchParams:
+        b = from_dict(BenchParams, self._entry("bench"), where=self._where("bench"))
+        b.check(self._where("bench"))
+        return b
+
+    @cached_property
+    def report(self) -> ReportParams:
+        return from_dict(ReportParams, self._entry("report"), where=self._where("report"))
+
+    @cached_property
+    def ablations(self) -> AblationParams:
+        a = from_dict(AblationParams, self._entry("ablations"), where=self._where("ablations"))
+        a.check(self._where("ablations"))
+        return a
+
+    @cached_property
+    def stages(self) -> Mapping[str, StageParams]:
+        return _Table(lambda: TRAIN_STAGES, self._stage)
+
+    @cached_property
+    def ablation_variants(self) -> Mapping[str, dict[str, dict[str, Any]]]:
+        """Family -> variant -> the variant's full stage config; keyed by this profile's ablation families."""
+        return _Table(lambda: self.ablations.families, self._ablation_variants)
+
+    @cached_property
+    def ablation_pretrain(self) -> Mapping[str, dict[str, dict[str, Any]] | None]:
+        return _Table(lambda: self.ablations.families, self._ablation_pretrain)
+
+    @cached_property
+    def ablation_families(self) -> list[str]:
+        self.reads.add("ablation_families")
+        if "ablation_families" not in self.raw:
+            raise UserError("params.yaml: missing 'ablation_families', the list of ablation families")
+        names = self.raw["ablation_families"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UserError(f"params.yaml: ablation_families must be a list of family names ([] for none), "
+                            f"got {names!r}")
+        return names
+
+    @cached_property
+    def tracking(self) -> TrackingParams:
+        self.reads.add("tracking")
+        raw = self.raw.get("tracking", {})
+        if not isinstance(raw, dict):
+            raise UserError(f"params.yaml: section 'tracking' must be a mapping of settings, got {raw!r}; "
+                            "remove it for the defaults")
+        return from_dict(TrackingParams, raw, where="tracking")
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.tracking.mlflow_uri or f"sqlite:///{ROOT / 'mlflow.db'}"
+
+    @property
+    def ray_address(self) -> str | None:
+        return self.tracking.ray_address or None
+
+    @property
+    def ray_storage(self) -> str:
+        return str((ROOT / (self.tracking.ray_storage or "ray_results")).resolve())
+
+    def check_profile(self) -> Params:
+        """Parse every section of this profile and check what spans sections; raises UserError naming the key."""
+        profiles = self.raw.get("profiles")
+        if not isinstance(profiles, list) or not profiles or not all(isinstance(q, str) for q in profiles):
+            raise UserError(f"params.yaml: profiles must be the list of profile names, got {profiles!r}")
+        if self.profile not in profiles:
+            raise UserError(f"params.yaml: profile '{self.profile}' is not one of: {', '.join(profiles)}")
+        unknown = [k for k in self.raw if k not in SECTIONS]
+        if unknown:
+            raise UserError(f"params.yaml: unknown section '{unknown[0]}'; the sections are: {', '.join(SECTIONS)}")
+        _ = self.model, self.data, self.evaluate, self.stats, self.bench, self.report, self.tracking  # read: checked
+        dict(self.stages)  # every training stage with every variant
+        self.ablations.check_families(self._where("ablations"), self.ablation_families)
+        for family in self.ablation_families:
+            self.ablation_variants[family]  # looking an entry up builds and checks it
+            self.ablation_pretrain[family]
+        self._check_sizes()
+        return self
+
+    def _check_sizes(self) -> None:
+        """The synthetic images are ``data.size`` px square: every training crop must fit in them, and so must
+        the model's size where the test protocol crops rather than resizes."""
+        d = self.data
+        if d.source != "synth":
+            return  # real photographs: their sizes are known only once fetched
+        where_size = f"{self._where('data')}.size"
+        runs = [(f"{self._where(s)}.tune.variants.{v}" if len(self.stages[s].variants) > 1 else self._where(s), s, c)
+                for s in TRAIN_STAGES for v, c in self.stages[s].variants.items()]
+        for family in self.ablation_families:
+            stage = self.ablations.families[family].stage
+            runs += [(f"{self._where('ablations')}.families.{family}.variants.{v}", stage, c)
+                     for v, c in self.ablation_variants[family].items()]
+            runs += [(f"{self._where('ablations')}.families.{family}.pretrain ({v})", stage, c)
+                     for v, c in (self.ablation_pretrain[family] or {}).items()]
+        for where, stage, config in runs:
+            data = from_dict(train_config_class(stage), config).data
+            if data.resize_shorter is None and data.crop > d.size:
+                raise UserError(f"{where}.data.crop {data.crop} is larger than the {d.size} px synthetic images "
+                                f"({where_size}); lower the crop or raise the size")
+            if data.resize_shorter is not None and data.crop > data.resize_shorter:
+                raise UserError(f"{where}.data.crop {data.crop} is larger than its resize_shorter "
+                                f"{data.resize_shorter}; lower the crop or raise resize_shorter")
+        image_size = self.model.build_config().vqvae.image_size
+        if self.evaluate.protocol.geometry == "center_crop" and d.size < image_size:
+            raise UserError(f"{self._where('evaluate')}.protocol.geometry center_crop needs test images of at "
+                            f"least the model's {image_size} px, but {where_size} is {d.size}; raise it or use resize")
+
+    def _stage(self, name: str) -> StageParams:
+        cls = train_config_class(name)
+        sec = self._entry(name)
+        where = self._where(name)
+        tune = sec.pop("tune", {})
+        if not isinstance(tune, dict):
+            raise UserError(f"{where}.tune: expected a mapping, got {tune!r}; remove it for the defaults")
+        tune = from_dict(TuneParams, tune, where=f"{where}.tune")
         sec["model"] = {"preset": self.model.preset, "overrides": list(self.model.overrides)}
         sec.setdefault("data", {})["train_manifest"] = self.train_manifest
         upstream = {"tokenizer_checkpoint": "train_tokenizer", "decoder_checkpoint": "finetune_decoder",
@@ -327,7 +530,7 @@ class Params:
     def _ablation_variants(self, family: str) -> dict[str, dict[str, Any]]:
         """Each variant's full, validated stage config: the stage's own, the family's reduced loop, its changes."""
         fam = self.ablations.families[family]
-        cls = TRAIN_STAGES[fam.stage]
+        cls = train_config_class(fam.stage)
         out = {}
         for vname, v in fam.variants.items():
             d = copy.deepcopy(self.stages[fam.stage].config_dict)
@@ -363,7 +566,7 @@ class Params:
             d["loop"] = {**d["loop"], **pre.loop}
             d["any_resolution"] = True
             try:
-                cfg = from_dict(TRAIN_STAGES[fam.stage], d, where=f"{where} ({vname})")
+                cfg = from_dict(train_config_class(fam.stage), d, where=f"{where} ({vname})")
                 cfg.model.build_config()
             except UserError as e:
                 raise UserError(f"{where}: {e} (set pretrain.patch_nums to scales ending at the latent size)") from None
@@ -385,3 +588,10 @@ class Params:
 
 def checkpoint_path(stage: str) -> Path:
     return ROOT / "checkpoints" / f"{stage}.pt"
+
+
+def check_all(path: Path = PARAMS) -> list[Params]:
+    """Every profile of the file checked (``pipelines.validate``): a typo in any column fails, naming it.
+    The chosen profile comes first."""
+    chosen = Params(path).check_profile()
+    return [chosen] + [Params(path, profile=q).check_profile() for q in chosen.raw["profiles"] if q != chosen.profile]

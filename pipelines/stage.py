@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import tracking, tuning
-from pipelines.params import ROOT, TRAIN_STAGES, Params, checkpoint_path
+from pipelines.params import ROOT, Params, checkpoint_path, train_config_class
 from restorevar.config import from_dict
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
@@ -59,11 +59,11 @@ def trainable(config: dict[str, Any]) -> None:
         if t.get("pretrain"):  # pre-train at a smaller size, then fine-tune from it (resumes from its last.pt)
             pre_dir = run_dir / "pretrain"  # the trainer creates it (and run_dir) before its first report
             run.log_params({"pretrain": t["pretrain"]})
-            _trainer(stage)(from_dict(TRAIN_STAGES[stage], t["pretrain"]), pre_dir,
+            _trainer(stage)(from_dict(train_config_class(stage), t["pretrain"]), pre_dir,
                             reporter(run_dir / "pretrain_history.jsonl", "pretrain_"))
             config = {**config, "init_from": str(pre_dir / CKPT_NAME), "any_resolution": True}
             run.log_params({"init_from": config["init_from"]})
-        _trainer(stage)(from_dict(TRAIN_STAGES[stage], config), run_dir, reporter(run_dir / "history.jsonl"))
+        _trainer(stage)(from_dict(train_config_class(stage), config), run_dir, reporter(run_dir / "history.jsonl"))
         ckpt = run_dir / CKPT_NAME
         try:
             from restorevar.train.samples import sample_grid

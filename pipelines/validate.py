@@ -1,20 +1,31 @@
-"""Stage 0: validate params.yaml completely, so a typo fails in seconds, naming the key."""
+"""Stage 0: validate params.yaml completely, every profile's column, so a typo fails in seconds, naming the key.
+
+    python -m pipelines.validate [--params PATH]
+"""
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
-from pipelines.params import Params
+from pipelines.params import PARAMS, check_all
 from restorevar.errors import UserError
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", type=Path, default=PARAMS, help="the params file to check (default: the project's)")
+    args = ap.parse_args(argv)
+    name = "params.yaml" if args.params == PARAMS else str(args.params)
     try:
-        p = Params()
+        checked = check_all(args.params)
     except UserError as e:
-        print(f"params.yaml: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {str(e).removeprefix('params.yaml: ')}", file=sys.stderr)
         return 2
-    print(f"params.yaml ok: profile {p.profile}, model {p.model.preset}, "
-          f"stages {', '.join(f'{k}({len(v.variants)} trial(s))' for k, v in p.stages.items())}")
+    p = checked[0]
+    print(f"{name} ok: profile {p.profile}, model {p.model.preset}, "
+          f"stages {', '.join(f'{k}({len(v.variants)} trial(s))' for k, v in p.stages.items())}; "
+          f"checked profiles {', '.join(q.profile for q in checked)}")
     return 0
 
 

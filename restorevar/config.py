@@ -7,6 +7,7 @@ default, because a silently ignored key produces a run that differs from what wa
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -75,7 +76,15 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        # YAML reads .nan and .inf as numbers, and no setting means either: a NaN learning rate would
+        # surface only as NaN losses hours later, a NaN threshold as a comparison that is always false
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{where}: expected a string, got {value!r}")

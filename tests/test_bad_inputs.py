@@ -63,7 +63,7 @@ def test_bad_input(case: Case, tmp_path: Path):
     env.update(getattr(case.setup, "env", {}))
     try:
         proc = subprocess.run([sys.executable, *ENTRIES[case.entry], *argv], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=case.timeout_s, stdin=subprocess.DEVNULL)
+                              text=True, timeout=case.timeout_s, stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
         pytest.fail(f"hung for {case.timeout_s} s")
     err = proc.stderr

@@ -37,3 +37,23 @@ def test_presets_are_consistent():
         assert cfg.vqvae.patch_nums[-1] == cfg.vqvae.latent_size
     assert get_preset("small").vqvae.image_size == 128 and get_preset("small").transformer.depth == 6
     assert len(get_preset("paper").vqvae.patch_nums) == 10
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 10**400])
+def test_floats_must_be_finite(value):
+    with pytest.raises(UserError, match="vqvae.beta: expected a finite number"):
+        from_dict(RestoreVARConfig, {"vqvae": {"beta": value}})
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_overrides_parsed_as_json_must_be_finite_too(text):
+    with pytest.raises(UserError, match="vqvae.beta: expected a finite number"):
+        apply_overrides(get_preset("tiny"), [f"vqvae.beta={text}"])
+
+
+def test_booleans_are_not_numbers():
+    with pytest.raises(UserError, match="transformer.depth: expected an integer, got True"):
+        from_dict(RestoreVARConfig, {"transformer": {"depth": True}})
+    with pytest.raises(UserError, match="vqvae.beta: expected a number, got False"):
+        from_dict(RestoreVARConfig, {"vqvae": {"beta": False}})
+    assert from_dict(RestoreVARConfig, {"vqvae": {"beta": 1}}).vqvae.beta == 1.0  # an integer is a number

@@ -1,21 +1,27 @@
-"""params.yaml is checked completely before any work starts; errors name the key."""
+"""params.yaml is checked completely before any work starts; errors name the key. A stage reads only its own
+profile's entries of the sections it uses."""
 import copy
+import re
 
 import pytest
 import yaml
 
-from pipelines.params import PARAMS, Params
+from pipelines.params import PARAMS, Params, check_all
 from restorevar.errors import UserError
 
 RAW = yaml.safe_load(PARAMS.read_text())
 
 
-def _params(tmp_path, edit):
+def _write(tmp_path, edit):
     raw = copy.deepcopy(RAW)
     edit(raw)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return Params(path)
+    return path
+
+
+def _params(tmp_path, edit):
+    return Params(_write(tmp_path, edit)).check_profile()
 
 
 @pytest.mark.parametrize("profile", RAW["profiles"])
@@ -37,6 +43,14 @@ def test_small_profile_trains_variants_and_exports_the_best(tmp_path):
     st = p.stages["train_transformer"]
     assert set(st.variants) == {"lr3e-4", "lr1e-4"} and st.tune.metric == "val_acc"
     assert st.variants["lr1e-4"]["loop"]["lr"] == 1e-4
+
+
+def _center_crop_of_small_images(raw):
+    """32 px synthetic images (crops to match) for the 64 px model, tested by cropping, not resizing."""
+    raw["evaluate"]["default"]["protocol"]["geometry"] = "center_crop"
+    raw["data"]["default"]["size"] = 32
+    for stage in ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner"):
+        raw[stage]["default"]["data"]["crop"] = 32
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -79,19 +93,55 @@ def test_small_profile_trains_variants_and_exports_the_best(tmp_path):
      "families.positions.pretrain"),
     (lambda r: r["ablations"]["default"]["families"]["positions"]["pretrain"].update(size=32),
      "families.positions.pretrain.size"),
+    (lambda r: r["train_tokenizer"]["default"]["loop"].update(lr=float("nan")),
+     "train_tokenizer.default.loop.lr: expected a finite number, got nan"),
+    (lambda r: r["stats"]["default"].update(confidence=float("inf")), "stats.default.confidence: expected a finite"),
+    (lambda r: r["train_tokenizer"]["default"]["loop"].update(steps=True), "loop.steps: expected an integer"),
+    (lambda r: r["data"]["default"].update(size=7), "data.default.size must be between 16 and 1024"),
+    (lambda r: r["data"]["default"].update(size=48),
+     "train_tokenizer.default.data.crop 64 is larger than the 48 px synthetic images (data.default.size)"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
+        {"data.crop": 96}), "families.refiner.variants.lrt.data.crop 96 is larger than the 64 px"),
+    (_center_crop_of_small_images, "center_crop needs test images of at least the model's 64 px"),
+    (lambda r: r.update(evaluate=None), "section 'evaluate' is empty (null)"),
+    (lambda r: r["stats"].update(default=None), "stats.default is empty (null); write {} for the defaults"),
+    (lambda r: r["bench"].update(default=[1, 8]), "bench.default must be a mapping"),
+    (lambda r: r["train_refiner"]["default"].update(tune=None), "train_refiner.default.tune: expected a mapping"),
+    (lambda r: r.update(tracking=None), "section 'tracking' must be a mapping"),
+    (lambda r: r.update(ablation_families=None), "ablation_families must be a list"),
+    (lambda r: r.update(profiles=None), "profiles must be the list"),
+    (lambda r: r.update(evalute={"default": {}}), "unknown section 'evalute'"),
 ])
 def test_bad_params_fail_naming_the_key(edit, message, tmp_path):
-    with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(UserError, match=re.escape(message)):
         _params(tmp_path, edit)
 
 
-def test_validate_command_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+def test_a_stage_reads_only_the_sections_it_uses_in_its_own_profile(tmp_path):
+    path = _write(tmp_path, lambda r: r["stats"]["default"].update(n_perm=5) or r["model"]["paper"].update(
+        preset="enormous"))
+    p = Params(path)
+    assert p.data.size == RAW["data"]["default"]["size"] and p.stages["train_refiner"].config.loop.steps > 0
+    assert p.reads == {"profile", "data.default", "model.default", "train_refiner.default"}
+    with pytest.raises(UserError, match="n_perm"):  # what the stage does not read still fails validation
+        p.check_profile()
+
+
+def test_validation_checks_every_profile(tmp_path):
+    assert [p.profile for p in check_all()] == ["default", "tiny", "small", "paper"]
+    path = _write(tmp_path, lambda r: r["train_refiner"]["paper"]["loop"].update(lr=float("nan")))
+    Params(path).check_profile()  # the default profile is fine
+    with pytest.raises(UserError, match=r"train_refiner\.paper\.loop\.lr: expected a finite number"):
+        check_all(path)
+
+
+def test_validate_command_exits_2_with_one_line(tmp_path, capsys):
     from pipelines import validate
 
     bad = tmp_path / "params.yaml"
     bad.write_text("profile: default\nprofiles: [default]\n")
-    monkeypatch.setattr("pipelines.params.PARAMS", bad)
-    monkeypatch.setattr(validate, "Params", lambda: Params(bad))
-    assert validate.main() == 2
+    assert validate.main(["--params", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "missing section 'model'" in err
+    assert err == f"{bad}: error: missing section 'model'"
+    assert validate.main([]) == 0
+    assert "params.yaml ok: profile default" in capsys.readouterr().out
