@@ -36,7 +36,8 @@ from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_
 from restorevar.data.degrade import DEGRADATIONS
 from restorevar.data.photos import load_photo, photos_for
 from restorevar.errors import UserError
-from restorevar.fileio import atomic_write
+from restorevar.fileio import atomic_write, check_output_file
+from restorevar.imaging import from_uint8_batch, pooled_psnr
 from restorevar.inference.engine import DTYPES, PLAIN, Engine, bf16_problem, fast
 from restorevar.metrics.cost import count_flops, device_name, time_interleaved, time_paths, timer_name
 from restorevar.models import RestoreVAR
@@ -69,19 +70,16 @@ def photo_pairs(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
         d, _ = DEGRADATIONS[names[i % len(names)]][0](img, rng)
         clean.append(img)
         deg.append(d)
-
-    def t(a: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(a).astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2).contiguous()
-    return t(clean), t(deg)
+    return from_uint8_batch(np.stack(clean)), from_uint8_batch(np.stack(deg))
 
 
 # ------------------------------------------------------------------------------------------------
 # Agreement
 # ------------------------------------------------------------------------------------------------
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    """PSNR in dB of images in [-1, 1]; None when they are identical (JSON has no infinity)."""
-    mse = float((((a - b) / 2) ** 2).mean())
-    return None if mse == 0 else 10 * math.log10(1 / mse)
+    """PSNR (dB) of the batches as one signal; None when they are identical, since JSON has no infinity."""
+    db = pooled_psnr(a, b)
+    return None if math.isinf(db) else db
 
 
 @torch.no_grad()
@@ -175,6 +173,10 @@ def run_bench(*, preset: str = "small", checkpoint: str | Path | None = None, ba
         fast(d)  # an unknown dtype fails here, before any model is built
     if min(batch_sizes) < 1 or repeats < 1 or warmup < 0 or agreement_images < 1:
         raise UserError("batch sizes, repeats and agreement images must be >= 1, warm-up >= 0")
+    if train and (train_batch_size < 1 or train_steps < 1):  # found before the inference runs, not after
+        raise UserError("--train-batch-size and --train-steps must be >= 1 (or pass --no-train)")
+    if not 0 <= seed < 2**64:  # what both NumPy's and torch's generators take
+        raise UserError(f"--seed must be in [0, 2**64), got {seed}")
     dev = pick_device(device)
     torch.manual_seed(seed)
     if checkpoint:
@@ -288,10 +290,14 @@ def add_parser(sub, parser_class) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.out:  # the benchmark takes minutes: a path it cannot write must fail now, not after it
+        check_output_file(args.out, "--out")
     if args.checkpoint is not None:
         from restorevar.inference import find_checkpoint
 
         args.checkpoint = find_checkpoint(args.checkpoint)
+        if args.out and args.out.resolve() == args.checkpoint.resolve():
+            raise UserError(f"--out {args.out} is the checkpoint itself; give the JSON its own file")
     result = run_bench(preset=args.preset, checkpoint=args.checkpoint, batch_sizes=tuple(args.batch_size),
                        dtypes=tuple(dict.fromkeys(args.dtype)), warmup=args.warmup, repeats=args.repeats,
                        agreement_images=args.agreement_images, train=not args.no_train,
@@ -300,6 +306,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.out:
         text = json.dumps(result, indent=1) + "\n"
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        try:
+            atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        except OSError as e:  # the disk filled or the folder vanished during the run
+            raise UserError(f"cannot write --out {args.out}: {e.strerror or e}; the table above has the results") from None
         print(f"bench: wrote {args.out}", file=sys.stderr)
     return 0

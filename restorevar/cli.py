@@ -85,18 +85,40 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 # convert-official
 # ------------------------------------------------------------------------------------------------
+def _read_manifest(path: Path) -> dict[str, dict[str, list[int]]]:
+    """The manifest's ``checkpoints``: name -> {key: shape}, every shape a list of non-negative integers."""
+    if not path.exists():
+        raise UserError(f"manifest not found: {path}; check the path")
+    if not path.is_file():  # a folder, or a FIFO that would block the read
+        raise UserError(f"manifest {path} is not a regular file; give the JSON file")
+    not_manifest = f"{path} is not a checkpoint shape manifest (expected a 'checkpoints' mapping)"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))["checkpoints"]
+    except OSError as e:
+        raise UserError(f"cannot read manifest {path}: {e.strerror or e}; check its permissions") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{not_manifest}: {e}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{not_manifest}: 'checkpoints' is a {type(manifest).__name__}")
+    for name, shapes in manifest.items():
+        if not isinstance(shapes, dict):
+            raise UserError(f"{not_manifest}: checkpoint {name!r} maps to a {type(shapes).__name__}, "
+                            "not {key: shape}")
+        for key, shape in shapes.items():
+            if not (isinstance(shape, list)
+                    and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+                raise UserError(f"{path}: checkpoint {name!r} key {key!r} has shape {json.dumps(shape)}; "
+                                "a shape must be a list of non-negative integers; fix the manifest")
+    return manifest
+
+
 def check_manifest(path: Path, preset: str, overrides: list[str]) -> dict[str, Any]:
     """Convert zero tensors shaped as in the manifest and load them strictly into the preset."""
     import torch
 
     from restorevar.convert import MANIFEST_KINDS, convert, fill_missing, is_clean
 
-    try:
-        manifest = json.loads(path.read_text())["checkpoints"]
-    except FileNotFoundError:
-        raise UserError(f"manifest not found: {path}; check the path") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a checkpoint shape manifest (expected a 'checkpoints' mapping): {e}") from None
+    manifest = _read_manifest(path)
     model = _build_meta(preset, overrides)
     out: dict[str, Any] = {"preset": preset, "manifest": str(path), "checkpoints": {}, "ok": True}
     for name, shapes in manifest.items():
@@ -136,6 +158,19 @@ def convert_files(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--out is required when converting files")
     if args.restorevar and args.var:
         raise UserError("--restorevar and --var both fill the transformer; give one of them")
+    from restorevar.fileio import check_output_file
+
+    if not -(2**63) <= args.seed < 2**64:  # what torch.manual_seed takes
+        raise UserError(f"--seed must fit in 64 bits, got {args.seed}")
+    check_output_file(args.out, "--out")
+    flags = {"vqvae": "--vae", "restorevar": "--restorevar", "var_d16": "--var"}
+    for out_flag, out in (("--out", args.out), ("--report", args.report)):
+        for kind, p in inputs:
+            if out is not None and out.resolve() == p.resolve():
+                raise UserError(f"{out_flag} {out} is the {flags[kind]} input itself; writing there would destroy "
+                                f"the original; choose another {out_flag}")
+    if args.report is not None and args.report.resolve() == args.out.resolve():
+        raise UserError(f"--report and --out are both {args.out}; give the report its own file")
     cfg = get_preset(args.preset, args.set)
     loaded = [(kind, path, unwrap_state_dict(read_torch_file(path))) for kind, path in inputs]  # fail fast
     torch.manual_seed(args.seed)
@@ -163,6 +198,10 @@ def convert_files(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    if args.report:
+        from restorevar.fileio import check_output_file
+
+        check_output_file(args.report, "--report")  # before the conversion, not after it
     if args.check_manifest:
         result = check_manifest(Path(args.check_manifest), args.preset, args.set)
     else:
@@ -180,33 +219,56 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # entry point
 # ------------------------------------------------------------------------------------------------
 def cmd_restore(args: argparse.Namespace) -> int:
+    """Everything that can be checked is checked before the checkpoint is read and before any image is
+    written: options, inputs and every output path. An input that cannot be read (a corrupt or oversized
+    image, a FIFO, a folder that cannot be listed) is skipped with a warning, the others are restored, and
+    the run ends with one error line and exit code 1."""
     from tqdm import tqdm
 
-    from restorevar.fileio import ImageReadError, atomic_write, read_image
-    from restorevar.inference import RestoreOptions, Restorer, list_inputs
+    from restorevar.fileio import ImageReadError, ImageTooLargeError, atomic_write, read_image
+    from restorevar.inference import RestoreOptions, Restorer, list_inputs, plan_outputs
 
-    files = list_inputs(args.inputs)
-    if not files:
-        raise UserError(f"no images found in {', '.join(args.inputs)} (looked for .png, .jpg, .bmp, .tif, .webp)")
     opts = RestoreOptions(mode=args.mode, overlap=args.overlap, batch_size=args.batch_size, top_k=args.top_k,
                           top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype, plain=args.plain)
+    opts.validate()
+    unlisted: list[tuple[Path, str]] = []
+    files = list_inputs(args.inputs, unlisted)
+    if not files:
+        if unlisted:
+            raise UserError(f"{unlisted[0][1]}, and no other input holds images; check its permissions")
+        raise UserError(f"no images found in {', '.join(args.inputs)} (looked for .png, .jpg, .bmp, .tif, .webp)")
+    folders = [Path(i) for i in args.inputs if Path(i).is_dir()]
+    dests = plan_outputs(files, folders, args.out, overwrite=args.overwrite)
+    for _, reason in unlisted:
+        print(f"restorevar: warning: skipped: {reason}", file=sys.stderr)
     r = Restorer(args.checkpoint, opts)
-    args.out.mkdir(parents=True, exist_ok=True)
-    failed, used = [], set()
-    for path in tqdm(files, desc=f"restore ({opts.mode}, {r.size}px model, {r.engine.options.name})", unit="img", disable=args.quiet):
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {args.out}: {e.strerror or e}; choose another folder") from None
+    failed: list[Path] = [p for p, _ in unlisted]
+    done = 0
+    for path, dest in tqdm(list(zip(files, dests)), desc=f"restore ({opts.mode}, {r.size}px model, "
+                           f"{r.engine.options.name})", unit="img", disable=args.quiet):
         try:
-            img = read_image(path)
+            img = read_image(path, max_pixels=args.max_pixels, exif_orientation=True)
+        except ImageTooLargeError as e:
+            tqdm.write(f"restorevar: warning: skipped: {path} is {e.size[0]}x{e.size[1]} "
+                       f"({e.pixels / 1e6:.1f} megapixels), over the {e.limit}-pixel limit; downscale it or "
+                       f"pass --max-pixels {e.pixels}", file=sys.stderr)
+            failed.append(path)
+            continue
         except ImageReadError as e:
             tqdm.write(f"restorevar: warning: skipped: {e}", file=sys.stderr)
             failed.append(path)
             continue
-        name, k = f"{path.stem}.png", 1
-        while name in used:  # same file name from two folders: keep both
-            name, k = f"{path.stem}_{k}.png", k + 1
-        used.add(name)
         out = r.restore_image(img)
-        atomic_write(args.out / name, lambda tmp, out=out: out.save(tmp, format="PNG"))
-    done = len(files) - len(failed)
+        try:
+            atomic_write(dest, lambda tmp, out=out: out.save(tmp, format="PNG"))
+        except OSError as e:
+            raise UserError(f"cannot write {dest}: {e.strerror or e}; check free space and permissions "
+                            f"({done} image(s) were written before)") from None
+        done += 1
     print(f"restored {done}/{len(files)} image(s) into {args.out} with {r.checkpoint}", file=sys.stderr)
     if failed:
         print(f"restorevar: error: {len(failed)} input(s) could not be read: {', '.join(map(str, failed[:5]))}"
@@ -215,7 +277,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from restorevar.fileio import DEFAULT_MAX_PIXELS
     from restorevar.inference.engine import DTYPES
 
     p = _Parser(prog="restorevar", description="RestoreVAR: all-in-one image restoration suite")
@@ -245,7 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", help="image files or folders of images")
     r.add_argument("--checkpoint", required=True, type=Path,
                    help="checkpoints/train_refiner.pt from `make repro`, or a folder holding it")
-    r.add_argument("--out", required=True, type=Path, help="folder for the restored PNGs (same names)")
+    r.add_argument("--out", required=True, type=Path,
+                   help="folder for the restored PNGs (same names); not an input folder nor inside one")
+    r.add_argument("--overwrite", action="store_true", help="replace restored PNGs already in --out")
+    r.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"skip images of more than N pixels, read from the header before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS})")
     r.add_argument("--mode", choices=["resize", "tile"], default="resize",
                    help="resize: to the model size and back (default); tile: overlapping model-sized tiles")
     r.add_argument("--overlap", type=float, default=0.25, help="tile mode: overlap fraction (default 0.25)")
@@ -253,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--top-k", type=int, default=0, help="sample from the top k tokens (default greedy)")
     r.add_argument("--top-p", type=float, default=0.0)
     r.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--dtype", choices=list(DTYPES), default="fp32",
                    help="fp32 (default) or bf16: faster on GPUs and AMX CPUs, tokens may differ (`restorevar bench`)")
     r.add_argument("--plain", action="store_true",

@@ -2,17 +2,44 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from restorevar.errors import UserError
+
+# 64 megapixels: more than any common camera writes (full-frame sensors top out near 61 MP, 8K video frames
+# are 33 MP), yet the decoded RGB is only 192 MB and restoring it tile by tile, whose float32 tiles,
+# overlaps and blend buffers take about 100 bytes a pixel, needs about 6 GB: what an ordinary machine has.
+# A small file can declare a huge image (a solid colour compresses to almost nothing), so the size is
+# read from the header and checked before anything is decoded.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+# PIL has its own guard (a warning on stderr from 89 MP, an error from 179 MP). It would speak before the
+# cap above and refuse images a caller allowed with a higher one, so the cap replaces it while a file is
+# opened; the lock keeps two threads from restoring each other's value.
+_PIL_LIMIT = threading.Lock()
 
 
 class ImageReadError(UserError):
     """An image that is missing, corrupt or truncated; the message names the file."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header declares more pixels than the caller allows."""
+
+    def __init__(self, path: Path, size: tuple[int, int], limit: int):
+        self.path, self.size, self.limit = path, size, limit
+        self.pixels = size[0] * size[1]
+        super().__init__(f"{path} is {size[0]}x{size[1]} ({self.pixels / 1e6:.1f} megapixels), over the limit of "
+                         f"{limit} pixels; downscale it or raise the limit")
+
+    def __reduce__(self):  # exceptions cross process boundaries (data loader workers) by pickling
+        return type(self), (self.path, self.size, self.limit)
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -32,17 +59,123 @@ def atomic_write(path: str | Path, write) -> None:
             os.unlink(tmp)
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Fully decoded RGB image; a missing, corrupt or truncated file raises ImageReadError naming it."""
+def _cannot_create(folder: Path) -> str | None:
+    """Why ``folder`` could not be created or written, or None: the nearest part of the path that exists
+    must be a folder (not a file) this process can write. ``os.access`` is what the kernel would decide, so
+    for root only a read-only file system says no, and root can indeed write everywhere else."""
+    existing = folder.resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no write permission in {existing}"
+    return None
+
+
+def check_folder_writable(folder: str | Path, flag: str) -> None:
+    """Raise UserError unless ``folder`` is, or could be created as, a folder this process can write.
+
+    Checked before any long work, so that it cannot fail at the end of it.
+    """
+    folder = Path(folder)
+    if (why := _cannot_create(folder)) is not None:
+        raise UserError(f"cannot {'write' if folder.is_dir() else 'create'} {flag} {folder}: {why}; "
+                        "choose another path")
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Raise UserError unless ``path`` can be written as a regular file (see ``check_folder_writable``)."""
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"image not found: {path}; check the path")
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out.json'}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{flag} {path} is not a regular file (a FIFO, socket or device); give a file name")
+    if (why := _cannot_create(path.parent)) is not None:
+        raise UserError(f"cannot write {flag} {path}: {why}; choose another path")
+
+
+def _open_regular(path: Path):
+    """A binary file object, refusing anything but a regular file without blocking on it.
+
+    A FIFO would block ``open`` until someone writes to it, and a device may act on being opened, so the
+    file is stat'ed first; the descriptor is opened non-blocking and checked again, in case the path was
+    swapped in between.
+    """
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except Exception as e:  # noqa: BLE001 - PIL raises several types for bad files
-        raise ImageReadError(f"cannot decode image {path} (corrupt or truncated?): {e}") from None
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageReadError(f"image not found: {path}; check the path") from None
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path}: {e.strerror or e}; check its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageReadError(f"{path} is a folder, not an image file; give the images inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(f"{path} is not a regular file (a FIFO, socket or device); give an image file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path}: {e.strerror or e}; check its permissions") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageReadError(f"{path} is not a regular file (a FIFO, socket or device); give an image file")
+    return os.fdopen(fd, "rb")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode PIL decodes, each by its real range.
+
+    - 16-bit grey (``I;16*``) and 32-bit integer (``I``, which is how 16-bit files also arrive) images are
+      read as 0..65535 and scaled by 255/65535 (values outside are clipped), not clipped at 255, which would
+      turn almost every pixel white. 16-bit RGB(A) files PIL already reduces to 8 bits itself.
+    - Float images (``F``, e.g. 32-bit TIFF) are taken as [0, 1] when no finite value exceeds 1 and scaled
+      by 255; otherwise as [0, 255]. Either way values are then clipped to [0, 255] and NaN reads as 0.
+    - Grey, palette and the rest go through PIL's own conversion; an alpha channel is dropped (the colour
+      stored under it remains), as before.
+    """
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        a = np.clip(np.asarray(im).astype(np.float64), 0, 65535)
+        return Image.fromarray(np.round(a * (255 / 65535)).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        a = np.where(np.isnan(a), 0.0, a)
+        finite = a[np.isfinite(a)]
+        scale = 255.0 if finite.size == 0 or finite.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.round(a * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("P", "PA") and "transparency" in im.info:
+        im = im.convert("RGBA")  # the same colours, without PIL's warning about palette transparency
+    return im.convert("RGB")
+
+
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, exif_orientation: bool = False) -> Image.Image:
+    """Fully decoded RGB image (see ``_to_rgb`` for how other modes are converted).
+
+    A missing, corrupt or truncated file, a folder, FIFO or device raises ImageReadError naming it; an image
+    whose header declares more than ``max_pixels`` pixels (None: no limit) raises ImageTooLargeError before
+    it is decoded. ``exif_orientation`` turns the pixels as the file's EXIF orientation says, as viewers
+    show it (the result carries no orientation tag).
+    """
+    path = Path(path)
+    with _open_regular(path) as f:
+        try:
+            with _PIL_LIMIT:
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    im = Image.open(f)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+        except Exception as e:  # noqa: BLE001 - PIL raises several types for bad files
+            raise ImageReadError(f"cannot decode image {path} (corrupt or truncated?): {e}") from None
+        with im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise ImageTooLargeError(path, im.size, max_pixels)
+            try:
+                im.load()
+                if exif_orientation:
+                    im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+            except Exception as e:  # noqa: BLE001
+                raise ImageReadError(f"cannot decode image {path} (corrupt or truncated?): {e}") from None
 
 
 def write_png(path: str | Path, array_HW3: np.ndarray) -> None:

@@ -1,5 +1,6 @@
 """`restorevar bench`: both paths timed in one run, agreement, training throughput, JSON and the report section."""
 import json
+import math
 
 import pytest
 import torch
@@ -95,3 +96,34 @@ def test_paths_are_timed_round_robin():
     med = time_interleaved(torch.device("cpu"), {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                            warmup=1, repeats=2)
     assert calls == ["a", "b"] * 3 and set(med) == {"a", "b"} and all(v >= 0 for v in med.values())
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--out", "{tmp}"], "is a folder; give a file name"),
+    (["--out", "{tmp}/file.txt/bench.json"], "is a file, not a folder"),
+    (["--checkpoint", "{ck}", "--out", "{ck}"], "is the checkpoint itself"),
+    (["--device", "tpu9"], "unknown device 'tpu9'"),
+    (["--train-steps", "0"], "--train-steps must be >= 1"),
+])
+def test_bad_outputs_and_settings_fail_before_the_benchmark_runs(args, needle, tmp_path, capsys, monkeypatch):
+    from benchmarks import bench
+
+    (tmp_path / "file.txt").write_text("x")
+    ck = tmp_path / "model.pt"
+    ck.write_bytes(b"weights")
+    monkeypatch.setattr(bench, "time_paths", lambda *a, **k: pytest.fail("the benchmark ran before the check"))
+    args = [a.format(tmp=tmp_path, ck=ck) for a in args]
+    assert main(["bench", "--preset", "tiny", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.count("\n") == 0
+    assert ck.read_bytes() == b"weights"
+
+
+def test_agreement_psnr_is_none_only_when_all_images_are_identical():
+    from benchmarks.bench import _psnr
+
+    a = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.8 - 0.9  # +0.01 stays in range
+    b = a.clone()
+    assert _psnr(a, b) is None
+    b[2] += 0.01
+    assert _psnr(a, b) == pytest.approx(10 * math.log10(1 / (0.005**2 / 3)), rel=1e-4)

@@ -57,3 +57,49 @@ def test_truncated_checkpoint_is_reported(tmp_path):
     bad.write_bytes(b"PK\x03\x04 truncated")
     r = _run("convert-official", "--vae", str(bad), "--out", str(tmp_path / "o.pt"))
     assert r.returncode == 2 and "corrupt or truncated" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("manifest", "needle"), [
+    ({"checkpoints": {"vae_ch160v4096z32": {"encoder.conv_in.weight": [160, -3, 3, 3]}}},
+     "key 'encoder.conv_in.weight' has shape [160, -3, 3, 3]; a shape must be a list of non-negative integers"),
+    ({"checkpoints": {"vae_ch160v4096z32": {"k": [2.5]}}}, "has shape [2.5]"),
+    ({"checkpoints": {"vae_ch160v4096z32": {"k": [True]}}}, "has shape [true]"),
+    ({"checkpoints": {"vae_ch160v4096z32": {"k": 7}}}, "has shape 7"),
+    ({"checkpoints": {"vae_ch160v4096z32": [1, 2]}}, "maps to a list, not {key: shape}"),
+    ({"checkpoints": ["vae_ch160v4096z32"]}, "'checkpoints' is a list"),
+    ([1, 2], "is not a checkpoint shape manifest"),
+])
+def test_malformed_manifests_are_one_line(manifest, needle, tmp_path, capsys):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    assert main(["convert-official", "--check-manifest", str(path), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.count("\n") == 0
+
+
+def test_manifest_that_is_a_folder_or_fifo_is_refused(tmp_path, capsys):
+    (tmp_path / "d.json").mkdir()
+    targets = [tmp_path / "d.json"]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "p.json")  # reading it would block
+        targets.append(tmp_path / "p.json")
+    for t in targets:
+        assert main(["convert-official", "--check-manifest", str(t)]) == 2
+        assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_report_and_out_are_checked_before_converting(tmp_path, capsys):
+    vae = tmp_path / "vae.pth"
+    vae.write_bytes(b"original weights")
+    (tmp_path / "reports").mkdir()
+    cases = [
+        (["--vae", str(vae), "--out", str(vae)], "is the --vae input itself"),
+        (["--vae", str(vae), "--out", str(tmp_path / "reports")], "reports is a folder; give a file name"),
+        (["--vae", str(vae), "--out", str(tmp_path / "o.pt"), "--report", str(vae)], "--report " + str(vae) + " is the --vae"),
+        (["--check-manifest", "/no/such.json", "--report", str(tmp_path / "reports")], "is a folder; give a file name"),
+    ]
+    for args, needle in cases:
+        assert main(["convert-official", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and err.count("\n") == 0, err
+    assert vae.read_bytes() == b"original weights"

@@ -120,3 +120,190 @@ def test_seeded_restore_is_deterministic_on_cpu(ckpt):
     a = np.asarray(r.restore_image(_photo(32, 32)))
     b = np.asarray(r.restore_image(_photo(32, 32)))
     assert (a == b).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Nothing of the user's is replaced; everything is checked before the first image is restored
+# ------------------------------------------------------------------------------------------------
+def _folder(tmp_path, name="in", n=2):
+    d = tmp_path / name
+    d.mkdir()
+    for k in range(n):
+        _photo(24, 20, k).save(d / f"p{k}.png")
+    return d
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _restore(*args):
+    return main(["restore", *map(str, args), "--quiet"])
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_out_in_an_input_folder_is_refused(ckpt, tmp_path, capsys, where):
+    src = _folder(tmp_path)
+    before = _files(src)
+    out = src if where == "same" else src / "restored"
+    assert _restore(src, "--checkpoint", ckpt, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"is {'the' if where == 'same' else 'inside the'} input folder" in err and err.count("\n") == 0
+    assert _files(src) == before  # nothing replaced, nothing added
+
+
+def test_out_equal_to_an_input_folder_is_found_through_links(ckpt, tmp_path, capsys):
+    src = _folder(tmp_path)
+    (tmp_path / "link").symlink_to(src)
+    assert _restore(tmp_path / "link", "--checkpoint", ckpt, "--out", src) == 2
+    assert "is the input folder" in capsys.readouterr().err
+
+
+def test_an_input_file_is_never_its_own_output(ckpt, tmp_path, capsys):
+    src = _folder(tmp_path)
+    before = _files(src)
+    assert _restore(src / "p0.png", "--checkpoint", ckpt, "--out", src, "--overwrite") == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert _files(src) == before
+
+
+def test_existing_outputs_need_overwrite_and_nothing_is_half_done(ckpt, tmp_path, capsys):
+    src = _folder(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p1.png").write_bytes(b"the user's own file")
+    assert _restore(src, "--checkpoint", ckpt, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{out / 'p1.png'} already exists; pass --overwrite" in err and err.count("\n") == 0
+    assert _files(out) == {"p1.png": b"the user's own file"}  # p0.png was not restored either
+    assert _restore(src, "--checkpoint", ckpt, "--out", out, "--overwrite") == 0
+    assert sorted(_files(out)) == ["p0.png", "p1.png"] and Image.open(out / "p1.png").size == (24, 20)
+
+
+def test_same_stems_get_distinct_names_and_a_file_given_twice_is_restored_once(ckpt, tmp_path, capsys):
+    src = _folder(tmp_path, n=1)
+    _photo(16, 16).save(src / "p0.jpg")
+    assert _restore(src, src / "p0.png", "--checkpoint", ckpt, "--out", tmp_path / "o") == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["p0.png", "p0_1.png"]
+    assert "restored 2/2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("make", "needle"), [
+    (lambda t: (t / "f").write_text("x") and t / "f", "is a file, not a folder; give a folder"),
+    (lambda t: (t / "f").write_text("x") and t / "f" / "sub", "is a file, not a folder; choose another path"),
+    (lambda t: (t / "o").mkdir() or (t / "o" / "p0.png").mkdir() or t / "o", "is a folder, where the restored"),
+])
+def test_unusable_out_is_one_line_before_the_checkpoint_is_read(make, needle, tmp_path, capsys):
+    src = _folder(tmp_path)
+    out = make(tmp_path)
+    assert _restore(src, "--checkpoint", tmp_path / "no_such.pt", "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.count("\n") == 0
+
+
+def test_an_unwritable_out_is_refused(ckpt, tmp_path, capsys, monkeypatch):
+    import os
+
+    src = _folder(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    # tests run as root, whom chmod does not stop: ask the kernel's answer for an unprivileged user instead
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(locked) else real(p, mode, **kw))
+    assert _restore(src, "--checkpoint", ckpt, "--out", locked / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert f"no write permission in {locked}" in err and err.count("\n") == 0
+    assert not (locked / "out").exists()
+
+
+def _unlistable(monkeypatch, folder):
+    import os
+
+    real = os.scandir
+
+    def scandir(p="."):
+        if os.path.abspath(p) == str(folder):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unlistable_folder_is_reported_and_the_rest_restored(ckpt, tmp_path, capsys, monkeypatch):
+    good, bad = _folder(tmp_path, "good"), _folder(tmp_path, "bad")
+    _unlistable(monkeypatch, bad)
+    assert _restore(bad, good, "--checkpoint", ckpt, "--out", tmp_path / "o") == 1
+    err = capsys.readouterr().err
+    assert f"warning: skipped: cannot list folder {bad}: Permission denied" in err
+    assert [ln for ln in err.splitlines() if "error:" in ln] == [f"restorevar: error: 1 input(s) could not be read: {bad}"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["p0.png", "p1.png"]
+
+
+def test_only_an_unlistable_folder_is_an_error(ckpt, tmp_path, capsys, monkeypatch):
+    bad = _folder(tmp_path, "bad")
+    _unlistable(monkeypatch, bad)
+    assert _restore(bad, "--checkpoint", ckpt, "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot list folder {bad}: Permission denied" in err and err.count("\n") == 0
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--device", "tpu9"], "unknown device 'tpu9'; use auto, cpu, cuda or cuda:N"),
+    (["--top-k", "-5"], "top-k must be a whole number >= 0"),
+    (["--top-p", "2"], "top-p must be in [0, 1]"),
+    (["--top-p", "nan"], "top-p must be in [0, 1]"),
+    (["--seed", str(2**64)], "seed must fit in 64 bits"),
+    (["--max-pixels", "0"], "argument --max-pixels: must be at least 1"),
+])
+def test_bad_sampling_and_device_options(args, needle, tmp_path, capsys):
+    src = _folder(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(_restore(src, "--checkpoint", tmp_path / "no_such.pt", "--out", tmp_path / "o", *args))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and err.count("\n") == 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_cuda_without_a_gpu_is_a_user_error(monkeypatch):
+    from restorevar.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no GPU is visible; use device auto or cpu"):
+        RestoreOptions(device="cuda").validate()
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs as they are: big images, FIFOs, 16-bit files
+# ------------------------------------------------------------------------------------------------
+def test_an_image_over_the_pixel_cap_is_skipped_naming_the_flag(ckpt, tmp_path, capsys):
+    src = _folder(tmp_path)
+    _photo(64, 50).save(src / "big.png")
+    assert _restore(src, "--checkpoint", ckpt, "--out", tmp_path / "o", "--max-pixels", "3000") == 1
+    err = capsys.readouterr().err
+    assert "big.png is 64x50 (0.0 megapixels), over the 3000-pixel limit; downscale it or pass --max-pixels 3200" in err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["p0.png", "p1.png"]
+    assert _restore(src / "big.png", "--checkpoint", ckpt, "--out", tmp_path / "o2", "--max-pixels", "3200") == 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this system")
+def test_fifos_are_skipped_never_opened(ckpt, tmp_path, capsys):
+    import os
+
+    src = _folder(tmp_path, n=1)
+    os.mkfifo(src / "pipe.png")  # in a folder: not an image file, passed over
+    os.mkfifo(tmp_path / "given.png")  # given by name: reported
+    assert _restore(src, tmp_path / "given.png", "--checkpoint", ckpt, "--out", tmp_path / "o") == 1
+    err = capsys.readouterr().err
+    assert f"skipped: {tmp_path / 'given.png'} is not a regular file" in err and "pipe.png" not in err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["p0.png"]
+
+
+def test_a_16_bit_png_is_restored_from_its_real_range(ckpt, tmp_path, monkeypatch):
+    from test_imaging import png16
+
+    r = Restorer(ckpt, RestoreOptions(device="cpu"))
+    seen = []
+    monkeypatch.setattr(Restorer, "restore_image", lambda self, img: seen.append(np.asarray(img)) or img)
+    monkeypatch.setattr("restorevar.inference.Restorer", lambda *a, **k: r)
+    (tmp_path / "g16.png").write_bytes(png16(np.full((20, 24), 257 * 60, np.uint16)))
+    assert _restore(tmp_path / "g16.png", "--checkpoint", ckpt, "--out", tmp_path / "o") == 0
+    assert seen[0].shape == (20, 24, 3) and (seen[0] == 60).all()  # not clipped to white

@@ -9,17 +9,19 @@ Two ways to bridge the size gap, both documented in the README:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
 from restorevar.errors import UserError
+from restorevar.fileio import check_folder_writable
+from restorevar.imaging import from_uint8, to_pil
 from restorevar.inference.engine import PLAIN, Engine, fast
 from restorevar.models import RestoreVAR
 
@@ -50,6 +52,15 @@ class RestoreOptions:
             raise UserError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.batch_size < 1:
             raise UserError("batch size must be at least 1")
+        if self.top_k < 0:
+            raise UserError(f"top-k must be a whole number >= 0 (0: greedy), got {self.top_k}")
+        if not 0 <= self.top_p <= 1:  # NaN fails this too
+            raise UserError(f"top-p must be in [0, 1] (0: off), got {self.top_p}")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:  # what torch.Generator accepts
+            raise UserError(f"seed must fit in 64 bits, got {self.seed}")
+        from restorevar.train.common import pick_device
+
+        pick_device(self.device)  # an unknown or missing device is named before the checkpoint is read
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -65,24 +76,76 @@ def find_checkpoint(path: str | Path) -> Path:
     raise UserError(f"checkpoint not found: {path}; run `make repro` first or check the path")
 
 
-def list_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted, not recursive)."""
+def list_inputs(inputs: list[str | Path], problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted, not recursive), each path once.
+
+    Inside a folder only regular files with an image suffix count: a FIFO or socket named like an image is
+    passed over (opening one would block). A folder that cannot be listed raises UserError, or, when
+    ``problems`` is given, is appended to it as (folder, reason) so that the other inputs still run.
+    """
     out: list[Path] = []
+    seen: set[Path] = set()
     for item in map(Path, inputs):
         if item.is_dir():
-            out.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+            try:
+                with os.scandir(item) as it:
+                    found = sorted(item / e.name for e in it
+                                   if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file())
+            except OSError as e:
+                reason = f"cannot list folder {item}: {e.strerror or e}"
+                if problems is None:
+                    raise UserError(f"{reason}; check its permissions") from None
+                problems.append((item, reason))
+                continue
         else:
-            out.append(item)  # a missing file is reported when it is read, with the others
+            found = [item]  # a missing or special file is reported when it is read, with the others
+        for p in found:
+            key = p.resolve()
+            if key not in seen:  # a file given twice, or also inside a given folder, is restored once
+                seen.add(key)
+                out.append(p)
     return out
 
 
-def _to_tensor(img: Image.Image) -> torch.Tensor:
-    a = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(a).permute(2, 0, 1)
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
-def _to_uint8(x_3HW: torch.Tensor) -> np.ndarray:
-    return ((x_3HW.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+def plan_outputs(files: list[Path], folders: list[Path], out: Path, overwrite: bool = False) -> list[Path]:
+    """The PNG each of ``files`` is restored into, checked before anything is restored.
+
+    Refuses an ``out`` that is a file, cannot be created or written, or is (inside) one of the input
+    ``folders``; an output that would replace one of the inputs; and, unless ``overwrite``, any output that
+    already exists. Two inputs with the same stem (``a.png``, ``a.jpg``) get ``a.png`` and ``a_1.png``.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; give a folder for the restored images")
+    check_folder_writable(out, "--out")
+    target = out.resolve()
+    for d in folders:
+        if _within(target, d.resolve()):
+            where = "is the input folder" if target == d.resolve() else "is inside the input folder"
+            raise UserError(f"--out {out} {where} {d}; the restored images would mix with (or replace) the "
+                            "originals; choose a folder outside it")
+    originals = {f.resolve() for f in files}
+    plan, used = [], set()
+    for f in files:
+        name, k = f"{f.stem}.png", 1
+        while name in used:
+            name, k = f"{f.stem}_{k}.png", k + 1
+        used.add(name)
+        dest = out / name
+        if dest.resolve() in originals:
+            raise UserError(f"restoring {f} into {out} would replace the input {dest}; choose another --out")
+        if dest.is_dir():
+            raise UserError(f"{dest} is a folder, where the restored {f.name} would go; choose another --out")
+        plan.append(dest)
+    if not overwrite:
+        clash = next((p for p in plan if p.exists() or p.is_symlink()), None)
+        if clash is not None:
+            raise UserError(f"{clash} already exists; pass --overwrite to replace it, or choose another --out")
+    return plan
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -130,11 +193,13 @@ class Restorer:
         return torch.cat(out)
 
     def restore_image(self, img: Image.Image) -> Image.Image:
+        if img.mode != "RGB":  # grey, palette or alpha images from callers that did not use read_image
+            img = img.convert("RGB")
         if self.opts.mode == "resize":
             small = img.resize((self.size, self.size), Image.Resampling.LANCZOS)
-            y = self._restore_batch(_to_tensor(small)[None])[0]
-            return Image.fromarray(_to_uint8(y)).resize(img.size, Image.Resampling.BICUBIC)
-        return Image.fromarray(_to_uint8(self._tiled(_to_tensor(img))))
+            y = self._restore_batch(from_uint8(small)[None])[0]
+            return to_pil(y).resize(img.size, Image.Resampling.BICUBIC)
+        return to_pil(self._tiled(from_uint8(img)))
 
     def _tiled(self, x_3HW: torch.Tensor) -> torch.Tensor:
         t = self.size

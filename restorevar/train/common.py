@@ -79,12 +79,30 @@ def null_reporter(step: int, metrics: dict[str, float], checkpoint: Path | None 
     return None
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
 def pick_device(name: str) -> torch.device:
+    """The torch device for a user's ``device`` setting; an unknown or unavailable one raises UserError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda was asked for but no GPU is visible; use device: auto or cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {name!r}; use {DEVICE_CHOICES}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name} was asked for but no GPU is visible; use device auto or cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"device {name} was asked for but only {n} GPU(s) are visible (cuda:0 to cuda:{n - 1})")
+        return dev
+    if dev.type == "mps" and torch.backends.mps.is_available():  # Apple GPUs, where torch has them
+        return dev
+    # torch knows more device types (xla, meta, ...); the engine and trainers are built for CPU and CUDA
+    raise UserError(f"unsupported device {name!r}; use {DEVICE_CHOICES}")
 
 
 def lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:
@@ -296,9 +314,3 @@ def load_vqvae(model_cfg: RestoreVARConfig, path: str | Path):
     vae = VQVAE(model_cfg.vqvae)
     load_component(SimpleNamespace(cfg=model_cfg, vqvae=vae), path, ["vqvae"])
     return vae
-
-
-def psnr_pm1(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean PSNR (dB) of images in [-1, 1], computed on [0, 1] per image."""
-    mse = (((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((-10 * torch.log10(mse)).mean())

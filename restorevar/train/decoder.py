@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.errors import UserError
+from restorevar.imaging import mean_psnr
 from restorevar.models import PatchGAN
 from restorevar.train.common import (
     DataConfig,
@@ -24,7 +25,6 @@ from restorevar.train.common import (
     make_data,
     null_reporter,
     pick_device,
-    psnr_pm1,
     run_loop,
     val_batches,
 )
@@ -116,8 +116,8 @@ def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter
         cont, disc_psnr = [], []
         for b in val:
             f = vae.encode(b["clean"])
-            cont.append(psnr_pm1(vae.decode(f), b["clean"]))
-            disc_psnr.append(psnr_pm1(vae.decode(vae.quantize(f).f_hat_BChw), b["clean"]))
+            cont.append(mean_psnr(vae.decode(f), b["clean"]))
+            disc_psnr.append(mean_psnr(vae.decode(vae.quantize(f).f_hat_BChw), b["clean"]))
         n = max(len(cont), 1)
         return {"val_psnr_continuous": sum(cont) / n, "val_psnr_discrete": sum(disc_psnr) / n, **notes}
 

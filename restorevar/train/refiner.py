@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from restorevar.imaging import mean_psnr
 from restorevar.models import RestoreVAR
 from restorevar.train.common import (
     DataConfig,
@@ -18,7 +19,6 @@ from restorevar.train.common import (
     make_data,
     null_reporter,
     pick_device,
-    psnr_pm1,
     run_loop,
     val_batches,
 )
@@ -59,8 +59,8 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
         raw, refined = [], []
         for b in val:
             out = model.restore(b["degraded"])
-            raw.append(psnr_pm1(model.vqvae.decode(out.generated.f_hat_BChw), b["clean"]))
-            refined.append(psnr_pm1(out.image_B3HW, b["clean"]))
+            raw.append(mean_psnr(model.vqvae.decode(out.generated.f_hat_BChw), b["clean"]))
+            refined.append(mean_psnr(out.image_B3HW, b["clean"]))
         n = max(len(raw), 1)
         return {"val_psnr_unrefined": sum(raw) / n, "val_psnr_refined": sum(refined) / n}
 

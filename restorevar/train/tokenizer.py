@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.errors import UserError
+from restorevar.imaging import mean_psnr
 from restorevar.models import VQVAE
 from restorevar.train.common import (
     DataConfig,
@@ -17,7 +18,6 @@ from restorevar.train.common import (
     make_data,
     null_reporter,
     pick_device,
-    psnr_pm1,
     run_loop,
     val_batches,
 )
@@ -101,8 +101,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
         for b in val:
             f = vae.encode(b["clean"])
             q = vae.quantize(f)
-            disc.append(psnr_pm1(vae.decode(q.f_hat_BChw), b["clean"]))
-            cont.append(psnr_pm1(vae.decode(f), b["clean"]))
+            disc.append(mean_psnr(vae.decode(q.f_hat_BChw), b["clean"]))
+            cont.append(mean_psnr(vae.decode(f), b["clean"]))
             used |= set(torch.cat([i.flatten() for i in q.idx_list]).tolist())
         n = max(len(disc), 1)
         return {"val_psnr_discrete": sum(disc) / n, "val_psnr_continuous": sum(cont) / n,
