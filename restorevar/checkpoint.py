@@ -137,7 +137,7 @@ def stored_config(ckpt: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _check_weights(module: torch.nn.Module, sd: Any, name: str, path: str | Path) -> None:
+def check_weights(module: torch.nn.Module, sd: Any, name: str, path: str | Path) -> None:
     """Refuse weights that do not fit ``module``, naming the first key that differs.
 
     The config check above cannot catch a file whose stored config and weights disagree (a hand-edited
@@ -200,7 +200,7 @@ def load_components(model: torch.nn.Module, ckpt: dict[str, Any], names: list[st
                 else:
                     raise UserError(f"checkpoint {path}: the {name} cannot be carried to another image size")
         module = getattr(model, name)
-        _check_weights(module, sd, name, path)
+        check_weights(module, sd, name, path)
         module.load_state_dict(sd, strict=True)
 
 

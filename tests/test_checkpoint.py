@@ -156,3 +156,16 @@ def test_pickled_objects_and_truncated_files_get_different_messages(tmp_path):
 
 class NotWeights:
     pass
+
+
+def test_resume_from_a_run_folder_of_another_model_is_a_one_line_error(tmp_path):
+    from restorevar.train.common import resume_if_possible, save_train_checkpoint
+
+    old = make_tiny()
+    save_train_checkpoint(tmp_path, model_cfg=old.cfg, components={"transformer": old.transformer.state_dict()},
+                          step=3, optimizers={}, schedulers={}, train_cfg={})
+    new = make_tiny(["transformer.width=96"])
+    with pytest.raises(UserError, match=r"transformer weight .* has shape .* its config needs") as e:
+        resume_if_possible(tmp_path, {"transformer": new.transformer}, {}, {})
+    assert "\n" not in str(e.value)
+    assert resume_if_possible(tmp_path, {"transformer": make_tiny().transformer}, {}, {}).step == 3

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from restorevar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from restorevar.checkpoint import check_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.errors import UserError
 from restorevar.models import RestoreVARConfig, get_preset
@@ -202,6 +202,8 @@ def resume_if_possible(run_dir: Path, modules: dict[str, torch.nn.Module], optim
         return TrainState()
     ck = load_checkpoint(path)
     for name, m in modules.items():
+        # a run folder left by another model config: one line naming the key, not a size-mismatch dump
+        check_weights(m, ck["components"].get(name), name, path)
         m.load_state_dict(ck["components"][name])
     for k, o in optimizers.items():
         o.load_state_dict(ck["optimizer"][k])

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorevar.checkpoint import config_from_checkpoint, load_checkpoint
+from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_components
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.imaging import to_uint8
 from restorevar.models import RestoreVAR
@@ -20,9 +20,7 @@ def sample_grid(checkpoint: str | Path, manifest: str | Path, n: int = 4) -> np.
     cfg = config_from_checkpoint(ck)
     model = RestoreVAR(cfg).eval()
     comps = ck["components"]
-    for name in ("vqvae", "transformer", "refiner"):
-        if name in comps:
-            getattr(model, name).load_state_dict(comps[name])
+    load_components(model, ck, [n for n in ("vqvae", "transformer", "refiner") if n in comps], checkpoint)
     size = cfg.vqvae.image_size
     ds = PairedDataset(manifest, PairedTransform(crop=size, mode="test", test_protocol="resize"))
     items = [ds[i] for i in range(min(n, len(ds)))]
