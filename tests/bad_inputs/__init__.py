@@ -3,7 +3,8 @@
 Each module defines ``CASES``, a list of ``Case``. A case's ``setup(tmp)`` builds whatever files it needs
 under ``tmp`` and returns the argv of the command (``restorevar`` by default). The runner then checks:
 the exit code, that stderr holds ``fragment``, that stderr holds no traceback and at most one error line,
-and that no file which existed before the command was changed, replaced or deleted.
+and that no file which existed before the command was changed, replaced or deleted. A setup function may carry
+an ``env`` dict of extra environment variables for its command (see ``restore._as_unprivileged``).
 """
 from __future__ import annotations
 
