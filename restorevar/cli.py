@@ -202,6 +202,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from restorevar.fileio import check_output_file
 
         check_output_file(args.report, "--report")  # before the conversion, not after it
+        if args.check_manifest and args.report.resolve() == Path(args.check_manifest).resolve():
+            raise UserError(f"--report {args.report} is the manifest being checked; writing there would destroy it; "
+                            "choose another --report")
     if args.check_manifest:
         result = check_manifest(Path(args.check_manifest), args.preset, args.set)
     else:

@@ -51,7 +51,7 @@ def psnr_per_image(a_B3HW: torch.Tensor, b_B3HW: torch.Tensor) -> torch.Tensor:
 
 
 def mean_psnr(a_B3HW: torch.Tensor, b_B3HW: torch.Tensor) -> float:
-    """Mean PSNR (dB) over a batch; +inf only when every pair is identical."""
+    """Mean PSNR (dB) over a batch of per-image PSNRs; +inf as soon as one pair is identical."""
     return float(psnr_per_image(a_B3HW, b_B3HW).mean())
 
 

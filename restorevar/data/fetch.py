@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -172,7 +174,8 @@ def extract(archive: str | Path, into: str | Path) -> Path:
         for name in names:
             if name not in clash:
                 os.rename(tmp / name, into / name)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, NotImplementedError) as e:
+        # (BadGzipFile is an OSError: caught here, before the disk-space branch below)
         raise UserError(f"cannot extract {archive} (corrupt or truncated?): {e}; delete it and fetch again") from None
     except OSError as e:
         raise UserError(f"cannot extract {archive} into {into} ({e.strerror or e}); "

@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 from restorevar.data.degrade import DEGRADATIONS
 from restorevar.data.photos import load_photo, photos_for
-from restorevar.data.synth import random_crop
+from restorevar.data.synth import check_seed, random_crop
 from restorevar.errors import UserError
 from restorevar.fileio import write_png
 
@@ -17,6 +17,7 @@ def example_grid(out: str | Path, size: int = 96, pairs_per_row: int = 3, seed: 
     out = Path(out)
     if not 16 <= size <= 1024:
         raise UserError(f"--size must be between 16 and 1024 pixels, got {size}")
+    check_seed(seed)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give the path of the PNG file to write")
     photos = [load_photo(p) for p in photos_for("train") + photos_for("test")]

@@ -10,7 +10,6 @@ missing or undecodable files, duplicate pairs and ids, and train/test overlap by
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -20,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from restorevar.data.fetch import sha256_of
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 
@@ -176,14 +176,6 @@ def _outside(rel: str) -> str | None:
     return None
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _usable(path: Path) -> list[tuple[int, Entry]]:
     """The well-formed entries of ``path`` with their indices; malformed ones are skipped."""
     return [(i, _entry(d)) for i, d in enumerate(_load(path)) if not _field_problems(d)]
@@ -276,7 +268,7 @@ def _overlap(files: list[tuple[int, Path]], other: Path, name: str) -> list[Prob
             by_path.setdefault(str(p.resolve()), j)
             try:
                 if p.is_file():
-                    by_content.setdefault(_digest(p), (j, p))
+                    by_content.setdefault(sha256_of(p), (j, p))
             except OSError:
                 pass  # unreadable there: `data check` of that manifest reports it
     problems = []
@@ -286,7 +278,7 @@ def _overlap(files: list[tuple[int, Path]], other: Path, name: str) -> list[Prob
             problems.append(Problem(i, str(p), f"also in {other} (entry {j}): train and test overlap", name))
             continue
         try:
-            hit = by_content.get(_digest(p))
+            hit = by_content.get(sha256_of(p))
         except OSError:
             continue  # already reported as undecodable above
         if hit is not None:

@@ -47,6 +47,13 @@ class SynthConfig:
             raise UserError("--train-per-degradation and --test-per-degradation must be >= 0")
         if not 0 < self.min_crop_fraction <= 1:
             raise UserError("min_crop_fraction must be in (0, 1]")
+        check_seed(self.seed)
+
+
+def check_seed(seed: int) -> None:
+    """numpy's generators take seeds in [0, 2**128); a negative one would fail mid-run with a traceback."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise UserError(f"--seed must be an integer in [0, 2**63), got {seed!r}")
 
 
 def random_crop(photo: np.ndarray, size: int, rng: np.random.Generator, min_fraction: float) -> tuple[np.ndarray, dict]:
@@ -138,6 +145,10 @@ def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: b
     staged = _stage(out)
     try:
         info = _write(staged, cfg, progress)
+    except OSError as e:  # disk full, I/O error: one line, and nothing of the half-written run is left
+        shutil.rmtree(staged, ignore_errors=True)
+        raise UserError(f"could not write the benchmark beside {out}: {e.strerror or e}; free space or "
+                        "choose another --out") from None
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

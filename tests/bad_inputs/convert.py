@@ -35,6 +35,11 @@ def _report_is_the_input(tmp: Path) -> list[str]:
     return ["convert-official", "--vae", "vae.pth", "--out", "ours.pt", "--report", "vae.pth", "--preset", "tiny"]
 
 
+def _report_is_the_manifest(tmp: Path) -> list[str]:
+    (tmp / "shapes.json").write_text(json.dumps({"checkpoints": {}}))
+    return ["convert-official", "--check-manifest", "shapes.json", "--report", "./shapes.json", "--preset", "tiny"]
+
+
 def _report_is_a_folder(tmp: Path) -> list[str]:
     (tmp / "reports").mkdir()
     return ["convert-official", "--check-manifest", "shapes.json", "--report", "reports"]
@@ -52,6 +57,7 @@ def _out_under_a_file(tmp: Path) -> list[str]:
 
 
 CASES = [
+    Case("convert-report-is-the-manifest", _report_is_the_manifest, "is the manifest being checked"),
     Case("convert-manifest-negative-shape",
          _manifest({"vae_ch160v4096z32": {"encoder.conv_in.weight": [160, 3, -3, 3]}}),
          "key 'encoder.conv_in.weight' has shape [160, 3, -3, 3]; a shape must be a list of non-negative integers"),
