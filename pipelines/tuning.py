@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ def restore_checkpoint_into(run_dir: Path, name: str) -> bool:
     return False
 
 
+# Ray's message when a restored trial's snapshot names a checkpoint that is no longer on storage
+LOST_CHECKPOINT = "Could not recover from checkpoint as it does not exist on storage anymore"
+
+
 def run(
     *,
     name: str,
@@ -72,11 +77,9 @@ def run(
 
     fn = tune.with_resources(trainable, {k: v for k, v in resources.items() if v})
     path = Path(storage) / name
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=fn, resume_errored=True, restart_errored=False,
-                                   resume_unfinished=True)
-    else:
-        tuner = tune.Tuner(
+
+    def fresh() -> tune.Tuner:
+        return tune.Tuner(
             fn,
             param_space={"trial": tune.grid_search(trials)},
             run_config=tune.RunConfig(
@@ -86,7 +89,24 @@ def run(
                 verbose=1,
             ),
         )
+
+    restored = tune.Tuner.can_restore(str(path))
+    if restored:
+        tuner = tune.Tuner.restore(str(path), trainable=fn, resume_errored=True, restart_errored=False,
+                                   resume_unfinished=True)
+    else:
+        tuner = fresh()
     results = tuner.fit()
+    if restored and any(r.error is not None and LOST_CHECKPOINT in str(r.error) for r in results):
+        # Tune writes its experiment snapshot on a timer but deletes old checkpoints (num_to_keep) at each
+        # report, so a kill in between leaves a snapshot naming a deleted checkpoint. Each trainer's own
+        # last.pt and MLflow run id in its run folder are the state that counts: set the stale snapshot aside
+        # and run the experiment afresh, which resumes every trial from there.
+        stale = path.with_name(f"{name}.stale-{int(time.time())}")
+        path.rename(stale)
+        print(f"tune: {name}: the experiment snapshot names a deleted checkpoint; moved it to {stale.name}, "
+              "resuming each trial from its own last checkpoint", flush=True)
+        results = fresh().fit()
     out = []
     for r in results:
         out.append({"trial": r.config["trial"], "metrics": dict(r.metrics or {}),
