@@ -13,7 +13,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: setup test repro ui lint regress clean
+.PHONY: setup test repro pretrain ui lint regress clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,15 @@ test: setup
 repro: setup
 	mkdir -p reports
 	$(PY) -m pipelines.validate
-	$(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc repro dvc.yaml
+
+# The pretraining tier (pretrain/dvc.yaml): corpus, tokenizer and prior for the profile's preset, then the
+# weights and model card shipped in restorevar/pretrained/<preset>/ that `make repro` starts from. It needs
+# `apt-get download` (the Debian mirror) for the corpus; ~60 min for the cpu preset on 2 cores.
+pretrain: setup
+	$(PY) -m pipelines.validate
+	$(VENV)/bin/dvc repro pretrain/dvc.yaml
+	$(PY) -m pipelines.ship_pretrained
 
 # The MLflow UI on this machine only; UI_HOST=0.0.0.0 exposes it (think twice).
 ui: setup

@@ -31,9 +31,19 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
 
+# the pretraining tier (pretrain/dvc.yaml, `make pretrain`): the weights the study's training starts from
+PRETRAIN_STAGES = ("pretrain_tokenizer", "pretrain_prior")
 TRAIN_STAGES = ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner")
 # sections that hold one entry per profile; the others are shared by all profiles
-PROFILE_SECTIONS = ("model", "data", *TRAIN_STAGES, "evaluate", "stats", "bench", "report", "ablations")
+PROFILE_SECTIONS = ("model", "data", *PRETRAIN_STAGES, *TRAIN_STAGES, "evaluate", "stats", "bench", "report",
+                    "ablations")
+# the checkpoint each stage reads, by config key: the stage that makes it
+UPSTREAM = {
+    "pretrain_prior": {"tokenizer_checkpoint": "pretrain_tokenizer"},
+    "finetune_decoder": {"tokenizer_checkpoint": "train_tokenizer"},
+    "train_transformer": {"tokenizer_checkpoint": "train_tokenizer"},
+    "train_refiner": {"decoder_checkpoint": "finetune_decoder", "transformer_checkpoint": "train_transformer"},
+}
 SECTIONS = ("profile", "profiles", "tracking", "ablation_families", *PROFILE_SECTIONS)
 # what a stage may read without listing it in its dvc.yaml params: where its runs are logged and how Ray is
 # reached change nothing it computes, and listing them would re-run the whole study for a new MLflow address
@@ -43,11 +53,13 @@ UNTRACKED = ("tracking",)
 def train_config_class(stage: str) -> type:
     """The typed trainer config of a training stage (imported here, not at the top: see the docstring)."""
     from restorevar.train.decoder import DecoderTrainConfig
+    from restorevar.train.prior import PriorTrainConfig
     from restorevar.train.refiner import RefinerTrainConfig
     from restorevar.train.tokenizer import TokenizerTrainConfig
     from restorevar.train.transformer import TransformerTrainConfig
 
-    return {"train_tokenizer": TokenizerTrainConfig, "finetune_decoder": DecoderTrainConfig,
+    return {"pretrain_tokenizer": TokenizerTrainConfig, "pretrain_prior": PriorTrainConfig,
+            "train_tokenizer": TokenizerTrainConfig, "finetune_decoder": DecoderTrainConfig,
             "train_transformer": TransformerTrainConfig, "train_refiner": RefinerTrainConfig}[stage]
 
 
@@ -408,7 +420,7 @@ class Params:
 
     @cached_property
     def stages(self) -> Mapping[str, StageParams]:
-        return _Table(lambda: TRAIN_STAGES, self._stage)
+        return _Table(lambda: (*PRETRAIN_STAGES, *TRAIN_STAGES), self._stage)
 
     @cached_property
     def ablation_variants(self) -> Mapping[str, dict[str, dict[str, Any]]]:
@@ -478,7 +490,7 @@ class Params:
             return  # real photographs: their sizes are known only once fetched
         where_size = f"{self._where('data')}.size"
         runs = [(f"{self._where(s)}.tune.variants.{v}" if len(self.stages[s].variants) > 1 else self._where(s), s, c)
-                for s in TRAIN_STAGES for v, c in self.stages[s].variants.items()]
+                for s in (*PRETRAIN_STAGES, *TRAIN_STAGES) for v, c in self.stages[s].variants.items()]
         for family in self.ablation_families:
             stage = self.ablations.families[family].stage
             runs += [(f"{self._where('ablations')}.families.{family}.variants.{v}", stage, c)
@@ -487,6 +499,8 @@ class Params:
                      for v, c in (self.ablation_pretrain[family] or {}).items()]
         for where, stage, config in runs:
             data = from_dict(train_config_class(stage), config).data
+            if data.pairs == "onthefly":
+                continue  # crops of whole photographs, not of the synthetic images
             if data.resize_shorter is None and data.crop > d.size:
                 raise UserError(f"{where}.data.crop {data.crop} is larger than the {d.size} px synthetic images "
                                 f"({where_size}); lower the crop or raise the size")
@@ -508,11 +522,8 @@ class Params:
         tune = from_dict(TuneParams, tune, where=f"{where}.tune")
         sec["model"] = {"preset": self.model.preset, "overrides": list(self.model.overrides)}
         sec.setdefault("data", {})["train_manifest"] = self.train_manifest
-        upstream = {"tokenizer_checkpoint": "train_tokenizer", "decoder_checkpoint": "finetune_decoder",
-                    "transformer_checkpoint": "train_transformer"}
-        for key, stage in upstream.items():
-            if key in cls.__dataclass_fields__:
-                sec[key] = str(checkpoint_path(stage))
+        for key, stage in UPSTREAM.get(name, {}).items():
+            sec[key] = str(checkpoint_path(stage))
         cfg = from_dict(cls, sec, where=where)
         variants = {}
         for vname, changes in (tune.variants or {"main": {}}).items():

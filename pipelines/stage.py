@@ -20,6 +20,8 @@ from restorevar.fileio import atomic_write
 from restorevar.train.common import CKPT_NAME
 
 TRAINERS = {
+    "pretrain_tokenizer": "restorevar.train.tokenizer:train_tokenizer",
+    "pretrain_prior": "restorevar.train.prior:train_prior",
     "train_tokenizer": "restorevar.train.tokenizer:train_tokenizer",
     "finetune_decoder": "restorevar.train.decoder:train_decoder",
     "train_transformer": "restorevar.train.transformer:train_transformer",

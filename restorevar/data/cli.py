@@ -1,4 +1,4 @@
-"""``restorevar data ...`` subcommands: synth, check, fetch, fetch-weights."""
+"""``restorevar data ...`` subcommands: synth, check, fetch, fetch-weights, corpus."""
 from __future__ import annotations
 
 import argparse
@@ -62,8 +62,24 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from restorevar.data.corpus import build_corpus
+
+    info = build_corpus(args.source, args.out, max_side=args.max_side, min_side=args.min_side, cache=args.cache,
+                        overwrite=args.overwrite, progress=not args.quiet)
+    reasons: dict[str, int] = {}
+    for e in info["excluded"]:
+        reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
+    kept = ", ".join(f"{n} from {s}" for s, n in info["kept"].items())
+    why = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+    print(f"corpus: kept {len(info['images'])} images of {len({i['scene'] for i in info['images']})} scenes ({kept}); "
+          f"excluded {len(info['excluded'])}" + (f" ({why})" if why else "")
+          + f"; wrote {args.out} in {info['seconds']} s", file=sys.stderr)
+    return 0
+
+
 def add_data_parser(sub, parser_class) -> None:
-    d = sub.add_parser("data", help="synthetic benchmark, manifests, dataset and weight fetching")
+    d = sub.add_parser("data", help="synthetic benchmark, manifests, dataset and weight fetching, photo corpus")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=parser_class)
 
     s = dsub.add_parser("synth", help="write the embedded synthetic all-in-one benchmark (no downloads)")
@@ -97,6 +113,20 @@ def add_data_parser(sub, parser_class) -> None:
     f.add_argument("--no-download", action="store_true", help="never touch the network; adapt what is present")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fetch)
+
+    k = dsub.add_parser("corpus", help="a photo corpus for pre-training, from shipped photos, Debian wallpaper "
+                        "packages and folders")
+    k.add_argument("--source", action="append", required=True,
+                   help="shipped, deb:<package> (apt-get download) or folder:<path>; repeatable")
+    k.add_argument("--out", required=True, type=Path)
+    k.add_argument("--max-side", type=int, default=768, help="downscale so the shorter side is at most this (768)")
+    k.add_argument("--min-side", type=int, default=128, help="leave out images whose shorter side is smaller (128)")
+    k.add_argument("--cache", type=Path, help="where .deb files are downloaded and reused (default: .deb-cache "
+                   "beside --out)")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier corpus in --out (its images/ and corpus.json; nothing else)")
+    k.set_defaults(func=cmd_corpus)
 
     w = dsub.add_parser("fetch-weights", help="cache the weights metrics and initialisation need")
     w.add_argument("--cache", default="weights")

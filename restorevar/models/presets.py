@@ -2,6 +2,7 @@
 
 - ``tiny``: a forward and backward pass on CPU in well under a second; for tests.
 - ``cpu``: 64 px, depth 4; the default profile's model, trained end to end in minutes on 2 CPU cores.
+  ``cpu`` and ``small`` carry the tokenizer's pixel shortcut (``vqvae.shortcut``), the published model not.
 - ``small``: 128 px, depth 6; a useful CPU/GPU research size.
 - ``paper``: the published 512 px model (parameter counts match the paper's Table 10).
 """
@@ -17,14 +18,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": {
         "vqvae": {"image_size": 128, "ch": 64, "ch_mult": [1, 1, 2, 4], "vocab_size": 4096,
-                  "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]},
+                  "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16], "shortcut": True},
         "transformer": {"depth": 6, "width": 384, "heads": 6, "drop_path_rate": 0.025},
         "refiner": {"width": 256, "depth": 4, "heads": 4, "mlp_dim": 512, "hart_width": 256, "hart_depth": 3},
         "discriminator": {"base_channels": 32, "n_layers": 3},
     },
     "cpu": {  # the default CPU/offline profile: 64 px, trains end to end in minutes on 2 cores
         "vqvae": {"image_size": 64, "ch": 32, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "z_channels": 16,
-                  "vocab_size": 512, "patch_nums": [1, 2, 3, 4, 6, 8, 11, 16], "norm_groups": 8},
+                  "vocab_size": 512, "patch_nums": [1, 2, 3, 4, 6, 8, 11, 16], "norm_groups": 8,
+                  "shortcut": True},
         "transformer": {"depth": 4, "width": 192, "heads": 4, "drop_path_rate": 0.0, "num_classes": 1},
         "refiner": {"width": 96, "depth": 2, "heads": 3, "dim_head": 32, "mlp_dim": 192,
                     "hart_width": 128, "hart_depth": 2, "hart_train_steps": 200, "hart_sample_steps": 4},

@@ -25,6 +25,12 @@ class VQVAEConfig:
     beta: float = 0.25
     norm_groups: int = 32
     dropout: float = 0.0
+    # A parameter-free path pixels -> latent -> pixels: the encoder adds the area-downsampled image to the
+    # latent (channel k carries colour k mod 3) and the decoder adds back the upsampled colour means of
+    # those channels. GroupNorm removes each sample's per-group mean, so without it the absolute colour
+    # and tone of a scene (what haze and low light change) must be smuggled through the convs and is
+    # learnt only for the training scenes. The published tokenizer has no such path.
+    shortcut: bool = False
 
     @property
     def downsample(self) -> int:
@@ -45,6 +51,8 @@ class VQVAEConfig:
             raise UserError(
                 f"vqvae.patch_nums must end at the latent size {self.latent_size}, got {self.patch_nums[-1]}"
             )
+        if self.shortcut and self.z_channels < 3:
+            raise UserError(f"vqvae.shortcut needs z_channels >= 3 (one per colour), got {self.z_channels}")
         if list(self.patch_nums) != sorted(set(self.patch_nums)):
             raise UserError("vqvae.patch_nums must be strictly increasing")
         for c in {self.ch * m for m in self.ch_mult}:
@@ -202,14 +210,36 @@ class VQVAE(nn.Module):
         )
         self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 3, padding=1)
         self.decoder = Decoder(cfg)
+        if cfg.shortcut:  # the learnt paths start at zero: a fresh model is exactly the thumbnail round trip
+            for conv in (self.quant_conv, self.decoder.conv_out):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+
+    def pixels_to_latent(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        """The shortcut's encoder half: the area-downsampled image, tiled over the latent channels."""
+        t_B3hw = F.avg_pool2d(x_B3HW, self.cfg.downsample)
+        C = self.cfg.z_channels
+        return t_B3hw.repeat(1, -(-C // 3), 1, 1)[:, :C]
+
+    def latent_to_pixels(self, f_BChw: torch.Tensor) -> torch.Tensor:
+        """The shortcut's decoder half: each colour's channel mean, bilinearly upsampled."""
+        t_B3hw = torch.stack([f_BChw[:, c::3].mean(1) for c in range(3)], dim=1)
+        return F.interpolate(t_B3hw, scale_factor=float(self.cfg.downsample), mode="bilinear", align_corners=False)
 
     def encode_raw(self, x_B3HW: torch.Tensor) -> torch.Tensor:
-        """Encoder output *before* quant_conv: RestoreVAR's conditioning latent."""
-        return self.encoder(x_B3HW)
+        """Encoder output *before* quant_conv (plus the shortcut, if any): RestoreVAR's conditioning latent."""
+        h = self.encoder(x_B3HW)
+        return h + self.pixels_to_latent(x_B3HW) if self.cfg.shortcut else h
 
     def encode(self, x_B3HW: torch.Tensor) -> torch.Tensor:
-        """Continuous latent ``quant_conv(encoder(x))``: what is quantized, and the LRT's target."""
-        return self.quant_conv(self.encoder(x_B3HW))
+        """Continuous latent ``quant_conv(encoder(x))`` (plus the shortcut): what is quantized, the LRT's target."""
+        f = self.quant_conv(self.encoder(x_B3HW))
+        return f + self.pixels_to_latent(x_B3HW) if self.cfg.shortcut else f
+
+    def decode_unclamped(self, f_BChw: torch.Tensor) -> torch.Tensor:
+        """The decoder without the final clamp (training losses see values beyond [-1, 1])."""
+        out = self.decoder(self.post_quant_conv(f_BChw))
+        return out + self.latent_to_pixels(f_BChw) if self.cfg.shortcut else out
 
     def quantize(self, f_BChw: torch.Tensor, trace: bool = False) -> QuantizeOutput:
         return self.quantizer(f_BChw, trace=trace)
@@ -219,7 +249,7 @@ class VQVAE(nn.Module):
 
     def decode(self, f_BChw: torch.Tensor) -> torch.Tensor:
         """Decode a continuous or discrete (``f_hat``) latent to an image in [-1, 1]."""
-        return self.decoder(self.post_quant_conv(f_BChw)).clamp(-1, 1)
+        return self.decode_unclamped(f_BChw).clamp(-1, 1)
 
     def idx_to_image(self, idx_list: list[torch.Tensor]) -> torch.Tensor:
         return self.decode(self.quantizer.idx_to_f_hat(idx_list))
@@ -227,4 +257,4 @@ class VQVAE(nn.Module):
     def forward(self, x_B3HW: torch.Tensor) -> tuple[torch.Tensor, QuantizeOutput]:
         """Autoencode through the quantizer; returns the reconstruction and the quantizer output."""
         q = self.quantize(self.encode(x_B3HW))
-        return self.decoder(self.post_quant_conv(q.f_hat_BChw)), q
+        return self.decode_unclamped(q.f_hat_BChw), q

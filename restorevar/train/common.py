@@ -28,6 +28,12 @@ CKPT_NAME = "last.pt"
 
 @dataclass
 class DataConfig:
+    # manifest: the fixed pairs of train_manifest; onthefly: a fresh crop and degradation per image and step,
+    # drawn from `photos` ("shipped" training photographs, or a corpus.json from `restorevar data corpus`)
+    pairs: str = "manifest"
+    photos: str = "shipped"
+    min_crop_fraction: float = 0.4  # onthefly: crop side as a fraction of the photo's shorter side
+    val_scenes: int = 0  # onthefly: whole scenes held out for validation (0: validate on its own pair stream)
     train_manifest: str = "data/synth/train.json"
     val_fraction: float = 0.1  # held out of the training manifest for validation; the test split is never used
     crop: int = 64
@@ -162,6 +168,22 @@ def make_data(data: DataConfig, loop: LoopConfig) -> tuple[PairedDataset, StepBa
     ds = PairedDataset(data.train_manifest, t, seed=loop.seed, skip_corrupt=data.skip_corrupt)
     train_idx, val_idx = split_train_val(len(ds), data.val_fraction, loop.seed)
     return ds, StepBatches(ds, train_idx, loop.batch_size, loop.seed), val_idx
+
+
+def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, list[dict]]:
+    """The step-indexed training batches and the fixed validation batches that ``data`` describes."""
+    if data.pairs == "manifest":
+        ds, batches, val_idx = make_data(data, loop)
+        return batches, val_batches(ds, val_idx, loop.batch_size, loop.val_batches, device)
+    if data.pairs != "onthefly":
+        raise UserError(f"data.pairs must be manifest or onthefly, got {data.pairs!r}")
+    from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
+
+    train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, loop.seed)
+    batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction)
+    val_src = SynthPairs(held_out, data.crop, loop.batch_size, loop.seed,
+                         min_crop_fraction=data.min_crop_fraction) if held_out else batches
+    return batches, val_src.fixed_batches(loop.val_batches, device)
 
 
 def val_batches(ds: PairedDataset, val_idx: list[int], batch_size: int, max_batches: int, device) -> list[dict]:

@@ -22,11 +22,10 @@ from restorevar.train.common import (
     Reporter,
     frozen,
     load_vqvae,
-    make_data,
+    make_train_val,
     null_reporter,
     pick_device,
     run_loop,
-    val_batches,
 )
 from restorevar.train.losses import hinge_d_loss, hinge_g_loss, make_lpips, ssim_loss
 
@@ -79,14 +78,13 @@ def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter
     if disc is not None:
         opts["discriminator"] = torch.optim.AdamW(disc.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
         trained["discriminator"] = disc
-    ds, batches, val_idx = make_data(cfg.data, cfg.loop)
-    val = val_batches(ds, val_idx, cfg.loop.batch_size, cfg.loop.val_batches, device)
+    batches, val = make_train_val(cfg.data, cfg.loop, device)
 
     def step_fn(step: int) -> dict[str, float]:
         x = batches.batch(step, device)["clean"]
         with torch.no_grad():
             f = vae.encode(x)
-        rec = vae.decoder(vae.post_quant_conv(f))
+        rec = vae.decode_unclamped(f)
         l1 = F.l1_loss(rec, x)
         loss = cfg.l1_weight * l1 + cfg.ssim_weight * ssim_loss(rec.clamp(-1, 1), x)
         out = {"l1": l1.item()}

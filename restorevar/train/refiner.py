@@ -16,11 +16,10 @@ from restorevar.train.common import (
     Reporter,
     frozen,
     load_component,
-    make_data,
+    make_train_val,
     null_reporter,
     pick_device,
     run_loop,
-    val_batches,
 )
 
 
@@ -48,8 +47,7 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
     frozen(model.vqvae)
     frozen(model.transformer)
     ref = model.refiner
-    ds, batches, val_idx = make_data(cfg.data, cfg.loop)
-    val = val_batches(ds, val_idx, cfg.loop.batch_size, cfg.loop.val_batches, device)
+    batches, val = make_train_val(cfg.data, cfg.loop, device)
 
     def components():
         return {"vqvae": model.vqvae.state_dict(), "transformer": model.transformer.state_dict(),

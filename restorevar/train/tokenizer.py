@@ -10,16 +10,17 @@ import torch.nn.functional as F
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import VQVAE
+from restorevar.pretrained import pretrained_path
 from restorevar.train.common import (
     DataConfig,
     LoopConfig,
     ModelRef,
     Reporter,
-    make_data,
+    load_vqvae,
+    make_train_val,
     null_reporter,
     pick_device,
     run_loop,
-    val_batches,
 )
 from restorevar.train.losses import ssim_loss
 
@@ -35,6 +36,8 @@ class TokenizerTrainConfig:
     # each step sees batch_size images: this share degraded (so the encoder knows them), the rest clean
     degraded_share: float = 0.5
     restart_dead_codes_every: int = 25  # 0 disables; dead codes restart on random current latents
+    # a tokenizer checkpoint to start from: a path, or "pretrained" for the one shipped for the preset
+    init_from: str = ""
     dead_code_threshold: float = 0.03
 
     def validate(self) -> None:
@@ -59,7 +62,7 @@ def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float) -> i
 def tokenizer_loss(vae: VQVAE, f_BChw: torch.Tensor, x_B3HW: torch.Tensor, cfg: TokenizerTrainConfig):
     """The weighted loss of one step on the encoded batch, with its L1 and SSIM parts and the quantizer output."""
     q = vae.quantize(f_BChw)
-    rec = vae.decoder(vae.post_quant_conv(q.f_hat_BChw))
+    rec = vae.decode_unclamped(q.f_hat_BChw)
     l1 = F.l1_loss(rec, x_B3HW)
     ss = ssim_loss(rec.clamp(-1, 1), x_B3HW) if cfg.ssim_weight else rec.new_zeros(())
     return cfg.l1_weight * l1 + cfg.ssim_weight * ss + cfg.vq_weight * q.vq_loss, l1, ss, q
@@ -70,9 +73,12 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
     device = pick_device(cfg.loop.device)
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
-    vae = VQVAE(model_cfg.vqvae).to(device)
-    ds, batches, val_idx = make_data(cfg.data, cfg.loop)
-    val = val_batches(ds, val_idx, cfg.loop.batch_size, cfg.loop.val_batches, device)
+    vae = VQVAE(model_cfg.vqvae)
+    if cfg.init_from:  # a resumed run then overwrites these weights with its own checkpoint's
+        vae = load_vqvae(model_cfg, pretrained_path(cfg.model.preset, "tokenizer") if cfg.init_from == "pretrained"
+                         else cfg.init_from)
+    vae.to(device)
+    batches, val = make_train_val(cfg.data, cfg.loop, device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
     restarts = {"n": 0}
 
@@ -81,7 +87,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
         n_deg = round(b["clean"].shape[0] * cfg.degraded_share)
         x = torch.cat([b["clean"][n_deg:], b["degraded"][:n_deg]])
         f = vae.encode(x)
-        if step == 0:  # data-dependent codebook init: start the codes where the latents are
+        if step == 0 and not cfg.init_from:  # data-dependent codebook init: start the codes where the latents are
             pool = f.detach().permute(0, 2, 3, 1).reshape(-1, f.shape[1])
             pick = torch.randint(0, pool.shape[0], (vae.cfg.vocab_size,), device=pool.device)
             with torch.no_grad():

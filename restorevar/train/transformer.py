@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
+from restorevar.pretrained import pretrained_path
 from restorevar.train.common import (
     DataConfig,
     LoopConfig,
@@ -15,11 +17,10 @@ from restorevar.train.common import (
     Reporter,
     frozen,
     load_component,
-    make_data,
+    make_train_val,
     null_reporter,
     pick_device,
     run_loop,
-    val_batches,
 )
 
 
@@ -30,11 +31,30 @@ class TransformerTrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-4))
     tokenizer_checkpoint: str = "checkpoints/tokenizer.pt"
     label_smoothing: float = 0.0
-    init_from: str = ""  # a transformer checkpoint to start from (the positions ablation's pre-training)
+    # a transformer checkpoint to start from: a path, or "pretrained" for the prior shipped for the preset
+    init_from: str = ""
     any_resolution: bool = False  # the tokenizer and init_from checkpoints may be from another image size
+    # the zero-initialised gates (cross-attention gains, SOS gain) open slowly at the base LR and weight decay
+    # pulls them back to zero: they get this multiple of the LR and no decay
+    gain_lr_mult: float = 1.0
 
     def validate(self) -> None:
         self.loop.validate()
+        if self.gain_lr_mult <= 0:
+            raise UserError(f"gain_lr_mult must be positive, got {self.gain_lr_mult}")
+
+
+def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mult: float,
+                 trainable=lambda name: True) -> list[dict]:
+    """AdamW groups: the gates (``*gain``) at ``gain_lr_mult`` x LR without decay, the rest as given."""
+    gates, rest = [], []
+    for name, p in tr.named_parameters():
+        if p.requires_grad and trainable(name):
+            (gates if name.endswith("gain") else rest).append(p)
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+    if gates:
+        groups.append({"params": gates, "lr": lr * gain_lr_mult, "weight_decay": 0.0})
+    return groups
 
 
 def per_scale_accuracy(logits_BLV: torch.Tensor, target_BL: torch.Tensor, patch_nums) -> list[float]:
@@ -63,13 +83,14 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     model = RestoreVAR(model_cfg)
     load_component(model, cfg.tokenizer_checkpoint, ["vqvae"], cfg.any_resolution)
     if cfg.init_from:  # a resumed run then overwrites these weights with its own checkpoint's
-        load_component(model, cfg.init_from, ["transformer"], cfg.any_resolution)
+        init = pretrained_path(cfg.model.preset, "prior") if cfg.init_from == "pretrained" else cfg.init_from
+        load_component(model, init, ["transformer"], cfg.any_resolution)
     model.to(device)
     frozen(model.vqvae)
     tr = model.transformer
-    opt = torch.optim.AdamW(tr.parameters(), lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
-    ds, batches, val_idx = make_data(cfg.data, cfg.loop)
-    val = val_batches(ds, val_idx, cfg.loop.batch_size, cfg.loop.val_batches, device)
+    opt = torch.optim.AdamW(param_groups(tr, cfg.loop.lr, cfg.loop.weight_decay, cfg.gain_lr_mult),
+                            betas=cfg.loop.betas)
+    batches, val = make_train_val(cfg.data, cfg.loop, device)
     amp = device.type == "cuda" and cfg.loop.amp
 
     def step_fn(step: int) -> dict[str, float]:

@@ -1,0 +1,111 @@
+"""Pretrain the transformer as an unconditional next-scale prior of clean images (VAR's own task).
+
+The paper starts RestoreVAR from VAR-d16, which learnt on ImageNet what images look like before it ever saw
+a degraded one; this is that step at the preset's own scale. The model is RestoreVAR's transformer itself,
+so the result loads into it as VAR-d16 does: everything that reads the condition (the cross-attention
+blocks, the condition embeddings and the SOS gate) stays at its initial value and out of the optimizer,
+and with every gate at zero the output does not depend on the condition at all.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from restorevar.errors import UserError
+from restorevar.models import RestoreVAR
+from restorevar.train.common import (
+    DataConfig,
+    LoopConfig,
+    ModelRef,
+    Reporter,
+    frozen,
+    load_component,
+    make_train_val,
+    null_reporter,
+    pick_device,
+    run_loop,
+)
+from restorevar.train.transformer import per_scale_accuracy
+
+CONDITION_PARTS = ("cross_attn", "cond_", "sos_")
+
+
+def reads_condition(name: str) -> bool:
+    return any(part in name for part in CONDITION_PARTS)
+
+
+@dataclass
+class PriorTrainConfig:
+    model: ModelRef = field(default_factory=ModelRef)
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-4))
+    tokenizer_checkpoint: str = "checkpoints/pretrain_tokenizer.pt"
+    label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        self.loop.validate()
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+def prior_logits(model: RestoreVAR, clean_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced logits of the clean image's tokens, the condition being a constant zero."""
+    with torch.no_grad():
+        idx_list = model.vqvae.image_to_idx(clean_B3HW)
+        x_in = model.vqvae.quantizer.idx_to_teacher_input(idx_list)
+        cond = clean_B3HW.new_zeros(clean_B3HW.shape[0], model.transformer.n_cond, model.cfg.vqvae.z_channels)
+    return model.transformer(cond, x_in), torch.cat([i.flatten(1) for i in idx_list], dim=1)
+
+
+def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
+    cfg.validate()
+    device = pick_device(cfg.loop.device)
+    torch.manual_seed(cfg.loop.seed)
+    model_cfg = cfg.model.build_config()
+    model = RestoreVAR(model_cfg)
+    load_component(model, cfg.tokenizer_checkpoint, ["vqvae"])
+    model.to(device)
+    frozen(model.vqvae)
+    tr = model.transformer
+    gates = [p for n, p in tr.named_parameters() if n.endswith("gain")]
+    if any(float(g) != 0.0 for g in gates):
+        raise UserError("the prior must start with every condition gate at zero")
+    learnt = [p for n, p in tr.named_parameters() if not reads_condition(n)]
+    for n, p in tr.named_parameters():
+        p.requires_grad_(not reads_condition(n))
+    opt = torch.optim.AdamW(learnt, lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
+    batches, val = make_train_val(cfg.data, cfg.loop, device)
+    amp = device.type == "cuda" and cfg.loop.amp
+
+    def step_fn(step: int) -> dict[str, float]:
+        x = batches.batch(step, device)["clean"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, target = prior_logits(model, x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(learnt, cfg.loop.grad_clip)
+        opt.step()
+        return {"loss": loss.item(), "acc": (logits.argmax(-1) == target).float().mean().item(), "grad_norm": float(gn)}
+
+    def eval_fn() -> dict[str, float]:
+        accs, losses = [], []
+        for b in val:
+            logits, target = prior_logits(model, b["clean"])
+            losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten()).item())
+            accs.append(per_scale_accuracy(logits, target, tr.patch_nums))
+        if not accs:
+            return {}
+        per_scale = [sum(a[k] for a in accs) / len(accs) for k in range(len(tr.patch_nums))]
+        weights = [pn * pn for pn in tr.patch_nums]
+        return {**{f"val_acc_scale_{k}": v for k, v in enumerate(per_scale)},
+                "val_acc": sum(w * a for w, a in zip(weights, per_scale)) / sum(weights),
+                "val_loss": sum(losses) / len(losses)}
+
+    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
+                    trained={"transformer": tr}, optimizers={"transformer": opt}, step_fn=step_fn, eval_fn=eval_fn,
+                    components=lambda: {"vqvae": model.vqvae.state_dict(), "transformer": tr.state_dict()},
+                    report=report, images_per_step=cfg.loop.batch_size)
