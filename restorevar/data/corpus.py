@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ SHIPPED_SCENES = {"motorcycle_left": "motorcycle", "motorcycle_right": "motorcyc
 
 _DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_REBUILD = "rebuild it with `restorevar data corpus --source ... --out DIR --overwrite`"
+_REBUILD = "rebuild it with `restorevar data corpus --source ... --out DIR --overwrite` (or `make pretrain`)"
 _APT_TIMEOUT_S = 1800
 _DPKG_TIMEOUT_S = 600
 
@@ -273,8 +274,10 @@ def _list_folder(src: Source, out: Path, excluded: list[dict]) -> list[Candidate
 def _header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header without decoding; (0, 0) when unreadable (read_image says why later)."""
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
+            with Image.open(path) as im:
+                return im.size
     except Exception:  # noqa: BLE001 - PIL raises several types for bad files
         return (0, 0)
 
