@@ -92,7 +92,31 @@ def run() -> dict:
         "torch": torch.__version__,
     }
     _write_json(RESULTS / "evaluation.json", info)
+    _write_json(RESULTS / "health.json", test_health(model, p, device))
     return info
+
+
+def test_health(model, p: Params, device) -> dict:
+    """Model health on the test split, per degradation and over all, for the report: it describes the model
+    that was chosen, and chooses nothing."""
+    from restorevar.analysis.health import model_health
+    from restorevar.data.dataset import PairedDataset, PairedTransform
+    from restorevar.data.manifest import CLASS_NAMES
+
+    size = model.cfg.vqvae.image_size
+    ds = PairedDataset(p.test_manifest, PairedTransform(crop=size, mode="test", test_protocol=p.evaluate.protocol.geometry))
+    groups: dict[str, list[dict]] = {}
+    for i in range(len(ds)):
+        it = ds.item(i)
+        groups.setdefault(it["dataset"], []).append(it)
+    bs = p.evaluate.batch_size
+    batches = {name: [{k: torch.stack([it[k] for it in items[j:j + bs]]) for k in ("degraded", "clean")}
+                      for j in range(0, len(items), bs)] for name, items in sorted(groups.items())}
+    out = {"overall": model_health(model, [b for bl in batches.values() for b in bl]),
+           "per_dataset": {name: model_health(model, bl) for name, bl in batches.items() if sum(
+               b["degraded"].shape[0] for b in bl) > 1},
+           "degradation_names": {name: CLASS_NAMES[items[0]["degradation"]] for name, items in groups.items()}}
+    return out
 
 
 def main() -> int:

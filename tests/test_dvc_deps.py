@@ -1,4 +1,4 @@
-"""dvc.yaml declares what every stage runs and reads, so `dvc repro` never reuses a result made by other code,
+"""dvc.yaml (and pretrain/dvc.yaml) declares what every stage runs and reads, so `dvc repro` never reuses a result made by other code,
 other data or other params, and declares no code or params that the stage does not use.
 
 Every stage of dvc.yaml, as DVC itself expands it (``foreach`` included), is checked for:
@@ -351,7 +351,8 @@ def stages() -> tuple[Stage, ...]:
             "'params': [k for d in s.deps if hasattr(d, 'params') for k in d.params], "
             "'outs': [o.def_path for o in s.outs]} for s in r.index.stages]))")
     with tempfile.TemporaryDirectory() as tmp:
-        for f in ("dvc.yaml", "params.yaml"):
+        for f in ("dvc.yaml", "params.yaml", "pretrain/dvc.yaml"):  # the study and the pretraining tier
+            (Path(tmp) / f).parent.mkdir(exist_ok=True)
             (Path(tmp) / f).write_bytes((ROOT / f).read_bytes())
         out = subprocess.run([sys.executable, "-c", code, tmp], capture_output=True, text=True, check=True,
                              env={**os.environ, "DVC_NO_ANALYTICS": "1"}).stdout

@@ -19,6 +19,7 @@ from restorevar.metrics.results import read_results
 from restorevar.report import figures
 from restorevar.report.ablations import ablation_sections, scale_space_section
 from restorevar.report.document import Document
+from restorevar.report.health import health_section
 from restorevar.report.speed import speed_section
 from restorevar.stats.compare import comparison_table, format_table, holm
 
@@ -159,6 +160,7 @@ def build_report(results: Path, out_dir: Path, title: str = "RestoreVAR suite re
               f"{cost['repeats']} runs after {cost['warmup']} warm-up ({cost['timer']}); device: {cost['device']}; "
               f"torch {cost['torch']}; FLOPs counted by torch's FlopCounterMode (matmuls, attention, convolutions; not element-wise ops)")
 
+    health_section(doc, results)
     speed_section(doc, results)
     ablation_sections(doc, results, fig_dir)
     scale_space_section(doc, results, fig_dir)

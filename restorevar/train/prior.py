@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from restorevar.analysis.health import per_scale_accuracy
+from restorevar.checkpoint import load_checkpoint
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.train.common import (
@@ -28,13 +30,32 @@ from restorevar.train.common import (
     pick_device,
     run_loop,
 )
-from restorevar.train.transformer import per_scale_accuracy
 
 CONDITION_PARTS = ("cross_attn", "cond_", "sos_")
 
 
 def reads_condition(name: str) -> bool:
     return any(part in name for part in CONDITION_PARTS)
+
+
+def load_prior(transformer: torch.nn.Module, path: str | Path) -> None:
+    """Start a restoration transformer from a prior: every weight but those that read the condition, which
+    keep their fresh initialisation (gates at zero), as RestoreVAR starts from VAR-d16. So a variant that
+    reads the condition differently (discrete conditioning) starts from the same prior."""
+    sd = load_checkpoint(path)["components"].get("transformer")
+    if not isinstance(sd, dict):
+        raise UserError(f"{path} holds no transformer weights; give a prior made by pretrain_prior")
+    own = transformer.state_dict()
+    keep = {k: v for k, v in sd.items() if not reads_condition(k)}
+    wanted = [k for k in own if not reads_condition(k)]
+    odd = [k for k in keep if k not in own or own[k].shape != keep[k].shape] + [k for k in wanted if k not in keep]
+    if odd:
+        k = odd[0]
+        got = tuple(keep[k].shape) if k in keep else "absent"
+        want = tuple(own[k].shape) if k in own else "absent"
+        raise UserError(f"prior {path} does not fit this transformer ({k}: {got} in the file, {want} here); "
+                        "use the preset it was made for, or init_from \"\" to train from scratch")
+    transformer.load_state_dict(keep, strict=False)
 
 
 @dataclass
@@ -71,7 +92,7 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
     frozen(model.vqvae)
     tr = model.transformer
     gates = [p for n, p in tr.named_parameters() if n.endswith("gain")]
-    if any(float(g) != 0.0 for g in gates):
+    if any(float(g.detach()) != 0.0 for g in gates):
         raise UserError("the prior must start with every condition gate at zero")
     learnt = [p for n, p in tr.named_parameters() if not reads_condition(n)]
     for n, p in tr.named_parameters():

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from restorevar.analysis.health import model_health, per_scale_accuracy
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.pretrained import pretrained_path
@@ -37,6 +38,7 @@ class TransformerTrainConfig:
     # the zero-initialised gates (cross-attention gains, SOS gain) open slowly at the base LR and weight decay
     # pulls them back to zero: they get this multiple of the LR and no decay
     gain_lr_mult: float = 1.0
+    health: bool = True  # model-health diagnostics (restorevar.analysis.health) at every evaluation
 
     def validate(self) -> None:
         self.loop.validate()
@@ -57,15 +59,6 @@ def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mu
     return groups
 
 
-def per_scale_accuracy(logits_BLV: torch.Tensor, target_BL: torch.Tensor, patch_nums) -> list[float]:
-    hit = (logits_BLV.argmax(-1) == target_BL).float()
-    out, begin = [], 0
-    for pn in patch_nums:
-        out.append(float(hit[:, begin:begin + pn * pn].mean()))
-        begin += pn * pn
-    return out
-
-
 def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torch.Tensor, label_smoothing: float,
                      amp: bool):
     """Teacher-forced cross-entropy of one batch (bf16 autocast when ``amp``), with the logits and targets."""
@@ -82,9 +75,13 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)
     load_component(model, cfg.tokenizer_checkpoint, ["vqvae"], cfg.any_resolution)
-    if cfg.init_from:  # a resumed run then overwrites these weights with its own checkpoint's
-        init = pretrained_path(cfg.model.preset, "prior") if cfg.init_from == "pretrained" else cfg.init_from
-        load_component(model, init, ["transformer"], cfg.any_resolution)
+    # a resumed run then overwrites these weights with its own checkpoint's
+    if cfg.init_from == "pretrained":  # the shipped prior: all but what reads the condition
+        from restorevar.train.prior import load_prior
+
+        load_prior(model.transformer, pretrained_path(cfg.model.preset, "prior"))
+    elif cfg.init_from:  # another transformer checkpoint (the positions ablation's pre-training): all of it
+        load_component(model, cfg.init_from, ["transformer"], cfg.any_resolution)
     model.to(device)
     frozen(model.vqvae)
     tr = model.transformer
@@ -116,6 +113,8 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
         weights = [pn * pn for pn in tr.patch_nums]
         out["val_acc"] = sum(w * a for w, a in zip(weights, per_scale)) / sum(weights)
         out["val_loss"] = sum(losses) / len(losses)
+        if cfg.health:  # the gates, the copy baseline, collapse and use of the condition, over training
+            out.update(model_health(model, val, seed=cfg.loop.seed))
         return out
 
     return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
