@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -182,3 +183,48 @@ def write_png(path: str | Path, array_HW3: np.ndarray) -> None:
     """Deterministic PNG bytes (no timestamps), written atomically."""
     img = Image.fromarray(array_HW3)
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG", optimize=False, compress_level=6))
+
+
+# ------------------------------------------------------------------------------------------------
+# Folders written whole: staged beside the output, moved in only when finished
+# ------------------------------------------------------------------------------------------------
+def staging_folder_beside(out: Path, kind: str) -> Path:
+    """A temp folder beside ``out`` (same file system, so the final moves are renames)."""
+    try:
+        parent = out.resolve().parent  # beside the real folder when --out is a link to one
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=parent))
+    except OSError as e:
+        raise UserError(f"cannot create a folder beside --out {out} ({e.strerror or e}); "
+                        "give a path in a writable folder") from None
+
+
+def move_into_place(staged: Path, out: Path, outputs: tuple[str, ...], what: str) -> None:
+    """Move a finished run in; an existing ``out`` loses only the entries named in ``outputs`` (each replaced
+    whole), and a failure part-way leaves the finished run in ``staged``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staged, 0o777 & ~mask)  # mkdtemp makes 0700; the folder gets the usual permissions
+    try:
+        if not out.exists():
+            os.rename(staged, out)
+            return
+        for name in outputs:
+            src, dst = staged / name, out / name
+            if not src.exists():
+                continue
+            if dst.is_dir() and not dst.is_symlink():
+                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out))
+                os.rename(dst, old / name)  # out of the way first, so a failure below loses nothing
+                try:
+                    os.rename(src, dst)
+                except OSError:
+                    os.rename(old / name, dst)
+                    raise
+                shutil.rmtree(old)
+            else:
+                os.replace(src, dst)
+    except OSError as e:
+        raise UserError(f"cannot move {what} into --out {out} ({e.strerror or e}); "
+                        f"the finished run is left in {staged}") from None
+    shutil.rmtree(staged, ignore_errors=True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_train import Recorder
 
 from restorevar.checkpoint import load_checkpoint
 from restorevar.config import from_dict
@@ -15,7 +16,6 @@ from restorevar.models import VQVAE, RestoreVAR, get_preset
 from restorevar.train.common import CKPT_NAME
 from restorevar.train.prior import PriorTrainConfig, load_prior, reads_condition, train_prior
 from restorevar.train.tokenizer import TokenizerTrainConfig, train_tokenizer
-from test_train import Recorder
 
 
 def _smooth_photo(seed: int, h: int = 160, w: int = 200) -> np.ndarray:

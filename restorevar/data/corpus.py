@@ -45,7 +45,15 @@ from tqdm import tqdm
 from restorevar.data.fetch import sha256_of
 from restorevar.data.photos import photo_path, photos_for
 from restorevar.errors import UserError
-from restorevar.fileio import DEFAULT_MAX_PIXELS, ImageReadError, atomic_write, read_image, write_png
+from restorevar.fileio import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    atomic_write,
+    move_into_place,
+    read_image,
+    staging_folder_beside,
+    write_png,
+)
 
 CORPUS_VERSION = 1
 CORPUS_JSON = "corpus.json"
@@ -158,46 +166,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if present and CORPUS_JSON not in present:
         raise UserError(f"--out {out} holds {present[0]} but no {CORPUS_JSON}, so it is not an earlier corpus "
                         "and --overwrite will not replace it; give a new or empty folder")
-
-
-def _temp_beside(out: Path, kind: str) -> Path:
-    try:
-        parent = out.resolve().parent  # beside the real folder when --out is a link to one
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=parent))
-    except OSError as e:
-        raise UserError(f"cannot create a folder beside --out {out} ({e.strerror or e}); "
-                        "give a path in a writable folder") from None
-
-
-def _move_into_place(staged: Path, out: Path) -> None:
-    """Move a finished run in; an existing ``out`` loses only the entries of OUTPUTS (each replaced whole)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(staged, 0o777 & ~mask)  # mkdtemp makes 0700; the folder gets the usual permissions
-    try:
-        if not out.exists():
-            os.rename(staged, out)
-            return
-        for name in OUTPUTS:
-            src, dst = staged / name, out / name
-            if not src.exists():
-                continue
-            if dst.is_dir() and not dst.is_symlink():
-                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out))
-                os.rename(dst, old / name)  # out of the way first, so a failure below loses nothing
-                try:
-                    os.rename(src, dst)
-                except OSError:
-                    os.rename(old / name, dst)
-                    raise
-                shutil.rmtree(old)
-            else:
-                os.replace(src, dst)
-    except OSError as e:
-        raise UserError(f"cannot move the corpus into --out {out} ({e.strerror or e}); "
-                        f"the finished run is left in {staged}") from None
-    shutil.rmtree(staged, ignore_errors=True)
 
 
 def _inside(a: Path, b: Path) -> bool:
@@ -495,13 +463,13 @@ def build_corpus(sources: list[str], out: str | Path, *, max_side: int = 768, mi
         elif s.kind == "folder":
             listed[s.label] = _list_folder(s, out, excluded)
     test_files, test_pixels = _test_hashes()
-    work = _temp_beside(out, "corpus-work")
+    work = staging_folder_beside(out, "corpus-work")
     staged: Path | None = None
     try:
         deb_info: dict[str, dict[str, str]] = {}
         for s in debs:
             listed[s.label], deb_info[s.arg] = _get_deb(s, cache, work, excluded)
-        staged = _temp_beside(out, "corpus")
+        staged = staging_folder_beside(out, "corpus")
         cands = [c for s in parsed for c in listed[s.label]]
         records, more = _write(cands, staged, test_files, test_pixels, max_side, min_side, max_pixels, progress)
         excluded += more
@@ -524,7 +492,7 @@ def build_corpus(sources: list[str], out: str | Path, *, max_side: int = 768, mi
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _move_into_place(staged, out)
+    move_into_place(staged, out, OUTPUTS, "the corpus")
     kept = Counter(r["source"] for r in records)
     return {**info, "seconds": round(time.perf_counter() - started, 2), "kept": {lab: kept[lab] for lab in labels}}
 

@@ -8,9 +8,7 @@ leaves the output folder as it was, and an existing benchmark is replaced only w
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from restorevar.data.degrade import DEGRADATIONS
 from restorevar.data.manifest import Entry, write_manifest
 from restorevar.data.photos import Photo, load_photo, photos_for
 from restorevar.errors import UserError
-from restorevar.fileio import atomic_write, write_png
+from restorevar.fileio import atomic_write, move_into_place, staging_folder_beside, write_png
 
 SYNTH_VERSION = 1
 SPLITS = ("train", "test")
@@ -92,47 +90,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
                         "benchmark and --overwrite will not replace it; give a new or empty folder")
 
 
-def _stage(out: Path) -> Path:
-    """A temp folder beside ``out`` (same file system, so the final moves are renames)."""
-    try:
-        parent = out.resolve().parent  # beside the real folder when --out is a link to one
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=parent))
-    except OSError as e:
-        raise UserError(f"cannot create a folder beside --out {out} ({e.strerror or e}); "
-                        "give a path in a writable folder") from None
-
-
-def _move_into_place(staged: Path, out: Path) -> None:
-    """Move a finished run in; an existing ``out`` loses only the entries of OUTPUTS (each replaced whole)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(staged, 0o777 & ~mask)  # mkdtemp makes 0700; the folder gets the usual permissions
-    try:
-        if not out.exists():
-            os.rename(staged, out)
-            return
-        for name in OUTPUTS:
-            src, dst = staged / name, out / name
-            if not src.exists():
-                continue
-            if dst.is_dir() and not dst.is_symlink():
-                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out))
-                os.rename(dst, old / name)  # out of the way first, so a failure below loses nothing
-                try:
-                    os.rename(src, dst)
-                except OSError:
-                    os.rename(old / name, dst)
-                    raise
-                shutil.rmtree(old)
-            else:
-                os.replace(src, dst)
-    except OSError as e:
-        raise UserError(f"cannot move the benchmark into --out {out} ({e.strerror or e}); "
-                        f"the finished run is left in {staged}") from None
-    shutil.rmtree(staged, ignore_errors=True)
-
-
 def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Write the benchmark into ``out``, a new or empty folder (or, with ``overwrite``, an earlier run's).
 
@@ -142,7 +99,7 @@ def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: b
     cfg.validate()
     out = Path(out)
     _check_out(out, overwrite)
-    staged = _stage(out)
+    staged = staging_folder_beside(out, "synth")
     try:
         info = _write(staged, cfg, progress)
     except OSError as e:  # disk full, I/O error: one line, and nothing of the half-written run is left
@@ -152,7 +109,7 @@ def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: b
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    _move_into_place(staged, out)
+    move_into_place(staged, out, OUTPUTS, "the benchmark")
     return info
 
 
