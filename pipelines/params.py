@@ -480,7 +480,18 @@ class Params:
             self.ablation_variants[family]  # looking an entry up builds and checks it
             self.ablation_pretrain[family]
         self._check_sizes()
+        self._check_pretrained()
         return self
+
+    def _check_pretrained(self) -> None:
+        """A stage that starts from the shipped weights (``init_from: pretrained``) fails here, before any work,
+        when they are missing or do not match their card."""
+        from restorevar.pretrained import pretrained_path
+
+        part = {"train_tokenizer": "tokenizer", "train_transformer": "prior"}
+        for stage, name in part.items():
+            if any(c.get("init_from") == "pretrained" for c in self.stages[stage].variants.values()):
+                pretrained_path(self.model.preset, name)
 
     def _check_sizes(self) -> None:
         """The synthetic images are ``data.size`` px square: every training crop must fit in them, and so must
