@@ -98,10 +98,10 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["stats"]["default"].update(confidence=float("inf")), "stats.default.confidence: expected a finite"),
     (lambda r: r["train_tokenizer"]["default"]["loop"].update(steps=True), "loop.steps: expected an integer"),
     (lambda r: r["data"]["default"].update(size=7), "data.default.size must be between 16 and 1024"),
-    (lambda r: r["data"]["default"].update(size=48),
+    (lambda r: (r["data"]["default"].update(size=48), r["train_tokenizer"]["default"]["data"].update(pairs="manifest")),
      "train_tokenizer.default.data.crop 64 is larger than the 48 px synthetic images (data.default.size)"),
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
-        {"data.crop": 96}), "families.refiner.variants.lrt.data.crop 96 is larger than the 64 px"),
+        {"data.crop": 96, "data.pairs": "manifest"}), "families.refiner.variants.lrt.data.crop 96 is larger than the 64 px"),
     (_center_crop_of_small_images, "center_crop needs test images of at least the model's 64 px"),
     (lambda r: r.update(evaluate=None), "section 'evaluate' is empty (null)"),
     (lambda r: r["stats"].update(default=None), "stats.default is empty (null); write {} for the defaults"),
