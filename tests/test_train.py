@@ -172,3 +172,31 @@ def test_optional_perceptual_loss_is_switched_off_with_the_reason_logged(manifes
     assert "perceptual loss off" in capsys.readouterr().out
     assert all("d_loss" not in m and "lpips" not in m for _, m in rec.rows)  # discriminator switched off
     assert "discriminator" not in load_checkpoint(tmp_path / "run" / CKPT_NAME)["components"]
+
+
+def test_loss_weightings_token_is_the_plain_mean_and_scale_weighs_every_scale_alike():
+    from restorevar.train.transformer import token_weights
+
+    pns = (1, 2, 4)
+    tok, sc = token_weights(pns, "token"), token_weights(pns, "scale")
+    assert tok.shape == sc.shape == (21,) and torch.allclose(tok, torch.full((21,), 1 / 21))
+    per_scale = [float(sc[a:b].sum()) for a, b in ((0, 1), (1, 5), (5, 21))]
+    assert per_scale == pytest.approx([1 / 3] * 3)
+    with pytest.raises(UserError, match="loss_weighting must be token or scale"):
+        token_weights(pns, "pixel")
+
+
+def test_condition_params_and_gates_get_their_own_learning_rates():
+    from restorevar.models import RestoreVAR, get_preset
+    from restorevar.train.prior import reads_condition
+    from restorevar.train.transformer import param_groups
+
+    tr = RestoreVAR(get_preset("tiny")).transformer
+    groups = param_groups(tr, 1e-3, 0.05, gain_lr_mult=10, condition_lr_mult=3)
+    by_id = {id(p): n for n, p in tr.named_parameters()}
+    rest, cond, gates = ([by_id[id(p)] for p in g["params"]] for g in groups)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 3e-3, 1e-2]) and groups[2]["weight_decay"] == 0
+    assert all(n.endswith("gain") for n in gates) and len(gates) == len(tr.blocks) + 1
+    assert all(reads_condition(n) and not n.endswith("gain") for n in cond)
+    assert not any(reads_condition(n) for n in rest)
+    assert sorted(rest + cond + gates) == sorted(n for n, _ in tr.named_parameters())

@@ -38,33 +38,59 @@ class TransformerTrainConfig:
     # the zero-initialised gates (cross-attention gains, SOS gain) open slowly at the base LR and weight decay
     # pulls them back to zero: they get this multiple of the LR and no decay
     gain_lr_mult: float = 1.0
+    # the gates' value at the start of a fresh run: at zero, the cross-attention weights get no gradient until
+    # the gates themselves have moved, which they do only as far as random cross-attention outputs help
+    gate_init: float = 0.0
+    # the fresh weights that read the condition start where the prior has long converged: a higher LR lets
+    # them become useful before the gates, seeing only noise from them, close again
+    condition_lr_mult: float = 1.0
+    loss_weighting: str = "token"  # token (the paper) or scale: see token_weights
     health: bool = True  # model-health diagnostics (restorevar.analysis.health) at every evaluation
 
     def validate(self) -> None:
         self.loop.validate()
-        if self.gain_lr_mult <= 0:
-            raise UserError(f"gain_lr_mult must be positive, got {self.gain_lr_mult}")
+        token_weights((1,), self.loss_weighting)  # an unknown weighting fails here, naming the key
+        if self.gain_lr_mult <= 0 or self.condition_lr_mult <= 0:
+            raise UserError(f"gain_lr_mult and condition_lr_mult must be positive, got {self.gain_lr_mult} and "
+                            f"{self.condition_lr_mult}")
 
 
 def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mult: float,
-                 trainable=lambda name: True) -> list[dict]:
-    """AdamW groups: the gates (``*gain``) at ``gain_lr_mult`` x LR without decay, the rest as given."""
-    gates, rest = [], []
+                 condition_lr_mult: float = 1.0) -> list[dict]:
+    """AdamW groups: the gates (``*gain``) at ``gain_lr_mult`` x LR without decay, the other weights that read
+    the condition at ``condition_lr_mult`` x LR, the rest as given."""
+    from restorevar.train.prior import reads_condition
+
+    gates, cond, rest = [], [], []
     for name, p in tr.named_parameters():
-        if p.requires_grad and trainable(name):
-            (gates if name.endswith("gain") else rest).append(p)
-    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
-    if gates:
-        groups.append({"params": gates, "lr": lr * gain_lr_mult, "weight_decay": 0.0})
-    return groups
+        if p.requires_grad:
+            (gates if name.endswith("gain") else cond if reads_condition(name) else rest).append(p)
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay},
+              {"params": cond, "lr": lr * condition_lr_mult, "weight_decay": weight_decay},
+              {"params": gates, "lr": lr * gain_lr_mult, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def token_weights(patch_nums, weighting: str) -> torch.Tensor:
+    """Loss weight of each token (sum 1). ``token``: all alike (the paper's 1/L), so the finest scale holds half
+    the loss; ``scale``: each scale alike, so the coarse scales, where a degradation shows and where greedy
+    decoding's errors start, weigh as much as the fine ones."""
+    if weighting == "token":
+        return torch.full((sum(pn * pn for pn in patch_nums),), 1 / sum(pn * pn for pn in patch_nums))
+    if weighting != "scale":
+        raise UserError(f"loss_weighting must be token or scale, got {weighting!r}")
+    return torch.cat([torch.full((pn * pn,), 1 / (len(patch_nums) * pn * pn)) for pn in patch_nums])
 
 
 def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torch.Tensor, label_smoothing: float,
-                     amp: bool):
+                     amp: bool, weighting: str = "token"):
     """Teacher-forced cross-entropy of one batch (bf16 autocast when ``amp``), with the logits and targets."""
     with torch.autocast(deg_B3HW.device.type, dtype=torch.bfloat16, enabled=amp):
         logits, target = model.teacher_forcing(deg_B3HW, clean_B3HW)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), label_smoothing=label_smoothing)
+        ce_BL = F.cross_entropy(logits.float().transpose(1, 2), target, label_smoothing=label_smoothing,
+                                reduction="none")
+        w_L = token_weights(model.transformer.patch_nums, weighting).to(ce_BL.device)
+        loss = (ce_BL * w_L).sum(1).mean()
     return loss, logits, target
 
 
@@ -82,17 +108,23 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
         load_prior(model.transformer, pretrained_path(cfg.model.preset, "prior"))
     elif cfg.init_from:  # another transformer checkpoint (the positions ablation's pre-training): all of it
         load_component(model, cfg.init_from, ["transformer"], cfg.any_resolution)
+    if cfg.gate_init:  # a resumed run then overwrites these with its own checkpoint's
+        with torch.no_grad():
+            for name, p in model.transformer.named_parameters():
+                if name.endswith("gain"):
+                    p.fill_(cfg.gate_init)
     model.to(device)
     frozen(model.vqvae)
     tr = model.transformer
-    opt = torch.optim.AdamW(param_groups(tr, cfg.loop.lr, cfg.loop.weight_decay, cfg.gain_lr_mult),
-                            betas=cfg.loop.betas)
+    opt = torch.optim.AdamW(param_groups(tr, cfg.loop.lr, cfg.loop.weight_decay, cfg.gain_lr_mult,
+                                         cfg.condition_lr_mult), betas=cfg.loop.betas)
     batches, val = make_train_val(cfg.data, cfg.loop, device)
     amp = device.type == "cuda" and cfg.loop.amp
 
     def step_fn(step: int) -> dict[str, float]:
         b = batches.batch(step, device)
-        loss, logits, target = transformer_loss(model, b["degraded"], b["clean"], cfg.label_smoothing, amp)
+        loss, logits, target = transformer_loss(model, b["degraded"], b["clean"], cfg.label_smoothing, amp,
+                                                cfg.loss_weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(tr.parameters(), cfg.loop.grad_clip)
