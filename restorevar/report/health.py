@@ -47,6 +47,6 @@ def health_section(doc: Document, results: Path) -> None:
               "Per scale, all test images: codebook usage and perplexity of the clean tokens, teacher-forced and "
               "copy-input accuracy, fraction of greedy (and teacher-forced) tokens changed by a swapped condition, "
               "distinct greedy tokens")
-    gates = {k[len(H):]: v for k, v in overall.items() if k.startswith(H) and k.endswith("gain")}
+    gates = {k[len(H):]: v for k, v in overall.items() if k.startswith(H) and "gain" in k}
     doc.text("Condition gates (zero at initialisation): " + ", ".join(f"{k} {_f(v, 4)}" for k, v in gates.items())
              + ".")
