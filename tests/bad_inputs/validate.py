@@ -51,7 +51,9 @@ CASES = [
          "train_refiner.paper.loop.lr: expected a finite number", entry="validate"),
     Case("validate-data-size-7", _edited(_set("data", "default", "size", 7)),
          "data.default.size must be between 16 and 1024", entry="validate"),
-    Case("validate-crop-larger-than-data", _edited(_set("data", "default", "size", 48)),
+    Case("validate-crop-larger-than-data",  # the crop of fixed pairs (pairs drawn on the fly crop whole photos)
+         _edited(lambda raw: (_set("data", "default", "size", 48)(raw),
+                              _set("train_tokenizer", "default", "data.pairs", "manifest")(raw))),
          "train_tokenizer.default.data.crop 64 is larger than the 48 px synthetic images", entry="validate"),
     Case("validate-section-null", _edited(lambda raw: raw.update(evaluate=None)),
          "section 'evaluate' is empty (null)", entry="validate"),
