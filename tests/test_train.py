@@ -186,17 +186,41 @@ def test_loss_weightings_token_is_the_plain_mean_and_scale_weighs_every_scale_al
         token_weights(pns, "pixel")
 
 
-def test_condition_params_and_gates_get_their_own_learning_rates():
+def test_condition_params_and_gates_get_their_own_learning_rates_and_decay_follows_the_official_filter():
     from restorevar.models import RestoreVAR, get_preset
     from restorevar.train.prior import reads_condition
     from restorevar.train.transformer import param_groups
 
-    tr = RestoreVAR(get_preset("tiny")).transformer
+    tr = RestoreVAR(get_preset("tiny", ["transformer.positions=ape"])).transformer
     groups = param_groups(tr, 1e-3, 0.05, gain_lr_mult=10, condition_lr_mult=3)
     by_id = {id(p): n for n, p in tr.named_parameters()}
-    rest, cond, gates = ([by_id[id(p)] for p in g["params"]] for g in groups)
-    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 3e-3, 1e-2]) and groups[2]["weight_decay"] == 0
-    assert all(n.endswith("gain") for n in gates) and len(gates) == len(tr.blocks) + 1
-    assert all(reads_condition(n) and not n.endswith("gain") for n in cond)
-    assert not any(reads_condition(n) for n in rest)
-    assert sorted(rest + cond + gates) == sorted(n for n, _ in tr.named_parameters())
+    lr_of = {by_id[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    wd_of = {by_id[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+    assert sorted(lr_of) == sorted(n for n, _ in tr.named_parameters())
+    for n, lr in lr_of.items():
+        want = 1e-2 if n.endswith("gain") else 3e-3 if reads_condition(n) else 1e-3
+        assert lr == pytest.approx(want), n
+    assert sum(n.endswith("gain") for n in lr_of) == len(tr.blocks) + 1
+    no_decay = {n for n, wd in wd_of.items() if wd == 0}
+    # what VAR's filter exempts: biases, norms, level embeddings, positions, attention scales (and our gates)
+    for n in ("word_embed.bias", "blocks.0.self_attn.q_bias", "blocks.0.cross_attn.norm_q.weight", "lvl_embed.weight",
+              "cond_lvl_embed.weight", "pos_1LC", "pos_start", "cond_pos_1NC", "blocks.0.self_attn.cos_scale.log_scale_1H11",
+              "sos_gain", "blocks.1.cross_attn.gain"):
+        assert n in no_decay, n
+    for n in ("class_emb.weight", "word_embed.weight", "blocks.0.self_attn.qkv.weight", "blocks.0.ffn.fc1.weight",
+              "blocks.0.cross_attn.kv_proj.weight", "head.weight"):
+        assert wd_of[n] == 0.05, n
+
+
+def test_transformer_training_with_gradient_accumulation_matches_the_whole_batch(manifest, chain, tmp_path):
+    tok = str(chain["root"] / "tok" / CKPT_NAME)
+    runs = {}
+    for parts in (1, 2):
+        cfg = _cfg(TransformerTrainConfig, manifest, 3, tokenizer_checkpoint=tok, gate_init=0.1,
+                   model={"preset": "tiny", "overrides": ["transformer.drop_path_rate=0"]})
+        cfg.loop.grad_accum = parts
+        cfg.loop.activation_checkpointing = parts > 1
+        train_transformer(cfg, tmp_path / f"accum{parts}")
+        runs[parts] = _weights(tmp_path / f"accum{parts}" / CKPT_NAME)["transformer"]
+    for k, v in runs[1].items():
+        torch.testing.assert_close(runs[2][k], v, rtol=1e-4, atol=1e-5, msg=f"transformer.{k} differs")

@@ -8,7 +8,7 @@ from torch import nn
 
 from restorevar.models.discriminator import DiscriminatorConfig
 from restorevar.models.refiner import RefinerConfig, build_refiner
-from restorevar.models.transformer import GenerateOutput, RestoreVARTransformer, TransformerConfig
+from restorevar.models.transformer import GenerateOutput, RestoreVARTransformer, TransformerConfig, fp32_region
 from restorevar.models.vqvae import VQVAE, VQVAEConfig
 
 
@@ -52,14 +52,23 @@ class RestoreVAR(nn.Module):
         idx_list = self.vqvae.image_to_idx(x_deg_B3HW)
         return self.vqvae.quantizer.multiscale_embeddings(idx_list)
 
+    @torch.no_grad()
+    def teacher_inputs(self, x_deg_B3HW: torch.Tensor, x_clean_B3HW: torch.Tensor):
+        """Conditioning ``(B, N, Cvae)``, teacher-forcing input ``(B, L - first_l, Cvae)`` and targets ``(B, L)``.
+
+        Always fp32, even inside an autocast region: bf16 encoding and codebook lookup would give targets other
+        than the fp32 tokens that validation, the refiner and evaluation see.
+        """
+        with fp32_region(x_deg_B3HW.device.type):
+            cond_BNCv = self.condition(x_deg_B3HW.float())
+            idx_list = self.vqvae.image_to_idx(x_clean_B3HW.float())
+            x_in_BLCv = self.vqvae.quantizer.idx_to_teacher_input(idx_list)
+        return cond_BNCv, x_in_BLCv, torch.cat([i.flatten(1) for i in idx_list], dim=1)
+
     def teacher_forcing(self, x_deg_B3HW: torch.Tensor, x_clean_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, L, V)`` and the clean targets ``(B, L)`` for the cross-entropy loss."""
-        with torch.no_grad():
-            cond = self.condition(x_deg_B3HW)
-            idx_list = self.vqvae.image_to_idx(x_clean_B3HW)
-            x_in = self.vqvae.quantizer.idx_to_teacher_input(idx_list)
-        logits = self.transformer(cond, x_in)
-        return logits, torch.cat([i.flatten(1) for i in idx_list], dim=1)
+        cond_BNCv, x_in_BLCv, target_BL = self.teacher_inputs(x_deg_B3HW, x_clean_B3HW)
+        return self.transformer(cond_BNCv, x_in_BLCv), target_BL
 
     @torch.no_grad()
     def restore(self, x_deg_B3HW: torch.Tensor, **generate_kwargs) -> RestoreOutput:

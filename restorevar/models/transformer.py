@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from restorevar.errors import UserError
@@ -135,6 +136,8 @@ class RestoreVARTransformer(nn.Module):
 
         lvl_L = torch.cat([torch.full((pn * pn,), k) for k, pn in enumerate(patch_nums)])
         self.register_buffer("lvl_L", lvl_L, persistent=False)
+        # training-time memory switch, not part of the architecture: blocks recompute activations in backward
+        self.activation_checkpointing = False
         self.register_buffer("mask_LL", lvl_L[None, :] <= lvl_L[:, None], persistent=False)
         cond_lvl = torch.zeros(self.n_cond, dtype=torch.long) if cfg.conditioning == "continuous" else lvl_L
         self.register_buffer("cond_lvl_N", cond_lvl, persistent=False)
@@ -219,8 +222,12 @@ class RestoreVARTransformer(nn.Module):
         x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCv_wo_first)], dim=1)
         x_BLC = self._add_positions(x_BLC, 0, self.L)
         kvs, rope = self.cross_kv(cond_BNC), self._rope(0, self.L)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block, kv in zip(self.blocks, kvs):
-            x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL)
+            if recompute:  # drop-path's draw is replayed: the RNG state is saved with the inputs
+                x_BLC = torch.utils.checkpoint.checkpoint(block, x_BLC, rope, kv, self.mask_LL, use_reentrant=False)
+            else:
+                x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL)
         logits_BLV = self.logits(x_BLC)
         return (logits_BLV, x_BLC) if return_hidden else logits_BLV
 

@@ -60,10 +60,17 @@ class LoopConfig:
     val_batches: int = 4
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # used only on CUDA
+    # memory: the step's batch of `batch_size` runs as this many micro-batches whose gradients add up to the
+    # whole batch's (the update is the same, up to float rounding and drop-path's random draws)
+    grad_accum: int = 1
+    activation_checkpointing: bool = False  # transformer blocks recompute their activations in the backward
 
     def validate(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0 or self.lr <= 0:
             raise UserError("steps, batch_size and lr must be positive")
+        if self.grad_accum <= 0 or self.batch_size % self.grad_accum:
+            raise UserError(f"loop.grad_accum={self.grad_accum} must be a positive divisor of "
+                            f"loop.batch_size={self.batch_size}")
         if not 0 <= self.flat_fraction <= 1:
             raise UserError("flat_fraction must be in [0, 1]")
 
@@ -154,6 +161,60 @@ class StepBatches:
             raise UserError(f"every image of the batch at step {step} was unreadable")
         return {k: (torch.stack([it[k] for it in items]).to(device) if isinstance(items[0][k], torch.Tensor)
                     else [it[k] for it in items]) for k in items[0]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimisation
+# ------------------------------------------------------------------------------------------------
+# Parameters that take no weight decay, as VAR's and the official code's parameter filter has it: vectors
+# (biases, norms), and the embeddings and scales named here (our log_scale_1H11 is their scale_mul_1H11;
+# cond_pos_1NC is the APE variant's condition table). Unlike theirs, the 0-dim gates are exempt too: decay
+# pulls a zero-initialised gate back to zero.
+NO_DECAY_NAMES = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start",
+                  "start_pos", "lvl_embed", "gamma", "beta", "ada_gss", "moe_bias", "scale_mul", "log_scale",
+                  "cond_pos_1NC")
+
+
+def decays(name: str, p: torch.Tensor) -> bool:
+    return p.ndim > 1 and not name.endswith("bias") and not any(k in name for k in NO_DECAY_NAMES)
+
+
+def decay_groups(module: torch.nn.Module, lr: float, weight_decay: float,
+                 lr_mult: Callable[[str], float] = lambda name: 1.0) -> list[dict]:
+    """AdamW parameter groups of ``module``'s trainable parameters: by LR multiple, and decayed or not."""
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((lr_mult(name), decays(name, p)), []).append(p)
+    return [{"params": ps, "lr": lr * mult, "weight_decay": weight_decay if decay else 0.0}
+            for (mult, decay), ps in groups.items()]
+
+
+def micro_batches(batch: dict[str, Any], parts: int) -> list[tuple[dict[str, Any], float]]:
+    """``batch`` cut along its first dimension into ``parts`` micro-batches, each with its share of the images."""
+    n = len(batch["degraded"] if "degraded" in batch else batch["clean"])
+    size = math.ceil(n / parts)
+    out = []
+    for lo in range(0, n, size):
+        hi = min(lo + size, n)
+        out.append(({k: v[lo:hi] for k, v in batch.items()}, (hi - lo) / n))
+    return out
+
+
+def accumulate_backward(batch: dict[str, Any], parts: int,
+                        loss_fn: Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]) -> dict[str, float]:
+    """Backward of ``loss_fn`` over ``batch`` in ``parts`` micro-batches; the metrics are the batch's.
+
+    Each micro-batch's loss (a mean over its images) is scaled by its share, so the summed gradient is the
+    gradient of the whole batch's mean loss while only one micro-batch's activations are alive at a time.
+    """
+    totals: dict[str, float] = {}
+    for mb, share in micro_batches(batch, parts):
+        loss, metrics = loss_fn(mb)
+        (loss * share).backward()
+        for k, v in {"loss": loss.item(), **metrics}.items():
+            totals[k] = totals.get(k, 0.0) + share * float(v)
+    return totals
 
 
 def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

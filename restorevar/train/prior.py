@@ -23,6 +23,8 @@ from restorevar.train.common import (
     LoopConfig,
     ModelRef,
     Reporter,
+    accumulate_backward,
+    decay_groups,
     frozen,
     load_component,
     make_train_val,
@@ -74,11 +76,9 @@ class PriorTrainConfig:
 
 def prior_logits(model: RestoreVAR, clean_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced logits of the clean image's tokens, the condition being a constant zero."""
-    with torch.no_grad():
-        idx_list = model.vqvae.image_to_idx(clean_B3HW)
-        x_in = model.vqvae.quantizer.idx_to_teacher_input(idx_list)
-        cond = clean_B3HW.new_zeros(clean_B3HW.shape[0], model.transformer.n_cond, model.cfg.vqvae.z_channels)
-    return model.transformer(cond, x_in), torch.cat([i.flatten(1) for i in idx_list], dim=1)
+    _, x_in_BLCv, target_BL = model.teacher_inputs(clean_B3HW, clean_B3HW)  # fp32 tokens, as for restoration
+    cond_BNCv = clean_B3HW.new_zeros(clean_B3HW.shape[0], model.transformer.n_cond, model.cfg.vqvae.z_channels)
+    return model.transformer(cond_BNCv, x_in_BLCv), target_BL
 
 
 def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
@@ -97,20 +97,24 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
     learnt = [p for n, p in tr.named_parameters() if not reads_condition(n)]
     for n, p in tr.named_parameters():
         p.requires_grad_(not reads_condition(n))
-    opt = torch.optim.AdamW(learnt, lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
+    opt = torch.optim.AdamW(decay_groups(tr, cfg.loop.lr, cfg.loop.weight_decay), betas=cfg.loop.betas)
     batches, val = make_train_val(cfg.data, cfg.loop, device)
     amp = device.type == "cuda" and cfg.loop.amp
 
-    def step_fn(step: int) -> dict[str, float]:
-        x = batches.batch(step, device)["clean"]
+    tr.activation_checkpointing = cfg.loop.activation_checkpointing
+
+    def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, target = prior_logits(model, x)
+            logits, target = prior_logits(model, b["clean"])
             loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), label_smoothing=cfg.label_smoothing)
+        return loss, {"acc": (logits.argmax(-1) == target).float().mean().item()}
+
+    def step_fn(step: int) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        metrics = accumulate_backward(batches.batch(step, device), cfg.loop.grad_accum, micro_loss)
         gn = torch.nn.utils.clip_grad_norm_(learnt, cfg.loop.grad_clip)
         opt.step()
-        return {"loss": loss.item(), "acc": (logits.argmax(-1) == target).float().mean().item(), "grad_norm": float(gn)}
+        return {**metrics, "grad_norm": float(gn)}
 
     def eval_fn() -> dict[str, float]:
         accs, losses = [], []

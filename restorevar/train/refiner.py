@@ -14,6 +14,8 @@ from restorevar.train.common import (
     LoopConfig,
     ModelRef,
     Reporter,
+    accumulate_backward,
+    decay_groups,
     frozen,
     load_component,
     make_train_val,
@@ -68,19 +70,20 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
                         optimizers={"none": torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.0)},
                         step_fn=lambda step: {}, eval_fn=eval_fn, components=components, report=report,
                         images_per_step=0)
-    opt = torch.optim.AdamW(ref.parameters(), lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
+    opt = torch.optim.AdamW(decay_groups(ref, cfg.loop.lr, cfg.loop.weight_decay), betas=cfg.loop.betas)
 
-    def step_fn(step: int) -> dict[str, float]:
-        b = batches.batch(step, device)
+    def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad():
             gen = model.transformer.generate(model.condition(b["degraded"]), model.vqvae.quantizer)
             target = model.vqvae.encode(b["clean"])
-        loss = ref.loss(gen.f_hat_BChw, gen.hidden_BLC, target)
+        return ref.loss(gen.f_hat_BChw, gen.hidden_BLC, target), {}
+
+    def step_fn(step: int) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        metrics = accumulate_backward(batches.batch(step, device), cfg.loop.grad_accum, micro_loss)
         torch.nn.utils.clip_grad_norm_(ref.parameters(), cfg.loop.grad_clip)
         opt.step()
-        return {"loss": loss.item()}
+        return metrics
 
     return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
                     trained={"refiner": ref}, optimizers={"refiner": opt}, step_fn=step_fn, eval_fn=eval_fn,

@@ -16,6 +16,8 @@ from restorevar.train.common import (
     LoopConfig,
     ModelRef,
     Reporter,
+    accumulate_backward,
+    decay_groups,
     frozen,
     load_component,
     make_train_val,
@@ -57,18 +59,12 @@ class TransformerTrainConfig:
 
 def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mult: float,
                  condition_lr_mult: float = 1.0) -> list[dict]:
-    """AdamW groups: the gates (``*gain``) at ``gain_lr_mult`` x LR without decay, the other weights that read
-    the condition at ``condition_lr_mult`` x LR, the rest as given."""
+    """AdamW groups: the gates (``*gain``) at ``gain_lr_mult`` x LR, the other weights that read the condition
+    at ``condition_lr_mult`` x LR, the rest at the LR; weight decay as ``decay_groups`` gives it."""
     from restorevar.train.prior import reads_condition
 
-    gates, cond, rest = [], [], []
-    for name, p in tr.named_parameters():
-        if p.requires_grad:
-            (gates if name.endswith("gain") else cond if reads_condition(name) else rest).append(p)
-    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay},
-              {"params": cond, "lr": lr * condition_lr_mult, "weight_decay": weight_decay},
-              {"params": gates, "lr": lr * gain_lr_mult, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+    return decay_groups(tr, lr, weight_decay, lambda name: gain_lr_mult if name.endswith("gain")
+                        else condition_lr_mult if reads_condition(name) else 1.0)
 
 
 def token_weights(patch_nums, weighting: str) -> torch.Tensor:
@@ -121,16 +117,19 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     batches, val = make_train_val(cfg.data, cfg.loop, device)
     amp = device.type == "cuda" and cfg.loop.amp
 
-    def step_fn(step: int) -> dict[str, float]:
-        b = batches.batch(step, device)
+    tr.activation_checkpointing = cfg.loop.activation_checkpointing
+
+    def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
         loss, logits, target = transformer_loss(model, b["degraded"], b["clean"], cfg.label_smoothing, amp,
                                                 cfg.loss_weighting)
+        return loss, {"acc": (logits.argmax(-1) == target).float().mean().item()}
+
+    def step_fn(step: int) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        metrics = accumulate_backward(batches.batch(step, device), cfg.loop.grad_accum, micro_loss)
         gn = torch.nn.utils.clip_grad_norm_(tr.parameters(), cfg.loop.grad_clip)
         opt.step()
-        acc = (logits.argmax(-1) == target).float().mean()
-        return {"loss": loss.item(), "acc": acc.item(), "grad_norm": float(gn)}
+        return {**metrics, "grad_norm": float(gn)}
 
     def eval_fn() -> dict[str, float]:
         accs, losses = [], []
