@@ -38,6 +38,27 @@ def test_default_profile_is_the_offline_cpu_one():
     assert all(s.tune.resources.gpu == 0 for s in p.stages.values())
 
 
+@pytest.mark.parametrize("profile", ["small", "paper"])
+def test_real_data_profiles_resize_and_crop_as_the_official_code(profile, tmp_path):
+    """Short side to 1.125 x crop (Lanczos), a random crop, no flip: a 600x400 LOLv1 image must not be refused."""
+    from PIL import Image
+
+    from restorevar.data.dataset import PairedDataset, PairedTransform
+
+    p = _params(tmp_path, lambda r: r.update(profile=profile))
+    for name in ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner"):
+        d = p.stages[name].config.data
+        assert d.pairs == "manifest" and d.resize_shorter == round(1.125 * d.crop) and not d.hflip, name
+    d = p.stages["train_transformer"].config.data
+    for name in ("low.png", "high.png"):
+        Image.new("RGB", (600, 400), (40, 80, 120)).save(tmp_path / name)
+    (tmp_path / "m.json").write_text('[{"image_path": "low.png", "target_path": "high.png", '
+                                     '"degradation": "Low-light", "dataset": "LOLv1"}]')
+    t = PairedTransform(crop=d.crop, resize_shorter=d.resize_shorter, hflip=d.hflip, mode="train")
+    item = PairedDataset(tmp_path / "m.json", t).item(0)
+    assert item["clean"].shape == (3, d.crop, d.crop)
+
+
 def test_small_profile_trains_variants_and_exports_the_best(tmp_path):
     p = _params(tmp_path, lambda r: r.update(profile="small"))
     st = p.stages["train_transformer"]
