@@ -9,7 +9,7 @@ from PIL import Image
 
 from restorevar.cli import main
 from restorevar.data.dataset import DegradationBalancedSampler, PairedDataset, PairedTransform, collate_skip_none
-from restorevar.data.manifest import Entry, check_manifest, read_manifest, write_manifest
+from restorevar.data.manifest import Entry, check_manifest, degradation_class, read_manifest, write_manifest
 from restorevar.errors import UserError
 from restorevar.fileio import ImageReadError
 
@@ -22,20 +22,42 @@ def _img(path, w=40, h=30, value=None, seed=0):
     return path
 
 
-def test_round_trip_keeps_the_published_format_and_unknown_keys(tmp_path):
-    published = [
+def test_round_trip_writes_the_official_labels_and_keeps_unknown_keys(tmp_path):
+    read = [
         {"image_path": "/abs/rain/1.png", "target_path": "/abs/gt/1.png", "degradation": 2, "dataset": "Rain13K"},
-        {"image_path": "in/2.png", "target_path": "gt/2.png", "degradation": 4, "dataset": "LOLv1",
+        {"image_path": "in/2.png", "target_path": "gt/2.png", "degradation": "Low-light", "dataset": "LOLv1",
          "their_field": [1, 2], "split": "test"},
     ]
-    (tmp_path / "m.json").write_text(json.dumps(published))
+    (tmp_path / "m.json").write_text(json.dumps(read))
     entries = read_manifest(tmp_path / "m.json")
+    assert [e.degradation for e in entries] == [2, 4]
     write_manifest(tmp_path / "out.json", entries)
-    assert json.loads((tmp_path / "out.json").read_text()) == published
-    # a reader that only knows the four published keys still works on what we write
-    minimal = [{k: e[k] for k in ("image_path", "target_path", "degradation", "dataset")}
-               for e in json.loads((tmp_path / "out.json").read_text())]
-    assert minimal[1] == {"image_path": "in/2.png", "target_path": "gt/2.png", "degradation": 4, "dataset": "LOLv1"}
+    written = json.loads((tmp_path / "out.json").read_text())
+    # the names the official loader accepts (its DEGRADATIONS), nothing else changed
+    assert [w["degradation"] for w in written] == ["Rain", "Low-light"]
+    assert written[1] == read[1] and {**written[0], "degradation": 2} == read[0]
+    assert read_manifest(tmp_path / "out.json") == entries
+
+
+def test_every_class_is_written_with_a_label_the_official_loader_knows():
+    from restorevar.data.manifest import CLASS_NAMES, OFFICIAL_LABELS
+
+    official = {"Haze", "Rain", "Snow", "Low-light", "Motion blur", "Mixed", "toled", "poled"}
+    assert set(OFFICIAL_LABELS.values()) == official and set(OFFICIAL_LABELS) == set(CLASS_NAMES)
+    for k in CLASS_NAMES:
+        assert degradation_class(Entry("a", "b", k, "x").to_json()["degradation"]) == k
+
+
+def test_ids_come_from_the_dataset_relative_path_where_stems_repeat():
+
+    gopro = [Entry(f"data/Motion_blur/GoPro/Test/{seq}/blur/000001.png", "t", 5, "GoPro")
+             for seq in ("GOPR0384_11_00", "GOPR0385_11_01")]
+    assert [e.id for e in gopro] == ["Test-GOPR0384_11_00-blur-000001", "Test-GOPR0385_11_01-blur-000001"]
+    rain = [Entry(f"test_data/Rain13K/{t}/input/1.png", "t", 2, "Rain13K") for t in ("Rain100H", "Test100")]
+    assert rain[0].id != rain[1].id
+    assert Entry("in/7.png", "t", 1, "toy").id == "in-7"  # no dataset folder: the whole relative path
+    assert Entry("/abs/x/Rain13K/a.png", "t", 2, "Rain13K").id == "a"
+    assert Entry("in/7.png", "t", 1, "toy", {"id": 12}).id == "12"  # a given id wins
 
 
 def test_degradation_names_are_accepted_as_labels(tmp_path):
@@ -158,12 +180,15 @@ def test_duplicate_ids_are_findings(tmp_path):
     _, problems = check_manifest(m)
     assert [(p.index, p.message) for p in problems] == [
         (2, "id 'x' is also the id of entry 0 of dataset toy; ids must be unique")]
-    # without ids, evaluation names an image by its file name: the same name twice in a dataset is a finding,
-    # in two datasets it is not
+    # without ids, an image is named by its path below the dataset: one file name in two folders is fine, but
+    # two files whose paths differ only in the extension collide (within a dataset, not across two)
     c = _good(tmp_path / "sub", "a", 3) | {"image_path": "sub/in/a.png", "target_path": "sub/gt/a.png"}
-    _, problems = check_manifest(_write(tmp_path / "m.json", [a, c]))
-    assert [(p.index, "its id is its file name 'a'" in p.message) for p in problems] == [(1, True)]
-    _, problems = check_manifest(_write(tmp_path / "m.json", [a, c | {"dataset": "other"}]))
+    assert check_manifest(_write(tmp_path / "m.json", [a, c]))[1] == []
+    shutil.copy(tmp_path / "in" / "a.png", tmp_path / "in" / "a.jpg")
+    d = a | {"image_path": "in/a.jpg", "target_path": "gt/b.png"}
+    _, problems = check_manifest(_write(tmp_path / "m.json", [a, d]))
+    assert [(p.index, "its id is its path 'in-a'" in p.message) for p in problems] == [(1, True)]
+    _, problems = check_manifest(_write(tmp_path / "m.json", [a, d | {"dataset": "other"}]))
     assert problems == []
 
 

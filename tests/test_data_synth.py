@@ -31,9 +31,9 @@ def test_manifests_are_in_the_published_format_with_parameters(tmp_path):
     synth(tmp_path, SynthConfig(size=32, train_per_degradation=1, test_per_degradation=1), progress=False)
     train = json.loads((tmp_path / "train.json").read_text())
     test = json.loads((tmp_path / "test.json").read_text())
-    assert {e["degradation"] for e in train} == {1, 2, 3, 4, 5}
+    assert {e["degradation"] for e in train} == {"Haze", "Rain", "Snow", "Low-light", "Motion blur"}
     assert {e["dataset"] for e in test} >= {"synth-cdd", "synth-lolblur"}  # mixtures only in test
-    assert all(e["degradation"] == 6 for e in test if e["dataset"] in ("synth-cdd", "synth-lolblur"))
+    assert all(e["degradation"] == "Mixed" for e in test if e["dataset"] in ("synth-cdd", "synth-lolblur"))
     for e in train + test:
         assert {"image_path", "target_path", "degradation", "dataset"} <= set(e)
         assert isinstance(e["params"], dict) and e["params"]

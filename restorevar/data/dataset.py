@@ -119,7 +119,7 @@ class PairedDataset(Dataset):
             self.skipped.append(e.image_path)
             return None
         item = {"degraded": from_uint8(ims[0]), "degradation": e.degradation, "dataset": e.dataset,
-                "id": e.extra.get("id", Path(e.image_path).stem), "index": index}
+                "id": e.id, "index": index}
         if len(ims) == 2:
             item["clean"] = from_uint8(ims[1])
         return item

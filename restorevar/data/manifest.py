@@ -1,9 +1,12 @@
-"""Manifests in the reference code's format, and their validation.
+"""Manifests in the official code's format, and their validation.
 
-A manifest is a JSON list of ``{"image_path", "target_path", "degradation", "dataset"}`` with integer
-degradation classes (Haze=1, Rain=2, Snow=3, Low-light=4, Motion blur=5, Mixed=6, TOLED=7, POLED=8).
-We read and write that unchanged; our optional extra keys (``split``, ``params``, ``id``, ...) are
-ignored by readers that don't know them. Relative paths resolve against the manifest's folder.
+A manifest is a JSON list of ``{"image_path", "target_path", "degradation", "dataset"}``. The official loader
+knows the degradation by name ("Haze", "Rain", "Snow", "Low-light", "Motion blur", "Mixed", "toled",
+"poled"), and that is what we write; we also read the integer classes (Haze=1 ... POLED=8) and looser
+spellings. Our optional extra keys (``split``, ``params``, ``id``, ...) are ignored by readers that don't
+know them. Relative paths resolve against the manifest's folder. An entry's ``id`` names its image in
+paired results; without one it comes from the dataset-relative path, since file names repeat across
+GoPro's sequences and Rain13K's test sets.
 ``check_manifest`` lists every problem: malformed entries, unknown labels, paths outside the manifest's
 folder (absolute, or ``..`` out of it; the reference code writes absolute paths, accepted on request),
 missing or undecodable files, duplicate pairs and ids, and train/test overlap by path or by file content.
@@ -26,6 +29,9 @@ from restorevar.fileio import atomic_write
 DEGRADATION_CLASSES = {"haze": 1, "rain": 2, "snow": 3, "lowlight": 4, "motion_blur": 5, "mixed": 6,
                        "toled": 7, "poled": 8}
 CLASS_NAMES = {v: k for k, v in DEGRADATION_CLASSES.items()}
+# the labels the official loader accepts, written in every manifest we produce
+OFFICIAL_LABELS = {1: "Haze", 2: "Rain", 3: "Snow", 4: "Low-light", 5: "Motion blur", 6: "Mixed", 7: "toled",
+                   8: "poled"}
 REQUIRED = ("image_path", "target_path", "degradation", "dataset")
 
 
@@ -38,8 +44,24 @@ class Entry:
     extra: dict[str, Any] = field(default_factory=dict)  # optional keys, kept verbatim
 
     def to_json(self) -> dict[str, Any]:
-        return {"image_path": self.image_path, "target_path": self.target_path, "degradation": self.degradation,
-                "dataset": self.dataset, **self.extra}
+        return {"image_path": self.image_path, "target_path": self.target_path,
+                "degradation": OFFICIAL_LABELS.get(self.degradation, self.degradation), "dataset": self.dataset,
+                **self.extra}
+
+    @property
+    def id(self) -> str:
+        """The image's name in paired results: the ``id`` key, else the path below the dataset's folder.
+
+        ``data/Motion_blur/GoPro/Test/GOPR0384_11_00/blur/000001.png`` -> ``Test-GOPR0384_11_00-blur-000001``:
+        unique where stems repeat, and without '/', since evaluation names a folder after it.
+        """
+        if "id" in self.extra:
+            return str(self.extra["id"])
+        parts = Path(self.image_path).with_suffix("").parts
+        parts = tuple(p for p in parts if p not in ("/", "..", "."))
+        lowered = [p.lower() for p in parts]
+        below = len(parts) - 1 - lowered[::-1].index(self.dataset.lower()) if self.dataset.lower() in lowered else -1
+        return "-".join(parts[below + 1:]) if below + 1 < len(parts) else parts[-1]
 
     def resolve(self, base: Path) -> tuple[Path, Path | None]:
         img = Path(self.image_path)
@@ -226,14 +248,14 @@ def check_manifest(path: str | Path, other: str | Path | None = None, *,
             seen[key] = i
             # results are paired across methods by (dataset, degradation, id), so an id names one image
             given = "id" in e.extra
-            key_id = (e.dataset, str(e.extra["id"]) if given else Path(e.image_path).stem)
+            key_id = (e.dataset, e.id)
             if key_id not in seen_ids:
                 seen_ids[key_id] = i
             elif given:
                 problems.append(Problem(i, e.image_path, f"id {key_id[1]!r} is also the id of entry "
                                         f"{seen_ids[key_id]} of dataset {e.dataset}; ids must be unique", name))
             else:
-                problems.append(Problem(i, e.image_path, f"its id is its file name {key_id[1]!r}, as is entry "
+                problems.append(Problem(i, e.image_path, f"its id is its path {key_id[1]!r}, as is entry "
                                         f"{seen_ids[key_id]}'s of dataset {e.dataset}; ids must be unique: give "
                                         "the entries an \"id\" each", name))
         sizes = []
