@@ -224,3 +224,18 @@ def test_transformer_training_with_gradient_accumulation_matches_the_whole_batch
         runs[parts] = _weights(tmp_path / f"accum{parts}" / CKPT_NAME)["transformer"]
     for k, v in runs[1].items():
         torch.testing.assert_close(runs[2][k], v, rtol=1e-4, atol=1e-5, msg=f"transformer.{k} differs")
+
+
+def test_validation_is_stratified_by_dataset_and_degradation_and_its_first_batch_covers_every_group():
+    from restorevar.train.common import split_train_val
+
+    # a merged manifest: one big haze set first, then the others, a small low-light set last (as LOLv1)
+    groups = [("RESIDE", 1)] * 500 + [("Rain13K", 2)] * 300 + [("Snow100K", 3)] * 300 + [("LOLv1", 4)] * 20
+    train, val = split_train_val(groups, 0.1, seed=0, val_per_group=25)
+    assert not set(train) & set(val) and sorted(train + val) == list(range(len(groups)))
+    per = {g: sum(groups[i] == g for i in val) for g in set(groups)}
+    assert per == {("RESIDE", 1): 25, ("Rain13K", 2): 25, ("Snow100K", 3): 25, ("LOLv1", 4): 2}
+    assert {groups[i] for i in val[:4]} == set(groups)  # the first validation batch sees every group
+    assert split_train_val(groups, 0.1, seed=0, val_per_group=25) == (train, val)
+    assert split_train_val(groups, 0.1, seed=1, val_per_group=25)[1] != val
+    assert split_train_val([("a", 1)], 0.1, seed=0) == ([0], [])  # a lone image stays in training

@@ -36,6 +36,7 @@ class DataConfig:
     val_scenes: int = 0  # onthefly: whole scenes held out for validation (0: validate on its own pair stream)
     train_manifest: str = "data/synth/train.json"
     val_fraction: float = 0.1  # held out of the training manifest for validation; the test split is never used
+    val_per_group: int | None = None  # at most this many per (dataset, degradation); the official holds out 100
     crop: int = 64
     resize_shorter: int | None = None
     hflip: bool = False
@@ -217,17 +218,33 @@ def accumulate_backward(batch: dict[str, Any], parts: int,
     return totals
 
 
-def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    order = np.random.default_rng([seed, 12345]).permutation(n)
-    n_val = round(n * val_fraction) if n > 1 else 0
-    n_val = min(max(n_val, 1 if val_fraction > 0 and n > 1 else 0), n - 1)
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+def split_train_val(groups: list[Any], val_fraction: float, seed: int,
+                    val_per_group: int | None = None) -> tuple[list[int], list[int]]:
+    """Training and validation indices, stratified: ``val_fraction`` of every group (at least one image, at
+    most ``val_per_group``) is held out. The validation list takes the groups in turn, so its first batches
+    cover every dataset and degradation (a merged manifest lists one dataset after another)."""
+    by_group: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    rng = np.random.default_rng([seed, 12345])
+    train, val_lists = [], []
+    for g in sorted(by_group, key=str):
+        members = [by_group[g][j] for j in rng.permutation(len(by_group[g]))]
+        n = len(members)
+        n_val = min(max(round(n * val_fraction), 1), n - 1) if val_fraction > 0 and n > 1 else 0
+        if val_per_group is not None:
+            n_val = min(n_val, val_per_group)
+        val_lists.append(members[:n_val])
+        train += members[n_val:]
+    val = [lst[k] for k in range(max(map(len, val_lists), default=0)) for lst in val_lists if k < len(lst)]
+    return sorted(train), val
 
 
 def make_data(data: DataConfig, loop: LoopConfig) -> tuple[PairedDataset, StepBatches, list[int]]:
     t = PairedTransform(crop=data.crop, resize_shorter=data.resize_shorter, hflip=data.hflip, mode="train")
     ds = PairedDataset(data.train_manifest, t, seed=loop.seed, skip_corrupt=data.skip_corrupt)
-    train_idx, val_idx = split_train_val(len(ds), data.val_fraction, loop.seed)
+    groups = [(e.dataset, e.degradation) for e in ds.entries]
+    train_idx, val_idx = split_train_val(groups, data.val_fraction, loop.seed, data.val_per_group)
     return ds, StepBatches(ds, train_idx, loop.batch_size, loop.seed), val_idx
 
 
