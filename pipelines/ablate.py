@@ -122,7 +122,7 @@ def run(family: str) -> dict:
     device = pick_device(p.evaluate.device)
     size = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).cfg.vqvae.image_size
     pe = p.evaluate.protocol
-    protocol = MetricProtocol(pe.colour, pe.crop_border, pe.geometry, size)
+    protocol = MetricProtocol(pe.colour, pe.crop_border, pe.geometry, size, pe.convention)
     suite = MetricSuite(suite_names, protocol, device)
     rows = evaluate(p.test_manifest, _methods(fam.stage, checkpoints, device), suite,
                     batch_size=p.evaluate.batch_size, max_per_stratum=p.evaluate.max_images_per_degradation)

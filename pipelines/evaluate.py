@@ -42,7 +42,7 @@ def run() -> dict:
     device = pick_device(e.device)
     model = load_model(checkpoint_path("train_refiner"), ["vqvae", "transformer", "refiner"]).to(device).eval()
     protocol = MetricProtocol(e.protocol.colour, e.protocol.crop_border, e.protocol.geometry,
-                              model.cfg.vqvae.image_size)
+                              model.cfg.vqvae.image_size, e.protocol.convention)
     protocol.validate()
     suite = MetricSuite(e.metrics, protocol, device)
     for name, (ok, reason) in suite.available.items():

@@ -115,6 +115,7 @@ class ProtocolParams:
     colour: Literal["rgb", "y"] = "rgb"
     crop_border: int = 0
     geometry: Literal["resize", "center_crop"] = "resize"
+    convention: Literal["basicsr", "official"] = "basicsr"  # restorevar.metrics.protocol
 
 
 @dataclass

@@ -68,6 +68,39 @@ def test_y_channel_and_crop_border_follow_the_basicsr_convention(photos):
     assert MetricProtocol("y", 8, "resize", 96).id == "y-crop8-resize96"
 
 
+def _official(colour="rgb", crop=0, names=("psnr", "ssim")):
+    return MetricSuite(list(names), MetricProtocol(colour, crop, "resize", 96, convention="official"))
+
+
+def test_official_ssim_is_scikit_images_default_exactly(photos):
+    """The official evaluation calls structural_similarity(clean, restored, data_range=1, channel_axis=2)."""
+    clean, deg = photos
+    s = _official().score(_t(deg), _t(clean))
+    c64, d64 = (_t(x)[0].permute(1, 2, 0).double().numpy() for x in (clean, deg))  # the float32 values scored
+    ref = structural_similarity(c64, d64, data_range=1.0, channel_axis=2)
+    assert s["ssim"][0] == pytest.approx(ref, rel=1e-10)
+    assert abs(s["ssim"][0] - _suite().score(_t(deg), _t(clean))["ssim"][0]) > 1e-3  # a different number
+    assert s["psnr"][0] == pytest.approx(peak_signal_noise_ratio(c64, d64, data_range=1.0), abs=PSNR_TOL_DB)
+    y = lambda x: rgb2ycbcr(x)[..., 0] / 255
+    s = _official("y", 8).score(_t(deg), _t(clean))
+    ref = structural_similarity(y(c64)[8:-8, 8:-8], y(d64)[8:-8, 8:-8], data_range=1.0)
+    assert s["ssim"][0] == pytest.approx(ref, abs=1e-6)
+    assert MetricProtocol("rgb", 0, "resize", 512, convention="official").id == "rgb-crop0-resize512-official"
+    with pytest.raises(ValueError, match="convention must be basicsr or official"):
+        MetricProtocol(convention="matlab").validate()
+
+
+def test_official_convention_scores_no_reference_metrics_on_the_8_bit_output(photos):
+    _, deg = photos
+    seen = {}
+    for convention in ("basicsr", "official"):
+        suite = MetricSuite([], MetricProtocol(size=96, convention=convention))
+        suite._metrics["musiq"] = lambda x, c=convention: seen.setdefault(c, x.clone()).mean((1, 2, 3))
+        suite.score(_t(deg), None)
+    assert torch.equal(seen["official"], (seen["official"] * 255).round() / 255)
+    assert not torch.equal(seen["basicsr"], (seen["basicsr"] * 255).round() / 255)
+
+
 def test_metrics_without_cached_weights_are_unavailable_with_the_reason(photos, tmp_path):
     clean, deg = photos
     suite = _suite(names=("psnr", "lpips", "musiq"), cache=tmp_path / "empty")

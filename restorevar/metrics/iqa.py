@@ -81,6 +81,8 @@ class MetricSuite:
         return (True, "available") if not problems else (False, unavailable_reason(problems, self.cache))
 
     def _build(self, name: str):
+        if name == "ssim" and self.protocol.convention == "official":
+            return SkimageSSIM(self.protocol.crop_border, self.protocol.colour == "y")
         if name == "lpips":
             return _LpipsMetric(lpips_alex(self.cache)).to(self.device).eval()
         pyiqa = _pyiqa()
@@ -115,10 +117,50 @@ class MetricSuite:
                 if tgt is None:
                     continue
                 v = metric(pred, tgt)
-            else:
-                v = metric(pred)
+            else:  # the official scores its saved 8-bit files
+                v = metric(pred if self.protocol.convention == "basicsr" else (pred * 255).round() / 255)
             out[name] = v.detach().reshape(-1).double().cpu().numpy()
         return out
+
+
+class SkimageSSIM(torch.nn.Module):
+    """SSIM per image as ``skimage.metrics.structural_similarity(a, b, data_range=1, channel_axis=2)`` gives it,
+    the official evaluation's call: a 7x7 uniform window, sample covariance (N / (N - 1)), K1 0.01, K2 0.03,
+    averaged over the pixels where the window fits and over the channels; float64, no 8-bit rounding."""
+
+    win = 7
+
+    def __init__(self, crop_border: int = 0, y_channel: bool = False):
+        super().__init__()
+        self.crop_border, self.y_channel = crop_border, y_channel
+
+    def forward(self, x_B3HW: torch.Tensor, y_B3HW: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if x_B3HW.shape != y_B3HW.shape:
+            raise ValueError(f"SSIM of differently shaped images: {tuple(x_B3HW.shape)} vs {tuple(y_B3HW.shape)}")
+        c = self.crop_border
+        if c:
+            x_B3HW, y_B3HW = x_B3HW[..., c:-c, c:-c], y_B3HW[..., c:-c, c:-c]
+        if min(x_B3HW.shape[-2:]) < self.win:
+            raise ValueError(f"SSIM needs images of at least {self.win} px, got {tuple(x_B3HW.shape[-2:])}")
+        if self.y_channel:
+            from pyiqa.utils.color_util import to_y_channel
+
+            x_B3HW, y_B3HW = (to_y_channel(t, 1.0, "ycbcr") for t in (x_B3HW, y_B3HW))
+        x, y = x_B3HW.double(), y_B3HW.double()
+
+        def mean(t: torch.Tensor) -> torch.Tensor:  # the window's mean, only where it fits (skimage crops the rest)
+            return F.avg_pool2d(t, self.win, stride=1)
+
+        n = self.win**2
+        mx, my = mean(x), mean(y)
+        vx = (mean(x * x) - mx * mx) * n / (n - 1)
+        vy = (mean(y * y) - my * my) * n / (n - 1)
+        vxy = (mean(x * y) - mx * my) * n / (n - 1)
+        c1, c2 = 0.01**2, 0.03**2
+        s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        return s.flatten(1).mean(1)
 
 
 def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], spec, cache: Path) -> None:
