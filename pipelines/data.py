@@ -2,7 +2,10 @@
 
 ``source: synth`` writes the embedded synthetic benchmark there. ``source: datasets`` fetches each named
 dataset of the registry (download with checksums and resume, or adapt what is already under ``root``)
-and merges their manifests, with absolute paths, into one train and one test manifest.
+and merges their manifests, with absolute paths, into one train and one test manifest. ``source:
+manifests`` merges given manifests of the official code's format (paths relative to ``root``, as its
+trainset.json and test_jsons are to its repository), so training and testing use its exact splits.
+Every entry keeps the id its relative path gave it, so results pair up on any machine.
 """
 from __future__ import annotations
 
@@ -17,6 +20,21 @@ from restorevar.data.synth import SynthConfig, synth
 from restorevar.errors import UserError
 
 
+def _absolute(e: Entry, base: Path) -> Entry:
+    e.extra.setdefault("id", e.id)  # from the relative path, before it becomes this machine's absolute one
+    img, tgt = e.resolve(base)
+    e.image_path, e.target_path = str(img.resolve()), (str(tgt.resolve()) if tgt else None)
+    return e
+
+
+def _from_manifests(d: DataParams, out: Path) -> None:
+    base = ROOT / d.root
+    for split, names in (("train", d.train_manifests), ("test", d.test_manifests)):
+        entries = [_absolute(e, base) for name in names for e in read_manifest(ROOT / name)]
+        write_manifest(out / f"{split}.json", entries)
+        print(f"data: {split}: {len(entries)} pairs from {len(names)} manifest(s), paths under {base}")
+
+
 def _real(d: DataParams, out: Path) -> None:
     merged: dict[str, list[Entry]] = {"train": [], "test": []}
     for name in d.datasets:
@@ -28,10 +46,7 @@ def _real(d: DataParams, out: Path) -> None:
             split = Path(manifest).stem
             if split not in merged:
                 continue
-            for e in read_manifest(manifest):
-                img, tgt = e.resolve(Path(manifest).parent)
-                e.image_path, e.target_path = str(img.resolve()), (str(tgt.resolve()) if tgt else None)
-                merged[split].append(e)
+            merged[split] += [_absolute(e, Path(manifest).parent) for e in read_manifest(manifest)]
     for split, entries in merged.items():
         if not entries:
             raise UserError(f"the datasets {', '.join(d.datasets)} give no {split} pairs")
@@ -49,6 +64,8 @@ def main() -> int:
             info = synth(out, SynthConfig(size=d.size, train_per_degradation=d.train_per_degradation,
                                           test_per_degradation=d.test_per_degradation, seed=d.seed))
             print(f"data: synthetic benchmark, {info['pairs']} pairs, {info['seconds']} s")
+        elif d.source == "manifests":
+            _from_manifests(d, out)
         else:
             _real(d, out)
         # real datasets stay where `data fetch` put them: their manifests point outside data/prepared

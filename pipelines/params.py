@@ -65,7 +65,7 @@ def train_config_class(stage: str) -> type:
 
 @dataclass
 class DataParams:
-    source: Literal["synth", "datasets"] = "synth"
+    source: Literal["synth", "datasets", "manifests"] = "synth"
     # source=synth: the embedded synthetic benchmark
     size: int = 64
     train_per_degradation: int = 64
@@ -73,13 +73,21 @@ class DataParams:
     seed: int = 0
     # source=datasets: registry names (restorevar data fetch), downloaded or adapted under `root`
     datasets: list[str] = field(default_factory=list)
-    root: str = "data/raw"
+    root: str = "data/raw"  # source=manifests: the folder their relative paths start from
     allow_download: bool = True
+    # source=manifests: JSON manifests of the official code's format (its trainset.json and test_jsons/*.json)
+    train_manifests: list[str] = field(default_factory=list)
+    test_manifests: list[str] = field(default_factory=list)
 
     def check(self, where: str) -> None:
         if self.source == "datasets":
             if not self.datasets:
                 raise UserError(f"{where}: source 'datasets' needs a non-empty list 'datasets'")
+            return
+        if self.source == "manifests":
+            if not self.train_manifests or not self.test_manifests:
+                raise UserError(f"{where}: source 'manifests' needs non-empty lists 'train_manifests' and "
+                                "'test_manifests'")
             return
         from restorevar.data.synth import SynthConfig
 
