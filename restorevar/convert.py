@@ -217,3 +217,39 @@ def fill_missing(rep: ConversionReport, model) -> list[str]:
 def is_clean(rep: ConversionReport) -> bool:
     strict = rep.kind != "var_d16"
     return not rep.unmapped and not rep.shape_mismatches and (not strict or not any(rep.missing.values()))
+
+
+# ------------------------------------------------------------------------------------------------
+# Starting a training run from the published VAR weights
+# ------------------------------------------------------------------------------------------------
+VAR_INIT = {"var": ("var_vae", "vqvae"), "var_d16": ("var_d16", "var_d16")}  # init_from -> (weight file, kind)
+
+
+def load_official_into(model, init_from: str, cache: Path | None = None) -> dict[str, Any]:
+    """Fill ``model`` (a RestoreVAR) from VAR's published file for ``init_from`` ('var': the VQ-VAE, strictly;
+    'var_d16': the transformer, non-strictly, what reads the condition newly initialised, as the paper does).
+
+    The file comes from the weights cache (``restorevar data fetch-weights``) and is unpickled only after its
+    size and full SHA-256 matched the published ones, with ``weights_only=True``. Returns the conversion summary.
+    """
+    from restorevar.data import weights
+
+    spec = weights.BY_NAME[VAR_INIT[init_from][0]]
+    cache = Path(cache) if cache is not None else weights.default_cache()
+    try:  # hashes the whole file once, then loads those bytes
+        sd = unwrap_state_dict(weights.load_verified(spec, cache))
+    except weights.WeightRefused as e:
+        raise UserError(f"init_from {init_from}: {e}") from None
+    kind = VAR_INIT[init_from][1]
+    rep = convert(kind, sd, model)
+    summary = rep.summary()
+    if kind == "var_d16":
+        summary["newly_initialised"] = fill_missing(rep, model)
+        summary["missing"] = {}
+    if not is_clean(rep):
+        problems = rep.unmapped + rep.shape_mismatches + [f"missing {k}" for v in rep.missing.values() for k in v]
+        raise UserError(f"init_from {init_from}: {spec.relpath} does not fit this model ({problems[0]}; "
+                        f"{len(problems)} problems in all); the paper preset is the one VAR's weights fit")
+    for comp, state in rep.components.items():
+        getattr(model, comp).load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return summary

@@ -2,6 +2,7 @@
 import json
 import re
 
+import pytest
 import torch
 
 from conftest import make_tiny
@@ -133,3 +134,72 @@ def test_manifest_summary_is_json_and_written_atomically(tmp_path, capsys):
     assert main(["convert-official", "--check-manifest", str(MANIFEST), "--report", str(report)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads(report.read_text()) == printed and printed["ok"]
+
+
+def _fake_var_cache(tmp_path, monkeypatch, src):
+    """VAR's two files in official format (made from a tiny model), in a weights cache whose registry entries
+    carry their digests, as the real entries carry the published ones."""
+    from dataclasses import replace
+
+    from restorevar.data import weights
+    from restorevar.data.fetch import sha256_of
+    from restorevar.train.prior import reads_condition
+
+    cache = tmp_path / "weights"
+    (cache / "var").mkdir(parents=True)
+    vae = _to_official_vae(src.vqvae.state_dict(), len(src.cfg.vqvae.ch_mult))
+    plain = {k: v for k, v in src.transformer.state_dict().items() if not reads_condition(k)}
+    d16 = {k: v for k, v in _to_official_restorevar(plain, {}).items() if k != "attn_bias_for_masking"}
+    for i in range(len(src.transformer.blocks)):  # AdaLN, which RestoreVAR drops
+        d16[f"blocks.{i}.ada_lin.1.weight"] = torch.ones(6 * src.cfg.transformer.width, 1)
+    for name, sd in (("var_vae", vae), ("var_d16", d16)):
+        spec = weights.BY_NAME[name]
+        torch.save(sd, cache / spec.relpath)
+        monkeypatch.setitem(weights.BY_NAME, name, replace(spec, sha256=sha256_of(cache / spec.relpath),
+                                                            size=(cache / spec.relpath).stat().st_size))
+    monkeypatch.setenv("RESTOREVAR_WEIGHTS", str(cache))
+    return cache
+
+
+def test_training_starts_from_vars_published_files_after_their_checksum(tmp_path, monkeypatch):
+    from restorevar.convert import load_official_into
+    from restorevar.errors import UserError
+    from restorevar.train.prior import reads_condition
+
+    src = make_tiny(seed=3, gains=0.0)
+    cache = _fake_var_cache(tmp_path, monkeypatch, src)
+    dst = make_tiny(seed=11)
+    fresh_cond = {k: v.clone() for k, v in dst.transformer.state_dict().items() if reads_condition(k)}
+    load_official_into(dst, "var")
+    summary = load_official_into(dst, "var_d16")
+    for k, v in src.vqvae.state_dict().items():
+        assert torch.equal(dst.vqvae.state_dict()[k], v), k
+    for k, v in dst.transformer.state_dict().items():  # VAR's weights, and the condition path newly initialised
+        assert torch.equal(v, fresh_cond[k] if reads_condition(k) else src.transformer.state_dict()[k]), k
+    assert sorted(summary["newly_initialised"]) == sorted(f"transformer.{k}" for k in fresh_cond)
+    # a file that is not the published one is never unpickled
+    path = cache / "var" / "var_d16.pth"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"init_from var_d16: .*restorevar data fetch-weights"):
+        load_official_into(make_tiny(), "var_d16")
+
+
+def test_a_frozen_tokenizer_stage_exports_vars_vae_unchanged(tmp_path, monkeypatch):
+    from restorevar.config import from_dict
+    from restorevar.data.synth import SynthConfig, synth
+    from restorevar.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    src = make_tiny(seed=4)
+    _fake_var_cache(tmp_path, monkeypatch, src)
+    synth(tmp_path / "synth", SynthConfig(size=32, train_per_degradation=2, test_per_degradation=1), progress=False)
+    cfg = from_dict(TokenizerTrainConfig, {
+        "model": {"preset": "tiny"}, "init_from": "var", "frozen": True,
+        "data": {"train_manifest": str(tmp_path / "synth" / "train.json"), "crop": 32},
+        "loop": {"steps": 5, "batch_size": 2, "val_batches": 1, "device": "cpu"}})
+    last = train_tokenizer(cfg, tmp_path / "run")
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    for k, v in src.vqvae.state_dict().items():
+        assert torch.equal(ck["components"]["vqvae"][k], v), k
+    assert "val_psnr_continuous" in last and ck["step"] == 1

@@ -16,6 +16,7 @@ from restorevar.train.common import (
     LoopConfig,
     ModelRef,
     Reporter,
+    frozen,
     load_vqvae,
     make_train_val,
     null_reporter,
@@ -36,12 +37,17 @@ class TokenizerTrainConfig:
     # each step sees batch_size images: this share degraded (so the encoder knows them), the rest clean
     degraded_share: float = 0.5
     restart_dead_codes_every: int = 25  # 0 disables; dead codes restart on random current latents
-    # a tokenizer checkpoint to start from: a path, or "pretrained" for the one shipped for the preset
+    # a tokenizer checkpoint to start from: a path, "pretrained" for the one shipped for the preset, or "var"
+    # for VAR's published vae_ch160v4096z32 (the weights cache; the paper preset)
     init_from: str = ""
     dead_code_threshold: float = 0.03
+    # keep the initial weights as they are (the paper keeps VAR's VAE frozen): evaluate and export, no training
+    frozen: bool = False
 
     def validate(self) -> None:
         self.loop.validate()
+        if self.frozen and not self.init_from:
+            raise UserError("train_tokenizer: frozen needs init_from (a checkpoint, pretrained or var) to keep")
         if not 0 <= self.degraded_share <= 1:
             raise UserError(f"degraded_share must be in [0, 1], got {self.degraded_share}")
 
@@ -74,7 +80,14 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     vae = VQVAE(model_cfg.vqvae)
-    if cfg.init_from:  # a resumed run then overwrites these weights with its own checkpoint's
+    if cfg.init_from == "var":
+        from types import SimpleNamespace
+
+        from restorevar.convert import load_official_into
+
+        summary = load_official_into(SimpleNamespace(cfg=model_cfg, vqvae=vae), "var")
+        print(f"train_tokenizer: VAR's VQ-VAE converted, {summary['keys_mapped']} tensors", flush=True)
+    elif cfg.init_from:  # a resumed run then overwrites these weights with its own checkpoint's
         vae = load_vqvae(model_cfg, pretrained_path(cfg.model.preset, "tokenizer") if cfg.init_from == "pretrained"
                          else cfg.init_from)
     vae.to(device)
@@ -114,6 +127,13 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
         return {"val_psnr_discrete": sum(disc) / n, "val_psnr_continuous": sum(cont) / n,
                 "val_codebook_usage": len(used) / vae.cfg.vocab_size}
 
+    if cfg.frozen:  # one evaluation, then the checkpoint of the weights as they came
+        frozen(vae)  # in eval mode, the quantizer's usage statistics stay as they came too
+        loop = LoopConfig(**{**asdict(cfg.loop), "steps": 1, "ckpt_every": 1, "eval_every": 1, "log_every": 1})
+        return run_loop(run_dir=Path(run_dir), loop=loop, model_cfg=model_cfg, train_cfg=asdict(cfg), trained={},
+                        optimizers={"none": torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.0)},
+                        step_fn=lambda step: {}, eval_fn=eval_fn, components=lambda: {"vqvae": vae.state_dict()},
+                        report=report, images_per_step=0)
     return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
                     trained={"vqvae": vae}, optimizers={"vqvae": opt}, step_fn=step_fn, eval_fn=eval_fn,
                     components=lambda: {"vqvae": vae.state_dict()}, report=report,

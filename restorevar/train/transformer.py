@@ -34,7 +34,8 @@ class TransformerTrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-4))
     tokenizer_checkpoint: str = "checkpoints/tokenizer.pt"
     label_smoothing: float = 0.0
-    # a transformer checkpoint to start from: a path, or "pretrained" for the prior shipped for the preset
+    # a transformer checkpoint to start from: a path, "pretrained" for the prior shipped for the preset, or
+    # "var_d16" for VAR's published var_d16.pth (the weights cache; the paper preset)
     init_from: str = ""
     any_resolution: bool = False  # the tokenizer and init_from checkpoints may be from another image size
     # the zero-initialised gates (cross-attention gains, SOS gain) open slowly at the base LR and weight decay
@@ -102,6 +103,12 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
         from restorevar.train.prior import load_prior
 
         load_prior(model.transformer, pretrained_path(cfg.model.preset, "prior"))
+    elif cfg.init_from == "var_d16":  # VAR's published d16, as the paper starts: AdaLN dropped, condition path new
+        from restorevar.convert import load_official_into
+
+        summary = load_official_into(model, "var_d16")
+        print(f"train_transformer: VAR d16 converted, {summary['keys_mapped']} tensors; "
+              f"{len(summary['newly_initialised'])} newly initialised", flush=True)
     elif cfg.init_from:  # another transformer checkpoint (the positions ablation's pre-training): all of it
         load_component(model, cfg.init_from, ["transformer"], cfg.any_resolution)
     if cfg.gate_init:  # a resumed run then overwrites these with its own checkpoint's
