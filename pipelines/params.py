@@ -502,6 +502,47 @@ class Params:
             if any(c.get("init_from") == "pretrained" for c in self.stages[stage].variants.values()):
                 pretrained_path(self.model.preset, name)
 
+    def preflight(self) -> list[str]:
+        """What this profile needs that is not here yet, one line each with the command that gets it: the
+        published weights its stages start from or require, and its datasets or manifests. Only presence and
+        size are checked here; every file is hashed in full before it is loaded."""
+        from restorevar.data import weights
+
+        needs: dict[str, str] = {}
+        init_weights = {"train_tokenizer": {"var": "var_vae"}, "train_transformer": {"var_d16": "var_d16"}}
+        for stage, by_init in init_weights.items():
+            for c in self.stages[stage].variants.values():
+                if c.get("init_from") in by_init:
+                    needs[by_init[c["init_from"]]] = f"{self._where(stage)}.init_from {c['init_from']}"
+        if any(c.get("perceptual_required") for c in self.stages["finetune_decoder"].variants.values()):
+            for spec in weights.WEIGHTS:
+                if "lpips" in spec.needed_by:
+                    needs[spec.name] = f"{self._where('finetune_decoder')}.perceptual_required"
+        cache = weights.default_cache()
+        out = []
+        for name, why in needs.items():
+            spec = weights.BY_NAME[name]
+            path = cache / spec.relpath
+            if not path.is_file() or (spec.size is not None and path.stat().st_size != spec.size):
+                state = "missing" if not path.is_file() else f"{path.stat().st_size} bytes, not {spec.size}"
+                out.append(f"weights {spec.relpath} ({state} under {cache}; for {why}): "
+                           f"restorevar data fetch-weights --cache {cache}")
+        d = self.data
+        if d.source == "datasets":
+            for name in d.datasets:
+                folder = ROOT / d.root / name
+                if not folder.is_dir() or not any(folder.iterdir()):
+                    out.append(f"dataset {name} (no files in {folder}): restorevar data fetch {name} --root {d.root}")
+        elif d.source == "manifests":
+            for name in (*d.train_manifests, *d.test_manifests):
+                if not (ROOT / name).is_file():
+                    out.append(f"manifest {name} (not found; {self._where('data')}): copy it from the official "
+                               "code's release (its trainset.json and test_jsons/) or fix the path")
+            if not (ROOT / d.root).is_dir():
+                out.append(f"image root {d.root} (not a folder; {self._where('data')}.root): the folder the "
+                           "manifests' paths start from")
+        return out
+
     def _check_sizes(self) -> None:
         """The synthetic images are ``data.size`` px square: every training crop must fit in them, and so must
         the model's size where the test protocol crops rather than resizes."""

@@ -1,6 +1,7 @@
-"""Stage 0: validate params.yaml completely, every profile's column, so a typo fails in seconds, naming the key.
+"""Stage 0: validate params.yaml completely, every profile's column, so a typo fails in seconds, naming the key;
+then check that the chosen profile's weights and datasets are here, listing each missing one with its command.
 
-    python -m pipelines.validate [--params PATH]
+    python -m pipelines.validate [--params PATH] [--no-preflight]
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from restorevar.errors import UserError
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__.split("\n")[0])
     ap.add_argument("--params", type=Path, default=PARAMS, help="the params file to check (default: the project's)")
+    ap.add_argument("--no-preflight", action="store_true",
+                    help="only check the params, not whether the profile's weights and datasets are present")
     args = ap.parse_args(argv)
     name = "params.yaml" if args.params == PARAMS else str(args.params)
     try:
@@ -23,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {str(e).removeprefix('params.yaml: ')}", file=sys.stderr)
         return 2
     p = checked[0]
+    missing = [] if args.no_preflight else p.preflight()
+    if missing:
+        for line in missing:
+            print(f"missing: {line}", file=sys.stderr)
+        print(f"{name}: error: profile {p.profile} needs {len(missing)} thing(s) that are not here (listed above); "
+              "get them, then run again", file=sys.stderr)
+        return 2
     print(f"{name} ok: profile {p.profile}, model {p.model.preset}, "
           f"stages {', '.join(f'{k}({len(v.variants)} trial(s))' for k, v in p.stages.items())}; "
           f"checked profiles {', '.join(q.profile for q in checked)}")

@@ -166,3 +166,33 @@ def test_validate_command_exits_2_with_one_line(tmp_path, capsys):
     assert err == f"{bad}: error: missing section 'model'"
     assert validate.main([]) == 0
     assert "params.yaml ok: profile default" in capsys.readouterr().out
+
+
+def test_preflight_lists_every_missing_weight_and_dataset_with_its_command(tmp_path, monkeypatch, capsys):
+    from pipelines import validate
+    from restorevar.data import weights
+
+    cache = tmp_path / "weights"
+    monkeypatch.setenv("RESTOREVAR_WEIGHTS", str(cache))
+    path = _write(tmp_path, lambda r: r.update(profile="paper"))
+    missing = Params(path).check_profile().preflight()
+    var = [m for m in missing if m.startswith("weights var/")]
+    assert len(var) == 2 and all(m.endswith(f"restorevar data fetch-weights --cache {cache}") for m in var)
+    assert any("train_transformer.paper.init_from var_d16" in m for m in var)
+    assert sum(m.startswith("weights hub/") for m in missing) == 2  # LPIPS: the paper's decoder requires it
+    datasets = [m for m in missing if m.startswith("dataset ")]
+    assert [m.split()[1] for m in datasets] == RAW["data"]["paper"]["datasets"]
+    assert all(f"restorevar data fetch {m.split()[1]} --root data/raw" in m for m in datasets)
+    # present, at the published size (sparse files: only size is checked here, the hash before loading)
+    for name in ("var_vae", "var_d16", "alexnet", "lpips_alex"):
+        spec = weights.BY_NAME[name]
+        (cache / spec.relpath).parent.mkdir(parents=True, exist_ok=True)
+        with open(cache / spec.relpath, "wb") as f:
+            f.truncate(spec.size)
+    assert all(m.startswith("dataset ") for m in Params(path).check_profile().preflight())
+    assert validate.main(["--params", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("profile paper needs 5 thing(s) that are not here (listed above); get them, then run again")
+    assert all(line.startswith("missing: dataset ") for line in err[:-1])
+    assert validate.main(["--params", str(path), "--no-preflight"]) == 0
+    assert Params().check_profile().preflight() == []  # the default profile needs nothing it lacks
