@@ -13,6 +13,11 @@ paths (matmuls, attention, convolutions) go with the timings.
 Training throughput: images per second of one optimiser step of the transformer (teacher forcing; bf16
 autocast on CUDA, as the trainer does) and of the tokenizer (L1 + SSIM + VQ), on random-initialised models.
 
+Every phase (a batch size, an agreement check, a training measurement) is its own: ``on_phase`` gets the
+result so far after each (``--out`` is rewritten then), and a phase that runs out of GPU memory is recorded
+under ``errors`` while the others go on. On CUDA, TF32 matmuls and convolutions are on, as in the official
+code, so its fp32 figures compare (``tf32=False`` for strict fp32).
+
     restorevar bench --preset small --batch-size 1 8 --dtype fp32 bf16 --out results/bench.json
 """
 from __future__ import annotations
@@ -42,7 +47,7 @@ from restorevar.inference.engine import DTYPES, PLAIN, Engine, bf16_problem, fas
 from restorevar.metrics.cost import count_flops, device_name, time_interleaved, time_paths, timer_name
 from restorevar.models import RestoreVAR
 from restorevar.models.presets import PRESETS, get_preset
-from restorevar.train.common import pick_device
+from restorevar.train.common import pick_device, set_tf32
 
 SCHEMA = 1
 
@@ -147,12 +152,12 @@ def _tokenizer_step(model_cfg, device: torch.device, clean: torch.Tensor):
 
 
 def training_throughput(model_cfg, device: torch.device, batch_size: int, warmup: int, steps: int,
-                        seed: int) -> dict[str, Any]:
+                        seed: int, parts=("transformer", "tokenizer")) -> dict[str, Any]:
     """Median seconds per optimiser step and images per second, transformer and tokenizer, random weights."""
     torch.manual_seed(seed)
     clean, deg = (t.to(device) for t in photo_pairs(batch_size, model_cfg.vqvae.image_size, seed))
     out: dict[str, Any] = {}
-    for name in ("transformer", "tokenizer"):
+    for name in parts:
         step, precision = (_transformer_step(model_cfg, device, clean, deg) if name == "transformer"
                            else _tokenizer_step(model_cfg, device, clean))
         sec = time_interleaved(device, {name: step}, warmup, steps)[name]
@@ -165,10 +170,14 @@ def training_throughput(model_cfg, device: torch.device, batch_size: int, warmup
 # ------------------------------------------------------------------------------------------------
 # The benchmark
 # ------------------------------------------------------------------------------------------------
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
 def run_bench(*, preset: str = "small", checkpoint: str | Path | None = None, batch_sizes=(1,), dtypes=("fp32",),
               warmup: int = 2, repeats: int = 5, agreement_images: int = 8, train: bool = True,
-              train_batch_size: int = 8, train_steps: int = 5, device: str = "auto", seed: int = 0,
-              log=print) -> dict[str, Any]:
+              train_batch_size: int = 8, train_steps: int = 5, device: str = "auto", seed: int = 0, tf32: bool = True,
+              log=print, on_phase=None) -> dict[str, Any]:
     for d in dtypes:
         fast(d)  # an unknown dtype fails here, before any model is built
     if min(batch_sizes) < 1 or repeats < 1 or warmup < 0 or agreement_images < 1:
@@ -178,6 +187,7 @@ def run_bench(*, preset: str = "small", checkpoint: str | Path | None = None, ba
     if not 0 <= seed < 2**64:  # what both NumPy's and torch's generators take
         raise UserError(f"--seed must be in [0, 2**64), got {seed}")
     dev = pick_device(device)
+    tf32_on = set_tf32(dev, tf32)
     torch.manual_seed(seed)
     if checkpoint:
         model = load_model(checkpoint, ["vqvae", "transformer", "refiner"])
@@ -196,45 +206,81 @@ def run_bench(*, preset: str = "small", checkpoint: str | Path | None = None, ba
     result: dict[str, Any] = {
         "schema": SCHEMA, "device": device_name(dev), "device_type": dev.type, "torch": torch.__version__,
         "preset": preset, "weights": weights, "image_size": size, "timer": timer_name(dev), "statistic": "median",
-        "warmup": warmup, "repeats": repeats, "seed": seed,
+        "warmup": warmup, "repeats": repeats, "seed": seed, "tf32": tf32_on,
         "inputs": "test photographs shipped with installed packages, centre-cropped, resized, synthetically degraded",
         "paths": {"plain": asdict(PLAIN), **{f"fast_{d}": asdict(e.options) for d, e in fasts.items()}},
-        "skipped": skipped, "inference": {}, "speedup": {}, "agreement": {},
+        "skipped": skipped, "inference": {}, "speedup": {}, "agreement": {}, "errors": {}, "complete": False,
     }
-    for B in batch_sizes:
+
+    def phase(name: str, fn) -> None:
+        """Run one phase; out of GPU memory, it is recorded and the next phase goes on. The result so far is
+        handed to ``on_phase`` either way."""
+        try:
+            fn()
+        except Exception as e:
+            if not _out_of_memory(e):
+                raise
+            result["errors"][name] = "out of memory: " + str(e).splitlines()[0][:200]
+            log(f"bench: {name}: out of memory, skipped")
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        if on_phase is not None:
+            on_phase(result)
+
+    def inference(B: int) -> None:
         _, x = photo_pairs(B, size, seed)
-        x = x.to(dev)
-        rows = time_paths({"plain_fp32": plain, **{f"fast_{d}": e for d, e in fasts.items()}}, x, warmup, repeats)
+        rows = time_paths({"plain_fp32": plain, **{f"fast_{d}": e for d, e in fasts.items()}}, x.to(dev), warmup,
+                          repeats)
         result["inference"][f"b{B}"] = rows
         base = rows["plain_fp32"]["seconds_per_image"]["end_to_end"]
         result["speedup"][f"b{B}"] = {d: base / rows[f"fast_{d}"]["seconds_per_image"]["end_to_end"] for d in fasts}
         log(f"bench: batch {B}: " + "; ".join(
             f"{k} {r['seconds_per_image']['end_to_end'] * 1e3:.1f} ms/image" for k, r in rows.items())
             + "".join(f"; fast {d} x{s:.2f}" for d, s in result["speedup"][f"b{B}"].items()))
-    x1 = photo_pairs(1, size, seed)[1].to(dev)
-    result["flops_per_image"] = {"plain": count_flops(plain, x1),
-                                 **({"fast": count_flops(next(iter(fasts.values())), x1)} if fasts else {})}
-    _, xa = photo_pairs(agreement_images, size, seed + 1)
-    for d, e in fasts.items():
-        result["agreement"][d] = a = agreement(plain, e, xa.to(dev))
+
+    def flops() -> None:
+        x1 = photo_pairs(1, size, seed)[1].to(dev)
+        result["flops_per_image"] = {"plain": count_flops(plain, x1),
+                                     **({"fast": count_flops(next(iter(fasts.values())), x1)} if fasts else {})}
+
+    def agree(d: str) -> None:
+        _, xa = photo_pairs(agreement_images, size, seed + 1)
+        result["agreement"][d] = a = agreement(plain, fasts[d], xa.to(dev))
         log(f"bench: fast {d} vs plain fp32 on {a['images']} images: tokens {a['token_agreement']:.4f} "
             f"(teacher-forced {a['teacher_forced_token_agreement']:.4f}), image PSNR "
             + ("identical" if a["image_psnr_db"] is None else f"{a['image_psnr_db']:.1f} dB")
             + f", max |diff| {a['image_max_abs_diff']:.2e}")
-    del plain, fasts, model
+
+    for B in batch_sizes:
+        phase(f"inference_b{B}", lambda B=B: inference(B))
+    phase("flops", flops)
+    for d in fasts:
+        phase(f"agreement_{d}", lambda d=d: agree(d))
+    plain = fasts = model = None  # frees the models before the training ones are built
     if train:
         cfg = config_from_checkpoint(load_checkpoint(checkpoint)) if checkpoint else get_preset(preset)
-        result["training"] = training_throughput(cfg, dev, train_batch_size, min(warmup, 2) or 1, train_steps, seed)
-        for name, r in result["training"].items():
-            log(f"bench: train {name}: {r['images_per_second']:.2f} images/s ({r['seconds_per_step'] * 1e3:.0f} ms "
-                f"per step of {r['batch_size']}, {r['precision']})")
+        result["training"] = {}
+
+        def training(name: str) -> None:
+            r = training_throughput(cfg, dev, train_batch_size, min(warmup, 2) or 1, train_steps, seed, (name,))
+            result["training"].update(r)
+            log(f"bench: train {name}: {r[name]['images_per_second']:.2f} images/s "
+                f"({r[name]['seconds_per_step'] * 1e3:.0f} ms per step of {r[name]['batch_size']}, "
+                f"{r[name]['precision']})")
+
+        for name in ("transformer", "tokenizer"):
+            phase(f"training_{name}", lambda name=name: training(name))
     result["process_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result["metrics"] = summary_metrics(result)
+    result["complete"] = True
+    if on_phase is not None:
+        on_phase(result)
     return result
 
 
 def summary_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    """The leaf numbers a regression baseline can pick by dotted path (see benchmarks/README.md)."""
+    """The leaf numbers a regression baseline can pick by dotted path (see benchmarks/README.md); a phase
+    that failed leaves its numbers out."""
     inf = result["inference"]
     m: dict[str, Any] = {
         "speedup": result["speedup"],
@@ -244,7 +290,7 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "teacher_forced_token_agreement": {d: a["teacher_forced_token_agreement"]
                                            for d, a in result["agreement"].items()},
     }
-    m["gflops_per_image"] = {k: round(v["end_to_end"] / 1e9, 4) for k, v in result["flops_per_image"].items()}
+    m["gflops_per_image"] = {k: round(v["end_to_end"] / 1e9, 4) for k, v in result.get("flops_per_image", {}).items()}
     if "training" in result:
         m["train_images_per_second"] = {k: v["images_per_second"] for k, v in result["training"].items()}
     return m
@@ -264,6 +310,7 @@ def format_table(result: dict[str, Any]) -> str:
             mem = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
             lines.append(f"| {b[1:]} | {k} | " + " | ".join(f"{s[c] * 1e3:.2f}" for c in comps)
                          + f" | {r['images_per_second']:.2f} | {base / s['end_to_end']:.2f} | {mem} |")
+    lines += [f"not measured: {name}: {why}" for name, why in result.get("errors", {}).items()]
     return "\n".join(lines)
 
 
@@ -285,7 +332,8 @@ def add_parser(sub, parser_class) -> None:
     b.add_argument("--train-steps", type=int, default=5)
     b.add_argument("--device", default="auto", help="auto, cpu or cuda")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", type=Path, help="write the JSON here (atomically)")
+    b.add_argument("--no-tf32", action="store_true", help="strict fp32 on CUDA (TF32 is on by default, as the official)")
+    b.add_argument("--out", type=Path, help="write the JSON here (atomically, after every phase)")
     b.set_defaults(func=cmd_bench)
 
 
@@ -298,17 +346,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.checkpoint = find_checkpoint(args.checkpoint)
         if args.out and args.out.resolve() == args.checkpoint.resolve():
             raise UserError(f"--out {args.out} is the checkpoint itself; give the JSON its own file")
-    result = run_bench(preset=args.preset, checkpoint=args.checkpoint, batch_sizes=tuple(args.batch_size),
-                       dtypes=tuple(dict.fromkeys(args.dtype)), warmup=args.warmup, repeats=args.repeats,
-                       agreement_images=args.agreement_images, train=not args.no_train,
-                       train_batch_size=args.train_batch_size, train_steps=args.train_steps, device=args.device,
-                       seed=args.seed, log=lambda s: print(s, file=sys.stderr))
-    print(format_table(result))
-    if args.out:
+    def write(result: dict[str, Any]) -> None:  # after every phase: a later failure keeps what was measured
         text = json.dumps(result, indent=1) + "\n"
         try:
             atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
         except OSError as e:  # the disk filled or the folder vanished during the run
-            raise UserError(f"cannot write --out {args.out}: {e.strerror or e}; the table above has the results") from None
+            raise UserError(f"cannot write --out {args.out}: {e.strerror or e}; the log above has the results") from None
+
+    result = run_bench(preset=args.preset, checkpoint=args.checkpoint, batch_sizes=tuple(args.batch_size),
+                       dtypes=tuple(dict.fromkeys(args.dtype)), warmup=args.warmup, repeats=args.repeats,
+                       agreement_images=args.agreement_images, train=not args.no_train,
+                       train_batch_size=args.train_batch_size, train_steps=args.train_steps, device=args.device,
+                       seed=args.seed, tf32=not args.no_tf32, log=lambda s: print(s, file=sys.stderr),
+                       on_phase=write if args.out else None)
+    print(format_table(result))
+    if args.out:
         print(f"bench: wrote {args.out}", file=sys.stderr)
     return 0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check of issue 7, as one script: the bench on `paper` at batch 1 and 16, fp32 and bf16, with the
-# bf16 agreement check, and the training throughput of the paper transformer and tokenizer.
+# The GPU check as one script: the bench on `paper` at batch 1 and 16, fp32 (TF32 on, as the official) and
+# bf16, with the bf16 agreement check, and the training throughput of the paper transformer and tokenizer at
+# the official per-GPU batch (24; global 48 over 2 GPUs). The JSON is rewritten after every phase, and a phase
+# that runs out of memory is recorded under "errors" while the others go on.
 #   OUT=/some/folder bash benchmarks/gpu_check.sh [path/to/converted_paper_checkpoint.pt]
 # Without a checkpoint the weights are random (seeded): the timings hold, but bf16 agreement on near-uniform
 # random logits says little; with `restorevar convert-official ... --out restorevar_paper.pt` it is the real one.
@@ -14,5 +16,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvi
 model=(--preset paper)
 if [[ $# -ge 1 ]]; then model=(--checkpoint "$1"); fi
 "$PY" -m restorevar.cli bench "${model[@]}" --device cuda --batch-size 1 16 --dtype fp32 bf16 \
-    --warmup 5 --repeats 20 --agreement-images 16 --train-batch-size 16 --train-steps 10 \
+    --warmup 5 --repeats 20 --agreement-images 16 --train-batch-size 24 --train-steps 10 \
     --out "$OUT/bench_paper.json" 2>&1 | tee "$OUT/bench_paper.log"

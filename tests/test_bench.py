@@ -127,3 +127,41 @@ def test_agreement_psnr_is_none_only_when_all_images_are_identical():
     assert _psnr(a, b) is None
     b[2] += 0.01
     assert _psnr(a, b) == pytest.approx(10 * math.log10(1 / (0.005**2 / 3)), rel=1e-4)
+
+
+def test_a_phase_out_of_gpu_memory_is_recorded_and_the_others_go_on(monkeypatch):
+    from benchmarks import bench
+
+    real = bench.time_paths
+
+    def time_paths(engines, x, warmup, repeats):
+        if x.shape[0] == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(engines, x, warmup, repeats)
+
+    monkeypatch.setattr(bench, "time_paths", time_paths)
+    snapshots = []
+    r = run_bench(preset="tiny", batch_sizes=(1, 2), dtypes=("fp32",), warmup=0, repeats=1, agreement_images=2,
+                  train_batch_size=2, train_steps=1, device="cpu", log=lambda s: None,
+                  on_phase=lambda res: snapshots.append(json.loads(json.dumps(res))))
+    assert r["complete"] and set(r["inference"]) == {"b1"} and set(r["errors"]) == {"inference_b2"}
+    assert r["errors"]["inference_b2"].startswith("out of memory: CUDA out of memory")
+    assert set(r["training"]) == {"transformer", "tokenizer"} and "fp32" in r["agreement"]
+    assert set(r["metrics"]["ms_per_image"]) == {"b1"}
+    assert "not measured: inference_b2: out of memory" in bench.format_table(r)
+    # the result was handed over after every phase: b1, b2, flops, agreement, two trainings, the end
+    assert len(snapshots) == 7 and "b1" in snapshots[0]["inference"] and not snapshots[0]["complete"]
+    assert "transformer" in snapshots[4]["training"] and "tokenizer" not in snapshots[4]["training"]
+
+
+def test_cli_keeps_the_measured_phases_when_a_later_one_fails(tmp_path, monkeypatch, capsys):
+    from benchmarks import bench
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # stands in for a kill, or an error no phase survives, during training
+    monkeypatch.setattr(bench, "training_throughput", boom)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "tiny", "--batch-size", "1", "--repeats", "1", "--warmup", "0",
+                 "--agreement-images", "1", "--device", "cpu", "--out", str(out)]) == 130
+    saved = json.loads(out.read_text())
+    assert not saved["complete"] and "b1" in saved["inference"] and "fp32" in saved["agreement"]

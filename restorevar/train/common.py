@@ -61,6 +61,7 @@ class LoopConfig:
     val_batches: int = 4
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # used only on CUDA
+    tf32: bool = True  # CUDA: TF32 matmuls and convolutions for fp32, as the official code sets them
     # memory: the step's batch of `batch_size` runs as this many micro-batches whose gradients add up to the
     # whole batch's (the update is the same, up to float rounding and drop-path's random draws)
     grad_accum: int = 1
@@ -117,6 +118,16 @@ def pick_device(name: str) -> torch.device:
         return dev
     # torch knows more device types (xla, meta, ...); the engine and trainers are built for CPU and CUDA
     raise UserError(f"unsupported device {name!r}; use {DEVICE_CHOICES}")
+
+
+def set_tf32(dev: torch.device, on: bool) -> bool:
+    """TF32 for fp32 matmuls and convolutions on CUDA, as the official code sets it; whether it is on."""
+    if dev.type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    torch.set_float32_matmul_precision("high" if on else "highest")
+    return on
 
 
 def lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:

@@ -26,6 +26,7 @@ from restorevar.train.common import (
     null_reporter,
     pick_device,
     run_loop,
+    set_tf32,
 )
 from restorevar.train.losses import hinge_d_loss, hinge_g_loss, make_lpips, ssim_loss
 
@@ -54,6 +55,7 @@ class DecoderTrainConfig:
 def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
     cfg.validate()
     device = pick_device(cfg.loop.device)
+    set_tf32(device, cfg.loop.tf32)
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     vae = load_vqvae(model_cfg, cfg.tokenizer_checkpoint).to(device)

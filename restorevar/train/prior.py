@@ -31,6 +31,7 @@ from restorevar.train.common import (
     null_reporter,
     pick_device,
     run_loop,
+    set_tf32,
 )
 
 CONDITION_PARTS = ("cross_attn", "cond_", "sos_")
@@ -84,6 +85,7 @@ def prior_logits(model: RestoreVAR, clean_B3HW: torch.Tensor) -> tuple[torch.Ten
 def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
     cfg.validate()
     device = pick_device(cfg.loop.device)
+    set_tf32(device, cfg.loop.tf32)
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)

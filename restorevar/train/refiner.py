@@ -22,6 +22,7 @@ from restorevar.train.common import (
     null_reporter,
     pick_device,
     run_loop,
+    set_tf32,
 )
 
 
@@ -40,6 +41,7 @@ class RefinerTrainConfig:
 def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
     cfg.validate()
     device = pick_device(cfg.loop.device)
+    set_tf32(device, cfg.loop.tf32)
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)

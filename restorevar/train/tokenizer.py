@@ -22,6 +22,7 @@ from restorevar.train.common import (
     null_reporter,
     pick_device,
     run_loop,
+    set_tf32,
 )
 from restorevar.train.losses import ssim_loss
 
@@ -77,6 +78,7 @@ def tokenizer_loss(vae: VQVAE, f_BChw: torch.Tensor, x_B3HW: torch.Tensor, cfg: 
 def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
     cfg.validate()
     device = pick_device(cfg.loop.device)
+    set_tf32(device, cfg.loop.tf32)
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     vae = VQVAE(model_cfg.vqvae)

@@ -24,6 +24,7 @@ from restorevar.train.common import (
     null_reporter,
     pick_device,
     run_loop,
+    set_tf32,
 )
 
 
@@ -94,6 +95,7 @@ def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torc
 def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
     cfg.validate()
     device = pick_device(cfg.loop.device)
+    set_tf32(device, cfg.loop.tf32)
     torch.manual_seed(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)
