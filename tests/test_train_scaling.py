@@ -82,3 +82,22 @@ def test_grad_accum_must_divide_the_batch():
 
     with pytest.raises(UserError, match="grad_accum=3 must be a positive divisor of loop.batch_size=8"):
         LoopConfig(batch_size=8, grad_accum=3).validate()
+
+
+@pytest.mark.parametrize("pairs", ["manifest", "onthefly"])
+def test_batches_built_by_workers_are_the_loops_own_and_restart_at_any_step(pairs, tmp_path):
+    from restorevar.data.synth import SynthConfig, synth
+    from restorevar.train.common import DataConfig, LoopConfig, PrefetchedBatches, make_train_val
+
+    if pairs == "manifest":
+        synth(tmp_path, SynthConfig(size=32, train_per_degradation=4, test_per_degradation=1), progress=False)
+    data = {"pairs": pairs, "train_manifest": str(tmp_path / "train.json"), "crop": 32}
+    loop = LoopConfig(steps=8, batch_size=3, seed=4)
+    serial, _ = make_train_val(DataConfig(**data), loop, "cpu")
+    workers, _ = make_train_val(DataConfig(**data, num_workers=2), loop, "cpu")
+    assert isinstance(workers, PrefetchedBatches)
+    for step in (0, 1, 2, 5, 6, 3):  # in order, then a jump (a resume), then back
+        a, b = serial.batch(step, "cpu"), workers.batch(step, "cpu")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k], (step, k)

@@ -41,7 +41,7 @@ class DataConfig:
     resize_shorter: int | None = None
     hflip: bool = False
     skip_corrupt: bool = False
-    num_workers: int = 0
+    num_workers: int = 0  # processes that build the next batches while the model trains (0: in the loop itself)
 
 
 @dataclass
@@ -202,6 +202,41 @@ def decay_groups(module: torch.nn.Module, lr: float, weight_decay: float,
             for (mult, decay), ps in groups.items()]
 
 
+class _StepBatchesDataset(torch.utils.data.Dataset):
+    def __init__(self, source: Any, steps: int):
+        self.source, self.steps = source, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        return self.source.batch(step, "cpu")
+
+
+class PrefetchedBatches:
+    """``source.batch(step)`` built ahead in ``num_workers`` worker processes, in pinned memory on CUDA, and
+    copied without blocking. A batch is still a pure function of (seed, step), so what a worker builds is what
+    the loop would have built itself, and resume stays exact; a step out of sequence restarts the workers
+    there."""
+
+    def __init__(self, source: Any, steps: int, num_workers: int, device: torch.device):
+        self.source, self.steps, self.num_workers, self.device = source, steps, num_workers, torch.device(device)
+        self._iter, self._next = None, None
+
+    def _start(self, step: int) -> None:
+        loader = torch.utils.data.DataLoader(
+            _StepBatchesDataset(self.source, self.steps), batch_size=None, sampler=range(step, self.steps),
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda", prefetch_factor=2)
+        self._iter, self._next = iter(loader), step
+
+    def batch(self, step: int, device) -> dict[str, Any]:
+        if self._iter is None or step != self._next:
+            self._start(step)
+        b = next(self._iter)
+        self._next = step + 1
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+
+
 def micro_batches(batch: dict[str, Any], parts: int) -> list[tuple[dict[str, Any], float]]:
     """``batch`` cut along its first dimension into ``parts`` micro-batches, each with its share of the images."""
     n = len(batch["degraded"] if "degraded" in batch else batch["clean"])
@@ -261,18 +296,24 @@ def make_data(data: DataConfig, loop: LoopConfig) -> tuple[PairedDataset, StepBa
 
 def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, list[dict]]:
     """The step-indexed training batches and the fixed validation batches that ``data`` describes."""
+    if data.num_workers < 0:
+        raise UserError(f"data.num_workers must be >= 0, got {data.num_workers}")
     if data.pairs == "manifest":
         ds, batches, val_idx = make_data(data, loop)
-        return batches, val_batches(ds, val_idx, loop.batch_size, loop.val_batches, device)
-    if data.pairs != "onthefly":
-        raise UserError(f"data.pairs must be manifest or onthefly, got {data.pairs!r}")
-    from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
+        val = val_batches(ds, val_idx, loop.batch_size, loop.val_batches, device)
+    elif data.pairs == "onthefly":
+        from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
 
-    train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, loop.seed)
-    batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction)
-    val_src = SynthPairs(held_out, data.crop, loop.batch_size, loop.seed,
-                         min_crop_fraction=data.min_crop_fraction) if held_out else batches
-    return batches, val_src.fixed_batches(loop.val_batches, device)
+        train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, loop.seed)
+        batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction)
+        val_src = SynthPairs(held_out, data.crop, loop.batch_size, loop.seed,
+                             min_crop_fraction=data.min_crop_fraction) if held_out else batches
+        val = val_src.fixed_batches(loop.val_batches, device)
+    else:
+        raise UserError(f"data.pairs must be manifest or onthefly, got {data.pairs!r}")
+    if data.num_workers:
+        batches = PrefetchedBatches(batches, loop.steps, data.num_workers, device)
+    return batches, val
 
 
 def val_batches(ds: PairedDataset, val_idx: list[int], batch_size: int, max_batches: int, device) -> list[dict]:
