@@ -88,12 +88,20 @@ def run() -> dict:
         "external": {n: {"folder": f, "unmatched": len(missing[n]), "unmatched_examples": missing[n][:5]}
                      for n, f in e.external.items()},
         "images": int(df[df.method == MODEL_METHOD].drop_duplicates(["dataset", "degradation", "image_id"]).shape[0]),
+        "dataset_roles": dataset_roles(p, entries),
         "seconds": round(time.perf_counter() - started, 1), "evaluation_seconds": round(eval_seconds, 1),
         "torch": torch.__version__,
     }
     _write_json(RESULTS / "evaluation.json", info)
     _write_json(RESULTS / "health.json", test_health(model, p, device))
     return info
+
+
+def dataset_roles(p: Params, test_entries) -> dict[str, str]:
+    """'aior' for a test dataset the model also trained on (the paper's Table 1), 'generalization' for one it
+    never saw in training (its Table 2: LHP, REVIDE, TOLED, POLED, CDD, LOLBlur; here also the synthetic mixes)."""
+    trained = {e.dataset for e in read_manifest(p.train_manifest)}
+    return {d: "aior" if d in trained else "generalization" for d in sorted({e.dataset for e in test_entries})}
 
 
 def test_health(model, p: Params, device) -> dict:

@@ -78,6 +78,9 @@ def test_repro_runs_every_stage_and_writes_metrics(done):
     project, m = done["project"], done["metrics"]
     info = json.loads((project / "results" / "evaluation.json").read_text())
     assert info["profile"] == "tiny" and info["protocol"]["id"] == "rgb-crop0-resize32"
+    roles = info["dataset_roles"]  # the synthetic mixes are test-only: the report's Table 2
+    assert {d for d, r in roles.items() if r == "generalization"} == {"synth-cdd", "synth-lolblur"}
+    assert "Generalization: datasets never trained on" in (project / "reports" / "report.md").read_text()
     assert not info["metrics"]["lpips"]["available"] and "not cached" in info["metrics"]["lpips"]["reason"]
     per = m["rgb-crop0-resize32"]
     assert set(per) == {"restorevar", "identity", "vqvae_roundtrip"}

@@ -77,3 +77,23 @@ def test_identical_variants_are_detected_only_when_every_value_matches():
     df = pd.DataFrame(rows)
     assert identical_to_reference(df, "a", ["a", "b", "c"]) == ["b"]
     assert identical_to_reference(df[df.image_id == "0"], "c", ["a", "b"]) == ["a", "b"]
+
+
+def test_test_only_datasets_go_to_the_generalization_table(results, tmp_path):
+    import shutil
+
+    root, _ = results
+    res = tmp_path / "results"
+    shutil.copytree(root / "results", res)
+    info = json.loads((res / "evaluation.json").read_text())
+    df = read_results(res / "per_image")
+    test_only = {"synth-cdd", "synth-lolblur"}
+    assert test_only <= set(df.dataset)
+    info["dataset_roles"] = {d: "generalization" if d in test_only else "aior" for d in set(df.dataset)}
+    (res / "evaluation.json").write_text(json.dumps(info))
+    md = build_report(res, tmp_path / "reports", "Test report", grid_per_group=1)["markdown"].read_text()
+    t1 = md[md.index("## Restoration quality (paper Table 1)"):md.index("## Generalization")]
+    t2 = md[md.index("## Generalization: datasets never trained on (paper Table 2)"):]
+    t2 = t2[:t2.index("\n## ", 4)]
+    assert "synth-haze" in t1 and not any(d in t1 for d in test_only)
+    assert all(d in t2 for d in test_only) and "synth-haze" not in t2
