@@ -635,6 +635,8 @@ class Params:
             d["model"]["overrides"] = list(d["model"]["overrides"]) + [
                 f"vqvae.image_size={size}", f"vqvae.patch_nums={pn}"]
             d["data"]["crop"] = size
+            if d["data"].get("resize_shorter"):  # the same framing of the photographs, at the smaller size
+                d["data"]["resize_shorter"] = round(d["data"]["resize_shorter"] * pre.fraction)
             d["loop"] = {**d["loop"], **pre.loop}
             d["any_resolution"] = True
             try:

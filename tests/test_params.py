@@ -196,3 +196,16 @@ def test_preflight_lists_every_missing_weight_and_dataset_with_its_command(tmp_p
     assert all(line.startswith("missing: dataset ") for line in err[:-1])
     assert validate.main(["--params", str(path), "--no-preflight"]) == 0
     assert Params().check_profile().preflight() == []  # the default profile needs nothing it lacks
+
+
+@pytest.mark.parametrize("profile", ["small", "paper"])
+def test_real_data_ablations_run_at_their_stages_full_length(profile, tmp_path):
+    p = _params(tmp_path, lambda r: r.update(profile=profile))
+    for family in p.ablation_families:
+        stage = p.ablations.families[family].stage
+        full = p.stages[stage].config_dict["loop"]
+        for name, d in p.ablation_variants[family].items():
+            assert d["loop"] == full, f"{family}/{name}"
+    pre = p.ablation_pretrain["positions"]["rope2d"]
+    d = p.stages["train_transformer"].config_dict["data"]
+    assert pre["data"]["crop"] == d["crop"] // 2 and pre["data"]["resize_shorter"] == d["resize_shorter"] // 2
