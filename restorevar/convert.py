@@ -191,6 +191,12 @@ def convert(kind: str, sd: dict[str, torch.Tensor], model) -> ConversionReport:
                 rep.unmapped.append(key if ours is None else f"{key} -> {ours} (no such parameter)")
             continue
         if tuple(tensor.shape) != expected[comp][ours]:
+            if ours == "quantizer.usage_ema_SV" and tensor.shape[1:] == expected[comp][ours][1:]:
+                # codebook-usage statistics, one row per scale: another scale schedule starts them afresh
+                rep.ignored[key] = (f"usage statistics for {tensor.shape[0]} scales, reset for this model's "
+                                    f"{expected[comp][ours][0]}")
+                rep.components[comp][ours] = torch.zeros(expected[comp][ours])
+                continue
             if kind == "var_d16":
                 rep.ignored[key] = f"shape {tuple(tensor.shape)} differs from ours {expected[comp][ours]}"
                 continue

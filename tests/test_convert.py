@@ -203,3 +203,10 @@ def test_a_frozen_tokenizer_stage_exports_vars_vae_unchanged(tmp_path, monkeypat
     for k, v in src.vqvae.state_dict().items():
         assert torch.equal(ck["components"]["vqvae"][k], v), k
     assert "val_psnr_continuous" in last and ck["step"] == 1
+
+
+def test_vars_vae_converts_for_another_scale_schedule():
+    """The VQ-VAE's weights do not depend on the scales; only its per-scale usage statistics do, and start afresh."""
+    s = check_manifest(MANIFEST, "paper", ["vqvae.image_size=128", "vqvae.patch_nums=[1,2,3,4,6,8]"])
+    vae = s["checkpoints"]["vae_ch160v4096z32"]
+    assert vae["loaded_strictly"] and "reset for this model's 6" in " ".join(vae["ignored_reasons"])
