@@ -323,6 +323,11 @@ def _section(raw: dict[str, Any], name: str, profile: str) -> dict[str, Any]:
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    """``d[a][b] = value`` for ``key`` 'a.b'. ``model.overrides`` is added to, not replaced: a variant's
+    overrides (``transformer.positions=ape``) apply on top of the profile's own (its image size, say)."""
+    if key == "model.overrides" and isinstance(value, list):
+        value = list(d.get("model", {}).get("overrides", [])) + [v for v in value
+                                                                   if v not in d.get("model", {}).get("overrides", [])]
     parts = key.split(".")
     for p in parts[:-1]:
         d = d.setdefault(p, {})

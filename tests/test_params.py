@@ -192,7 +192,8 @@ def test_preflight_lists_every_missing_weight_and_dataset_with_its_command(tmp_p
     assert all(m.startswith("dataset ") for m in Params(path).check_profile().preflight())
     assert validate.main(["--params", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("profile paper needs 5 thing(s) that are not here (listed above); get them, then run again")
+    n = len(RAW["data"]["paper"]["datasets"])
+    assert err[-1].endswith(f"profile paper needs {n} thing(s) that are not here (listed above); get them, then run again")
     assert all(line.startswith("missing: dataset ") for line in err[:-1])
     assert validate.main(["--params", str(path), "--no-preflight"]) == 0
     assert Params().check_profile().preflight() == []  # the default profile needs nothing it lacks
@@ -209,3 +210,11 @@ def test_real_data_ablations_run_at_their_stages_full_length(profile, tmp_path):
     pre = p.ablation_pretrain["positions"]["rope2d"]
     d = p.stages["train_transformer"].config_dict["data"]
     assert pre["data"]["crop"] == d["crop"] // 2 and pre["data"]["resize_shorter"] == d["resize_shorter"] // 2
+
+
+def test_a_variants_model_overrides_add_to_the_profiles_own(tmp_path):
+    size = ["transformer.drop_path_rate=0.05"]
+    p = _params(tmp_path, lambda r: r.update(profile="small") or r["model"]["small"].update(overrides=size))
+    v = p.ablation_variants["conditioning"]["discrete"]
+    assert v["model"]["overrides"] == [*size, "transformer.conditioning=discrete"]
+    assert p.stages["train_transformer"].variants["lr1e-4"]["model"]["overrides"] == size
