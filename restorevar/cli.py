@@ -148,7 +148,7 @@ def convert_files(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from restorevar.checkpoint import read_torch_file, save_checkpoint
-    from restorevar.convert import convert, fill_missing, is_clean, unwrap_state_dict
+    from restorevar.convert import TARGETS, convert_into, unwrap_state_dict
     from restorevar.models import RestoreVAR, get_preset
 
     inputs = [(k, p) for k, p in (("vqvae", args.vae), ("restorevar", args.restorevar), ("var_d16", args.var)) if p]
@@ -178,18 +178,10 @@ def convert_files(args: argparse.Namespace) -> dict[str, Any]:
     components: dict[str, dict[str, torch.Tensor]] = {}
     summary: dict[str, Any] = {"preset": args.preset, "out": str(args.out), "checkpoints": {}}
     for kind, path, sd in loaded:
-        rep = convert(kind, sd, model)
-        s = rep.summary()
-        if kind == "var_d16":
-            s["dropped"] = sorted(rep.ignored)
-            s["newly_initialised"] = fill_missing(rep, model)
-            s["missing"] = {}
-        if not is_clean(rep):
-            problems = rep.unmapped + rep.shape_mismatches + [f"missing {k}" for v in rep.missing.values() for k in v]
-            raise UserError(f"{path} does not match the {args.preset} preset as {kind}: {problems[0]} "
-                            f"({len(problems)} problems in all); check --preset/--set and the file's kind")
-        for comp, state in rep.components.items():
-            getattr(model, comp).load_state_dict(state, strict=True)
+        s = convert_into(kind, sd, model, lambda first, n, path=path, kind=kind: (
+            f"{path} does not match the {args.preset} preset as {kind}: {first} ({n} problems in all); "
+            "check --preset/--set and the file's kind"))
+        for comp in TARGETS[kind]:
             components[comp] = {k: v.float().contiguous() for k, v in getattr(model, comp).state_dict().items()}
         summary["checkpoints"][str(path)] = s
     save_checkpoint(args.out, config=model.cfg, components=components,

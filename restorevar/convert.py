@@ -80,6 +80,7 @@ _CONSTANT = (r"blocks\.\d+\.attn\.zero_k_bias", "constant zero k-bias buffer; th
 _VAR_DROPPED = (r"(blocks\.\d+\.ada_lin|head_nm\.ada_lin)\.\d+\.\w+", "AdaLN, removed in RestoreVAR")
 
 # Which of our components each published file fills.
+TARGETS = {"vqvae": ["vqvae"], "restorevar": ["transformer", "refiner"], "var_d16": ["transformer"]}
 KINDS = {
     "vqvae": "a VQ-VAE (vae_ch160v4096z32.pth or vae_restorevar.ckpt)",
     "restorevar": "RestoreVAR transformer + refiner (restorevar.pth)",
@@ -156,7 +157,7 @@ def convert(kind: str, sd: dict[str, torch.Tensor], model) -> ConversionReport:
         raise UserError(f"unknown checkpoint kind {kind!r}; choose one of: {', '.join(KINDS)}")
     rep = ConversionReport(kind)
     n_levels = len(model.cfg.vqvae.ch_mult)
-    targets = {"vqvae": ["vqvae"], "restorevar": ["transformer", "refiner"], "var_d16": ["transformer"]}[kind]
+    targets = TARGETS[kind]
     expected = {c: {k: tuple(v.shape) for k, v in getattr(model, c).state_dict().items()} for c in targets}
     for c in targets:
         rep.components[c] = {}
@@ -246,16 +247,24 @@ def load_official_into(model, init_from: str, cache: Path | None = None) -> dict
         sd = unwrap_state_dict(weights.load_verified(spec, cache))
     except weights.WeightRefused as e:
         raise UserError(f"init_from {init_from}: {e}") from None
-    kind = VAR_INIT[init_from][1]
+    return convert_into(VAR_INIT[init_from][1], sd, model, lambda first, n: (
+        f"init_from {init_from}: {spec.relpath} does not fit this model ({first}; {n} problems in all); "
+        "the paper preset is the one VAR's weights fit"))
+
+
+def convert_into(kind: str, sd: dict[str, torch.Tensor], model, fail) -> dict[str, Any]:
+    """Convert ``sd`` as ``kind`` and load it into ``model``'s components strictly (VAR d16: non-strictly, what it
+    lacks newly initialised). Returns the summary; a file that does not fit raises a UserError worded by
+    ``fail(first_problem, number_of_problems)``."""
     rep = convert(kind, sd, model)
     summary = rep.summary()
     if kind == "var_d16":
+        summary["dropped"] = sorted(rep.ignored)
         summary["newly_initialised"] = fill_missing(rep, model)
         summary["missing"] = {}
     if not is_clean(rep):
         problems = rep.unmapped + rep.shape_mismatches + [f"missing {k}" for v in rep.missing.values() for k in v]
-        raise UserError(f"init_from {init_from}: {spec.relpath} does not fit this model ({problems[0]}; "
-                        f"{len(problems)} problems in all); the paper preset is the one VAR's weights fit")
+        raise UserError(fail(problems[0], len(problems)))
     for comp, state in rep.components.items():
         getattr(model, comp).load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return summary
