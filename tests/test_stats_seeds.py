@@ -1,0 +1,59 @@
+"""Across-seed statistics on constructed per-image data: seed noise is not mistaken for an effect."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from restorevar.stats import paired_test
+from restorevar.stats.seeds import across_seeds, seed_verdict
+
+
+def _rows(effect: float, seed_diffs: list[float], n_images: int = 60, image_noise: float = 0.05) -> pd.DataFrame:
+    """PSNR rows of variants a and b, trained with len(seed_diffs) seeds: a - b on seed s is effect +
+    seed_diffs[s] (one run's luck, the same on every image) plus a little per-image noise."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(20, 3, n_images)  # images differ a lot; the pairing removes that
+    rows = []
+    for s, luck in enumerate(seed_diffs):
+        for method, shift in (("a", effect + luck), ("b", 0.0)):
+            vals = base + shift + rng.normal(0, image_noise, n_images)
+            rows += [{"method": method, "seed": s, "dataset": "d", "degradation": "haze", "image_id": str(i),
+                      "metric": "psnr", "value": v} for i, v in enumerate(vals)]
+    return pd.DataFrame(rows)
+
+
+def test_seed_noise_without_an_effect_is_inconclusive_where_one_seed_looks_certain():
+    df = _rows(effect=0.0, seed_diffs=[0.8, -0.6, 0.3])
+    one = df[df.seed == 0]
+    single = paired_test(one[one.method == "a"].value.to_numpy(), one[one.method == "b"].value.to_numpy())
+    assert single.p_t < 1e-10 and single.ci_t[0] > 0  # one training run: "a is better", with certainty
+    r = across_seeds(df, "a", "b", "psnr")
+    assert r.n_seeds == 3 and r.n_images == 60 and r.ci[0] < 0 < r.ci[1]
+    assert seed_verdict(r, higher_is_better=True) == "inconclusive"
+    assert r.between_seed_sd == pytest.approx(np.std([0.8, -0.6, 0.3], ddof=1), abs=0.02)
+
+
+def test_an_effect_far_above_the_seed_noise_is_supported_and_a_loss_contradicted():
+    r = across_seeds(_rows(effect=2.0, seed_diffs=[0.1, -0.1, 0.05]), "a", "b", "psnr")
+    assert r.ci[0] > 0 and seed_verdict(r, higher_is_better=True) == "supported"
+    assert seed_verdict(r, higher_is_better=False) == "contradicted"  # e.g. LPIPS: higher is worse
+    lost = across_seeds(_rows(effect=-2.0, seed_diffs=[0.1, -0.1, 0.05]), "a", "b", "psnr")
+    assert seed_verdict(lost, higher_is_better=True) == "contradicted"
+
+
+def test_the_interval_is_the_t_interval_over_per_seed_means_by_hand():
+    # per-seed mean differences 1, 2 and 3 (no image noise): mean 2, SD 1, 2 degrees of freedom
+    r = across_seeds(_rows(effect=0.0, seed_diffs=[1.0, 2.0, 3.0], n_images=4, image_noise=0.0), "a", "b", "psnr")
+    half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # 4.3027 * 0.5774 = 2.4841
+    assert r.per_seed_diff == pytest.approx({"0": 1.0, "1": 2.0, "2": 3.0})
+    assert r.mean_diff == pytest.approx(2.0) and r.between_seed_sd == pytest.approx(1.0)
+    assert r.ci == pytest.approx((2.0 - half, 2.0 + half)) and half == pytest.approx(2.4841, abs=1e-4)
+    t = 2.0 / (1.0 / np.sqrt(3))
+    assert r.p == pytest.approx(2 * stats.t.sf(t, 2))  # 0.0742: not significant with three seeds
+
+
+def test_one_seed_gives_no_across_seed_interval():
+    r = across_seeds(_rows(effect=1.0, seed_diffs=[0.0]), "a", "b", "psnr")
+    assert r.n_seeds == 1 and np.isnan(r.ci[0]) and seed_verdict(r, True) == "inconclusive"
+    with pytest.raises(ValueError, match="lack"):
+        across_seeds(_rows(1.0, [0.0]).drop(columns="seed"), "a", "b", "psnr")
