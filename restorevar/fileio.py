@@ -85,6 +85,23 @@ def check_folder_writable(folder: str | Path, flag: str) -> None:
                         "choose another path")
 
 
+def check_output_folder(out: Path, overwrite: bool, what: str, marker: str) -> None:
+    """``out`` may be written as ``what`` (a folder): it is new or empty, or, with ``overwrite``, holds an
+    earlier run's output (its ``marker`` file). Anything else is a UserError naming the way out."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, but {what} is a folder; give a new or empty folder path")
+    try:
+        present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError as e:
+        raise UserError(f"cannot list --out {out} ({e.strerror or e}); give a folder you can write to") from None
+    if present and not overwrite:
+        raise UserError(f"--out {out} is not empty (it holds {present[0]}); give a new or empty folder, "
+                        f"or pass --overwrite to replace an earlier {what} there")
+    if present and marker not in present:  # --overwrite replaces only what an earlier run wrote
+        raise UserError(f"--out {out} holds {present[0]} but no {marker}, so it is not an earlier {what} "
+                        "and --overwrite will not replace it; give a new or empty folder")
+
+
 def check_output_file(path: str | Path, flag: str) -> None:
     """Raise UserError unless ``path`` can be written as a regular file (see ``check_folder_writable``)."""
     path = Path(path)

@@ -49,6 +49,7 @@ from restorevar.fileio import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
     atomic_write,
+    check_output_folder,
     move_into_place,
     read_image,
     staging_folder_beside,
@@ -153,21 +154,6 @@ def _validate(max_side: int, min_side: int) -> None:
 
 
 # -- the output folder (as synth does it) ------------------------------------------------------------------
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, but the corpus is a folder; give a new or empty folder path")
-    try:
-        present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    except OSError as e:
-        raise UserError(f"cannot list --out {out} ({e.strerror or e}); give a folder you can write to") from None
-    if present and not overwrite:
-        raise UserError(f"--out {out} is not empty (it holds {present[0]}); give a new or empty folder, "
-                        "or pass --overwrite to replace an earlier corpus there")
-    if present and CORPUS_JSON not in present:
-        raise UserError(f"--out {out} holds {present[0]} but no {CORPUS_JSON}, so it is not an earlier corpus "
-                        "and --overwrite will not replace it; give a new or empty folder")
-
-
 def _inside(a: Path, b: Path) -> bool:
     """Whether ``a`` is ``b`` or lies under it (both resolved)."""
     return a == b or b in a.parents
@@ -447,7 +433,7 @@ def build_corpus(sources: list[str], out: str | Path, *, max_side: int = 768, mi
         raise UserError(f"source {twice[0]} is given twice; give each source once")
     _validate(max_side, min_side)
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output_folder(out, overwrite, "corpus", CORPUS_JSON)
     debs = [s for s in parsed if s.kind == "deb"]
     cache = Path(cache) if cache is not None else out.resolve().parent / ".deb-cache"
     if debs:

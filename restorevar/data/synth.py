@@ -22,7 +22,7 @@ from restorevar.data.degrade import DEGRADATIONS
 from restorevar.data.manifest import Entry, write_manifest
 from restorevar.data.photos import Photo, load_photo, photos_for
 from restorevar.errors import UserError
-from restorevar.fileio import atomic_write, move_into_place, staging_folder_beside, write_png
+from restorevar.fileio import atomic_write, check_output_folder, move_into_place, staging_folder_beside, write_png
 
 SYNTH_VERSION = 1
 SPLITS = ("train", "test")
@@ -74,22 +74,6 @@ def degradations_for(split: str) -> list[str]:
 OUTPUTS = (*SPLITS, *(f"{s}.json" for s in SPLITS), "synth_info.json")
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, but synth writes a folder; give a new or empty folder path")
-    try:
-        present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    except OSError as e:
-        raise UserError(f"cannot list --out {out} ({e.strerror or e}); give a folder you can write to") from None
-    if present and not overwrite:
-        raise UserError(f"--out {out} is not empty (it holds {present[0]}); give a new or empty folder, "
-                        "or pass --overwrite to replace an earlier benchmark there")
-    if present and "synth_info.json" not in present:
-        # --overwrite replaces train/ and test/ whole: only where an earlier run put them
-        raise UserError(f"--out {out} holds {present[0]} but no synth_info.json, so it is not an earlier "
-                        "benchmark and --overwrite will not replace it; give a new or empty folder")
-
-
 def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Write the benchmark into ``out``, a new or empty folder (or, with ``overwrite``, an earlier run's).
 
@@ -98,7 +82,7 @@ def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: b
     """
     cfg.validate()
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output_folder(out, overwrite, "benchmark", "synth_info.json")
     staged = staging_folder_beside(out, "synth")
     try:
         info = _write(staged, cfg, progress)
