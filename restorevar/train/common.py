@@ -11,7 +11,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -444,6 +444,18 @@ def run_loop(
         if step % loop.log_every == 0 or final or ckpt is not None:
             report(step, dict(last), ckpt)
     return last
+
+
+def export_untrained(*, run_dir: Path, loop: LoopConfig, model_cfg: RestoreVARConfig, train_cfg: dict[str, Any],
+                     eval_fn: Callable[[], dict[str, float]],
+                     components: Callable[[], dict[str, dict[str, torch.Tensor]]], report: Reporter) -> dict[str, float]:
+    """A stage with nothing to learn (a frozen tokenizer, refiner 'none'): one evaluation, then the checkpoint,
+    through the same loop, so it is reported and resumable like every other stage."""
+    once = LoopConfig(**{**asdict(loop), "steps": 1, "ckpt_every": 1, "eval_every": 1, "log_every": 1})
+    return run_loop(run_dir=Path(run_dir), loop=once, model_cfg=model_cfg, train_cfg=train_cfg, trained={},
+                    optimizers={"none": torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.0)},
+                    step_fn=lambda step: {}, eval_fn=eval_fn, components=components, report=report,
+                    images_per_step=0)
 
 
 def frozen(module: torch.nn.Module) -> torch.nn.Module:

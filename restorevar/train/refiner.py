@@ -16,6 +16,7 @@ from restorevar.train.common import (
     Reporter,
     accumulate_backward,
     decay_groups,
+    export_untrained,
     frozen,
     load_component,
     make_train_val,
@@ -67,11 +68,8 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
         return {"val_psnr_unrefined": sum(raw) / n, "val_psnr_refined": sum(refined) / n}
 
     if not ref.trainable:  # refiner 'none': nothing to learn; evaluate and export the assembled model
-        loop = LoopConfig(**{**asdict(cfg.loop), "steps": 1, "ckpt_every": 1, "eval_every": 1, "log_every": 1})
-        return run_loop(run_dir=Path(run_dir), loop=loop, model_cfg=model_cfg, train_cfg=asdict(cfg), trained={},
-                        optimizers={"none": torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.0)},
-                        step_fn=lambda step: {}, eval_fn=eval_fn, components=components, report=report,
-                        images_per_step=0)
+        return export_untrained(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
+                                eval_fn=eval_fn, components=components, report=report)
     opt = torch.optim.AdamW(decay_groups(ref, cfg.loop.lr, cfg.loop.weight_decay), betas=cfg.loop.betas)
 
     def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:

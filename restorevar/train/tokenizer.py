@@ -16,6 +16,7 @@ from restorevar.train.common import (
     LoopConfig,
     ModelRef,
     Reporter,
+    export_untrained,
     frozen,
     load_vqvae,
     make_train_val,
@@ -131,11 +132,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
 
     if cfg.frozen:  # one evaluation, then the checkpoint of the weights as they came
         frozen(vae)  # in eval mode, the quantizer's usage statistics stay as they came too
-        loop = LoopConfig(**{**asdict(cfg.loop), "steps": 1, "ckpt_every": 1, "eval_every": 1, "log_every": 1})
-        return run_loop(run_dir=Path(run_dir), loop=loop, model_cfg=model_cfg, train_cfg=asdict(cfg), trained={},
-                        optimizers={"none": torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.0)},
-                        step_fn=lambda step: {}, eval_fn=eval_fn, components=lambda: {"vqvae": vae.state_dict()},
-                        report=report, images_per_step=0)
+        return export_untrained(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
+                                eval_fn=eval_fn, components=lambda: {"vqvae": vae.state_dict()}, report=report)
     return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
                     trained={"vqvae": vae}, optimizers={"vqvae": opt}, step_fn=step_fn, eval_fn=eval_fn,
                     components=lambda: {"vqvae": vae.state_dict()}, report=report,
