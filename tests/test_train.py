@@ -239,3 +239,22 @@ def test_validation_is_stratified_by_dataset_and_degradation_and_its_first_batch
     assert split_train_val(groups, 0.1, seed=0, val_per_group=25) == (train, val)
     assert split_train_val(groups, 0.1, seed=1, val_per_group=25)[1] != val
     assert split_train_val([("a", 1)], 0.1, seed=0) == ([0], [])  # a lone image stays in training
+
+
+@pytest.mark.parametrize("pairs", ["manifest", "onthefly"])
+def test_the_training_seed_changes_the_batches_but_not_what_is_held_out(tmp_path, pairs):
+    from restorevar.train.common import DataConfig, make_train_val
+
+    synth(tmp_path, SynthConfig(size=32, train_per_degradation=4, test_per_degradation=1), progress=False)
+    data = DataConfig(pairs=pairs, train_manifest=str(tmp_path / "train.json"), crop=32, val_fraction=0.25,
+                      val_scenes=2 if pairs == "onthefly" else 0)
+    runs = [make_train_val(data, LoopConfig(batch_size=4, val_batches=2, seed=s), torch.device("cpu"))
+            for s in (0, 1)]
+    (b0, v0), (b1, v1) = runs
+    for x, y in zip(v0, v1):  # the same validation pairs for every training seed
+        torch.testing.assert_close(x["clean"], y["clean"])
+        torch.testing.assert_close(x["degraded"], y["degraded"])
+    cpu = torch.device("cpu")
+    assert not torch.equal(b0.batch(0, cpu)["degraded"], b1.batch(0, cpu)["degraded"])
+    moved = make_train_val(replace(data, split_seed=1), LoopConfig(batch_size=4, val_batches=2), torch.device("cpu"))[1]
+    assert any(not torch.equal(x["clean"], y["clean"]) for x, y in zip(v0, moved))  # split_seed moves the split

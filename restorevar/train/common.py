@@ -37,6 +37,9 @@ class DataConfig:
     train_manifest: str = "data/synth/train.json"
     val_fraction: float = 0.1  # held out of the training manifest for validation; the test split is never used
     val_per_group: int | None = None  # at most this many per (dataset, degradation); the official holds out 100
+    # which images (or scenes) are held out, and the validation pairs: fixed while loop.seed varies, so every
+    # training seed learns from the same images and is validated on the same pairs
+    split_seed: int = 0
     crop: int = 64
     resize_shorter: int | None = None
     hflip: bool = False
@@ -290,7 +293,7 @@ def make_data(data: DataConfig, loop: LoopConfig) -> tuple[PairedDataset, StepBa
     t = PairedTransform(crop=data.crop, resize_shorter=data.resize_shorter, hflip=data.hflip, mode="train")
     ds = PairedDataset(data.train_manifest, t, seed=loop.seed, skip_corrupt=data.skip_corrupt)
     groups = [(e.dataset, e.degradation) for e in ds.entries]
-    train_idx, val_idx = split_train_val(groups, data.val_fraction, loop.seed, data.val_per_group)
+    train_idx, val_idx = split_train_val(groups, data.val_fraction, data.split_seed, data.val_per_group)
     return ds, StepBatches(ds, train_idx, loop.batch_size, loop.seed), val_idx
 
 
@@ -304,10 +307,10 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
     elif data.pairs == "onthefly":
         from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
 
-        train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, loop.seed)
+        train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, data.split_seed)
         batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction)
-        val_src = SynthPairs(held_out, data.crop, loop.batch_size, loop.seed,
-                             min_crop_fraction=data.min_crop_fraction) if held_out else batches
+        val_src = SynthPairs(held_out or train, data.crop, loop.batch_size, data.split_seed,
+                             min_crop_fraction=data.min_crop_fraction)
         val = val_src.fixed_batches(loop.val_batches, device)
     else:
         raise UserError(f"data.pairs must be manifest or onthefly, got {data.pairs!r}")
