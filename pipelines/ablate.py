@@ -1,11 +1,13 @@
 """DVC stage `ablate@<family>`: one ablation family of params.yaml, run and evaluated.
 
-Every variant is a Ray Tune trial (MLflow experiment ``ablation/<family>``, tagged with the family and the
-variant) on the shared upstream checkpoints; variants whose weights are missing are listed as not run,
-with the reason. Each variant's checkpoint goes to checkpoints/ablations/<family>/<variant>.pt, its
-training curve to results/ablations/<family>/history/, and its per-image test results to
-results/ablations/<family>/per_image/. The paired comparisons of every variant against the paper's
-choice are in results/ablations/<family>/summary.json.
+Every variant trains once per seed of ``ablations.seeds``, each a Ray Tune trial (MLflow experiment
+``ablation/<family>``, tagged with the family, the variant and the seed) on the shared upstream
+checkpoints; variants whose weights are missing are listed as not run, with the reason. Seed k's
+checkpoints go to checkpoints/ablations/<family>/seed<k>/<variant>.pt and its per-image test results to
+results/ablations/<family>/per_image/seed<k>/; the training curves to curves.json. summary.json holds the
+paired per-image comparisons of every variant against the paper's choice within each seed, and their
+effect across seeds (a t interval over the per-seed differences, whose width is the training-run noise);
+metrics.json each variant's mean with its between-seed SD.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from restorevar.fileio import atomic_write
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
 from restorevar.stats import compare_methods
+from restorevar.stats.seeds import across_seed_comparisons, seed_means
 from restorevar.train.common import CKPT_NAME, ModelRef, pick_device
 
 
@@ -101,20 +104,24 @@ def run(family: str) -> dict:
 
     pretrain = p.ablation_pretrain[family]
     pretrain = {v: pretrain[v] for v in to_run} if pretrain else None
+    seeds = list(p.ablations.seeds)
     results = run_trials(p, fam.stage, to_run, p.stages[fam.stage].tune, experiment=f"ablation/{family}",
-                         family=family, pretrain=pretrain)
-    checkpoints, curves, pre_curves, finals = {}, {}, {}, {}
+                         family=family, pretrain=pretrain, seeds=seeds)
+    checkpoints: dict[int, dict[str, Path]] = {k: {} for k in seeds}
+    curves: dict[str, dict[str, list]] = {v: {} for v in to_run}
+    pre_curves: dict[str, dict[str, list]] = {v: {} for v in to_run}
+    finals: dict[int, dict[str, dict]] = {k: {} for k in seeds}
     for r in results:
-        v, run_dir = r["trial"]["variant"], Path(r["trial"]["run_dir"])
-        dst = ck_dir / f"{v}.pt"
+        v, run_dir, k = r["trial"]["variant"], Path(r["trial"]["run_dir"]), r["trial"]["config"]["loop"]["seed"]
+        dst = ck_dir / f"seed{k}" / f"{v}.pt"
         atomic_write(dst, lambda tmp, src=run_dir / CKPT_NAME: shutil.copyfile(src, tmp))
-        checkpoints[v] = dst
-        curves[v] = _history(run_dir)
-        finals[v] = {k: val for k, val in r["metrics"].items() if k.startswith("val") or k == "step"}
+        checkpoints[k][v] = dst
+        curves[v][str(k)] = _history(run_dir)
+        finals[k][v] = {key: val for key, val in r["metrics"].items() if key.startswith("val") or key == "step"}
         if pretrain:
-            pre_curves[v] = _history(run_dir, "pretrain_history.jsonl")
-            last = pre_curves[v][-1] if pre_curves[v] else {}
-            finals[v].update({f"pretrain_{k}": val for k, val in last.items() if k.startswith("val")})
+            pre_curves[v][str(k)] = _history(run_dir, "pretrain_history.jsonl")
+            last = pre_curves[v][str(k)][-1] if pre_curves[v][str(k)] else {}
+            finals[k][v].update({f"pretrain_{key}": val for key, val in last.items() if key.startswith("val")})
     _write_json(out_dir / "curves.json", curves)
     if pretrain:
         _write_json(out_dir / "pretrain_curves.json", pre_curves)
@@ -124,28 +131,44 @@ def run(family: str) -> dict:
     pe = p.evaluate.protocol
     protocol = MetricProtocol(pe.colour, pe.crop_border, pe.geometry, size, pe.convention)
     suite = MetricSuite(suite_names, protocol, device)
-    rows = evaluate(p.test_manifest, _methods(fam.stage, checkpoints, device), suite,
-                    batch_size=p.evaluate.batch_size, max_per_stratum=p.evaluate.max_images_per_degradation)
-    for name, r in rows.items():
-        write_rows(out_dir / "per_image" / f"{name}.parquet", r)
-    df = read_results(out_dir / "per_image")
+    frames, methods = {}, []
+    for k in seeds:  # every seed's variants on the same test images: the within-seed tests pair them
+        rows = evaluate(p.test_manifest, _methods(fam.stage, checkpoints[k], device), suite,
+                        batch_size=p.evaluate.batch_size, max_per_stratum=p.evaluate.max_images_per_degradation)
+        for name, r in rows.items():
+            write_rows(out_dir / "per_image" / f"seed{k}" / f"{name}.parquet", r)
+        frames[k] = read_results(out_dir / "per_image" / f"seed{k}")
+        methods = list(rows)
+    df = frames[seeds[0]]
 
-    reference = fam.paper_choice if fam.paper_choice in checkpoints else list(checkpoints)[-1]
+    trained = list(to_run)
+    reference = fam.paper_choice if fam.paper_choice in trained else trained[-1]
     s = p.stats
-    comparisons = [compare_methods(df, reference, v, metric, None, s.confidence, s.n_boot, s.n_perm, s.seed)
-                   for metric in suite.computed for v in rows if v != reference]
+    comparisons = [{**compare_methods(frames[k], reference, v, metric, None, s.confidence, s.n_boot, s.n_perm, s.seed),
+                    "seed": k}
+                   for k in seeds for metric in suite.computed for v in methods if v != reference]
     summary = {
         "family": family, "stage": fam.stage, "profile": p.profile, "paper_choice": fam.paper_choice,
         "reference": reference, "claim": fam.claim, "steps": {v: c["loop"]["steps"] for v, c in to_run.items()},
         "pretrain": _pretrain_summary(next(iter(pretrain.values())), size) if pretrain else None,
-        "variants": list(checkpoints), "not_run": not_run, "methods": list(rows),
+        "seeds": seeds, "variants": trained, "not_run": not_run, "methods": methods,
         "protocol": protocol.describe(),
         "metrics": {n: {"available": ok, "reason": why} for n, (ok, why) in suite.available.items()},
         "images": int(df.drop_duplicates(["dataset", "degradation", "image_id"]).shape[0]),
-        "final": finals, "comparisons": comparisons, "seconds": round(time.perf_counter() - started, 1),
+        "final": {v: _mean_over_seeds([finals[k][v] for k in seeds]) for v in trained},
+        "final_per_seed": {str(k): finals[k] for k in seeds},
+        "comparisons": comparisons,
+        "across_seeds": across_seed_comparisons(comparisons, trained, s.confidence),
+        "seconds": round(time.perf_counter() - started, 1),
     }
     _write_json(out_dir / "summary.json", summary)
+    _write_json(out_dir / "metrics.json", seed_means(frames))
     return summary
+
+
+def _mean_over_seeds(rows: list[dict]) -> dict:
+    keys = set.intersection(*(set(r) for r in rows)) if rows else set()
+    return {key: sum(r[key] for r in rows) / len(rows) for key in sorted(keys)}
 
 
 def main(family: str) -> int:
@@ -157,12 +180,12 @@ def main(family: str) -> int:
     except Exception:  # noqa: BLE001 - show the trace, exit non-zero for DVC
         traceback.print_exc()
         return 1
-    for c in s["comparisons"]:
-        w = c["weighted"]
-        print(f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {w['mean_diff']:+.4f} "
-              f"[{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] p={w['p_perm']:.3g}")
-    print(f"ablate {family}: {len(s['variants'])} variant(s) trained and evaluated on {s['images']} test images, "
-          f"{len(s['not_run'])} not run, {s['seconds']} s")
+    for c in s["across_seeds"]:
+        lo, hi = c["ci"]
+        print(f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {c['mean_diff']:+.4f} over {c['n_seeds']} "
+              f"seed(s) [{lo:+.4f}, {hi:+.4f}], between-seed SD {c['between_seed_sd']:.4f}: {c['verdict']}")
+    print(f"ablate {family}: {len(s['variants'])} variant(s) x {len(s['seeds'])} seed(s) trained and evaluated on "
+          f"{s['images']} test images, {len(s['not_run'])} not run, {s['seconds']} s")
     return 0
 
 

@@ -253,6 +253,9 @@ class ScaleSpaceParams:
 @dataclass
 class AblationParams:
     families: dict[str, AblationFamily] = field(default_factory=dict)
+    # every variant trains once per seed (loop.seed: initialisation, data order, degradation sampling), so a
+    # verdict can rest on the spread between training runs and not only on the test images
+    seeds: list[int] = field(default_factory=lambda: [0])
     scale_space: ScaleSpaceParams = field(default_factory=ScaleSpaceParams)
 
     def check_families(self, where: str, names: list[str]) -> None:
@@ -263,6 +266,10 @@ class AblationParams:
     def check(self, where: str) -> None:
         from restorevar.metrics import KNOWN
 
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(
+                isinstance(x, bool) or x < 0 for x in self.seeds):
+            raise UserError(f"{where}.seeds must be a non-empty list of distinct integers >= 0 (one training run "
+                            f"per seed, e.g. [0, 1]), got {self.seeds}")
         for name, fam in self.families.items():
             if fam.paper_choice not in fam.variants:
                 raise UserError(f"{where}.families.{name}.paper_choice {fam.paper_choice!r} is not one of its "

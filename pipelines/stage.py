@@ -41,9 +41,11 @@ def trainable(config: dict[str, Any]) -> None:
     t = config["trial"]
     stage, run_dir = t["stage"], Path(t["run_dir"])
     tuning.restore_checkpoint_into(run_dir, CKPT_NAME)
-    run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], f"{stage}/{t['variant']}", run_dir / "mlflow_run_id",
+    seed = t["config"]["loop"].get("seed", 0)
+    run_name = f"{stage}/{t['variant']}" + (f"/seed{seed}" if t.get("replicate") else "")
+    run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
                             tags={"stage": stage, "variant": t["variant"], "profile": t["profile"],
-                                  "ablation_family": t.get("family", stage)})
+                                  "ablation_family": t.get("family", stage), "seed": str(seed)})
     ok = False
     try:
         run.log_params(t["config"])
@@ -83,25 +85,40 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def with_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    return {**config, "loop": {**config.get("loop", {}), "seed": seed}}
+
+
 def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune: Any, experiment: str,
-               family: str, pretrain: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+               family: str, pretrain: dict[str, dict[str, Any]] | None = None,
+               seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """Every variant of ``stage`` as a Ray Tune trial logged to the MLflow ``experiment``; raises if one fails.
 
     ``pretrain`` (variant -> config) trains each variant first at another size, then fine-tunes from it.
+    ``seeds`` makes one trial per variant and seed (its ``loop.seed``, in the pre-training too), each in
+    runs/<experiment>/<variant>/seed<k>/ and tagged with its seed; without it, each variant trains once
+    with its own config's seed.
     """
-    name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(variants if pretrain is None else [variants, pretrain])}"
+    keys = [(v, None) for v in variants] if seeds is None else [(v, k) for v in variants for k in seeds]
+    configs = {(v, k): (variants[v] if k is None else with_seed(variants[v], k)) for v, k in keys}
+    pre = {(v, k): (pretrain[v] if k is None else with_seed(pretrain[v], k)) for v, k in keys} if pretrain else {}
+    ident = [[v, k, configs[v, k], pre.get((v, k))] for v, k in keys]
+    name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(variants if pretrain is None and seeds is None else ident)}"
     exp_id = tracking.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
-    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": cfg,
-               "pretrain": (pretrain or {}).get(v), "run_dir": str(ROOT / "runs" / name / v),
+    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": configs[v, k],
+               "pretrain": pre.get((v, k)), "replicate": k is not None,
+               "run_dir": str(ROOT / "runs" / name / v / ("" if k is None else f"seed{k}")),
                "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
-              for v, cfg in variants.items()]
+              for v, k in keys]
     tuning.init(p.ray_address)
     results = tuning.run(name=name, trainable=trainable, trials=trials,
                          resources={"CPU": tune.resources.cpu, "GPU": tune.resources.gpu},
                          storage=p.ray_storage, max_failures=tune.max_failures)
     failed = [r for r in results if r["error"]]
     if failed:
-        raise UserError(f"{experiment}: trial {failed[0]['trial']['variant']} failed: {failed[0]['error']}")
+        t = failed[0]["trial"]
+        which = t["variant"] + (f" (seed {t['config']['loop']['seed']})" if t["replicate"] else "")
+        raise UserError(f"{experiment}: trial {which} failed: {failed[0]['error']}")
     return results
 
 

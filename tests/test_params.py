@@ -106,6 +106,10 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
         {"loop.stepz": 3}), "families.refiner.variants.lrt"),
     (lambda r: r.update(ablation_families=["refiner", "positions"]), "ablation_families"),
+    (lambda r: r["ablations"]["default"].update(seeds=[0, 0]), "ablations.default.seeds must be a non-empty list"),
+    (lambda r: r["ablations"]["default"].update(seeds=[]), "ablations.default.seeds must be a non-empty list"),
+    (lambda r: r["ablations"]["default"].update(seeds=[-1]), "distinct integers >= 0"),
+    (lambda r: r["ablations"]["default"].update(seeds=2), "ablations.default.seeds: expected a list"),
     (lambda r: r["ablations"]["default"]["families"]["refiner"].update(pretrain={"fraction": 0.5}),
      "families.refiner.pretrain: only train_transformer"),
     (lambda r: r["ablations"]["default"]["families"]["positions"]["pretrain"].update(fraction=0.3),

@@ -123,30 +123,47 @@ def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(don
     expected = {"conditioning": {"continuous", "discrete"}, "positions": {"rope2d", "ape"},
                 "refiner": {"none", "hart_mlp", "lrt_no_last_block", "lrt"}, "decoder_losses": {"l1", "ssim"}}
     c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    for family, variants in expected.items():
+    for family, variants in expected.items():  # every variant once per seed of ablations.tiny.seeds
         s = json.loads((project / "results" / "ablations" / family / "summary.json").read_text())
-        assert set(s["variants"]) == variants and s["images"] == 14
-        assert all((project / "checkpoints" / "ablations" / family / f"{v}.pt").exists() for v in variants)
+        assert set(s["variants"]) == variants and s["images"] == 14 and s["seeds"] == [0, 1, 2]
+        assert all((project / "checkpoints" / "ablations" / family / f"seed{k}" / f"{v}.pt").exists()
+                   for v in variants for k in (0, 1, 2))
         runs = c.search_runs([c.get_experiment_by_name(f"ablation/{family}").experiment_id])
-        assert {r.data.tags["variant"] for r in runs} == variants
+        assert sorted((r.data.tags["variant"], r.data.tags["seed"]) for r in runs) == sorted(
+            (v, k) for v in variants for k in ("0", "1", "2"))
         assert {r.data.tags["ablation_family"] for r in runs} == {family}
         assert all(r.info.status == "FINISHED" for r in runs)
-        assert {cmp["b"] for cmp in s["comparisons"]} >= variants - {s["reference"]}
+        assert {(cmp["b"], cmp["seed"]) for cmp in s["comparisons"]} >= {
+            (v, k) for v in variants - {s["reference"]} for k in (0, 1, 2)}
+        across = [a for a in s["across_seeds"] if a["metric"] == "psnr" and a["b"] in variants]
+        assert len(across) == len(variants) - 1 and all(a["n_seeds"] == 3 for a in across)
+        for a in across:  # the across-seed effect is the mean of the within-seed ones
+            within = [cmp["weighted"]["mean_diff"] for cmp in s["comparisons"]
+                      if cmp["metric"] == "psnr" and cmp["b"] == a["b"]]
+            assert a["mean_diff"] == pytest.approx(sum(within) / 3)
+            assert a["verdict"] in ("supported", "contradicted", "inconclusive")
+        m = json.loads((project / "results" / "ablations" / family / "metrics.json").read_text())
+        assert all(m["rgb-crop0-resize32"][v]["psnr"]["seeds"] == 3 for v in variants)
     s = json.loads((project / "results" / "ablations" / "decoder_losses" / "summary.json").read_text())
     assert "perceptual" in s["not_run"] and "weights not cached" in s["not_run"]["perceptual"]
     curves = json.loads((project / "results" / "ablations" / "conditioning" / "curves.json").read_text())
-    assert [r["step"] for r in curves["discrete"] if "val_acc" in r] == [2, 4]
+    assert [r["step"] for r in curves["discrete"]["1"] if "val_acc" in r] == [2, 4]
+    losses = [c.get_metric_history(r.info.run_id, "loss")[-1].value
+              for r in c.search_runs([c.get_experiment_by_name("ablation/conditioning").experiment_id])
+              if r.data.tags["variant"] == "discrete"]
+    assert len(set(losses)) == 3  # the seed changes the training run
     # positions: pre-trained at 16 px (4 scales), then fine-tuned at 32 px (6 scales) from those weights
     s = json.loads((project / "results" / "ablations" / "positions" / "summary.json").read_text())
     assert s["pretrain"] == {"size": 16, "steps": 4, "patch_nums": "[1, 2, 3, 4]", "size_to": 32}
     pre = json.loads((project / "results" / "ablations" / "positions" / "pretrain_curves.json").read_text())
     for v in ("rope2d", "ape"):
-        assert [r["step"] for r in pre[v] if "val_acc_scale_3" in r] == [2, 4]
-        assert not any("val_acc_scale_4" in r for r in pre[v])  # the small size has 4 scales
+        assert [r["step"] for r in pre[v]["0"] if "val_acc_scale_3" in r] == [2, 4]
+        assert not any("val_acc_scale_4" in r for r in pre[v]["0"])  # the small size has 4 scales
         assert "val_acc_scale_5" in s["final"][v] and "pretrain_val_acc" in s["final"][v]
-        ck = torch.load(project / "checkpoints" / "ablations" / "positions" / f"{v}.pt", weights_only=True)
+        ck = torch.load(project / "checkpoints" / "ablations" / "positions" / "seed1" / f"{v}.pt", weights_only=True)
         assert ck["config"]["vqvae"]["image_size"] == 32 and ck["config"]["transformer"]["positions"] == v
-        assert ck["meta"]["train_config"]["init_from"].endswith("pretrain/last.pt")
+        assert ck["meta"]["train_config"]["init_from"].endswith("seed1/pretrain/last.pt")
+        assert ck["meta"]["train_config"]["loop"]["seed"] == 1
 
 
 def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):

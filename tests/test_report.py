@@ -97,3 +97,27 @@ def test_test_only_datasets_go_to_the_generalization_table(results, tmp_path):
     t2 = t2[:t2.index("\n## ", 4)]
     assert "synth-haze" in t1 and not any(d in t1 for d in test_only)
     assert all(d in t2 for d in test_only) and "synth-haze" not in t2
+
+
+def _summary(per_seed: dict[str, float], within_p: float):
+    from restorevar.stats.seeds import seed_interval, seed_verdict
+
+    r = seed_interval(per_seed, 10, 0.95)
+    seeds = [int(k) for k in per_seed]
+    return {"reference": "lrt", "paper_choice": "lrt", "claim": "the LRT helps", "variants": ["none", "lrt"],
+            "not_run": {}, "seeds": seeds,
+            "comparisons": [{"seed": k, "metric": "psnr", "a": "lrt", "b": "none",
+                             "weighted": {"mean_diff": v, "p_perm": within_p}} for k, v in zip(seeds, per_seed.values())],
+            "across_seeds": [{"metric": "psnr", "a": "lrt", "b": "none", "verdict": seed_verdict(r, True), **r.to_dict()}]}
+
+
+def test_the_ablation_verdict_rests_on_the_seeds_and_says_what_single_seeds_would_claim():
+    from restorevar.report.ablations import verdict
+
+    text = verdict(_summary({"0": 0.9, "1": -0.7}, within_p=0.0001))
+    assert "over 2 training seeds, our run is inconclusive about this claim" in text
+    assert "calls 2 of 2 comparisons significant" in text and "between-seed SD 1.131" in text
+    assert "supports this claim" in verdict(_summary({"0": 2.0, "1": 2.1, "2": 1.9}, within_p=0.0001))
+    assert "contradicts this claim" in verdict(_summary({"0": -2.0, "1": -2.1, "2": -1.9}, within_p=0.0001))
+    one = verdict(_summary({"0": 2.0}, within_p=0.0001))
+    assert "one seed, so there is no across-seed interval" in one and "calls 1 of 1" in one

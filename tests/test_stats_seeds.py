@@ -57,3 +57,35 @@ def test_one_seed_gives_no_across_seed_interval():
     assert r.n_seeds == 1 and np.isnan(r.ci[0]) and seed_verdict(r, True) == "inconclusive"
     with pytest.raises(ValueError, match="lack"):
         across_seeds(_rows(1.0, [0.0]).drop(columns="seed"), "a", "b", "psnr")
+
+
+def _compare_per_seed(df: pd.DataFrame, variants: list[str]) -> list[dict]:
+    """What the ablation stage does: the per-image paired test within each seed, against variant a."""
+    from restorevar.stats import compare_methods
+
+    return [{**compare_methods(df[df.seed == k].drop(columns="seed").assign(protocol="p"), "a", v, "psnr",
+                               n_boot=200, n_perm=500), "seed": int(k)}
+            for k in sorted(df.seed.unique()) for v in variants if v != "a"]
+
+
+def test_the_pipeline_path_calls_seed_luck_inconclusive_and_a_real_effect_supported():
+    from restorevar.stats.seeds import across_seed_comparisons
+
+    comps = _compare_per_seed(_rows(effect=0.0, seed_diffs=[0.8, -0.6]), ["a", "b"])
+    assert all(c["weighted"]["p_perm"] < 0.01 for c in comps)  # each seed alone: "significant", both ways
+    [r] = across_seed_comparisons(comps, ["a", "b"], 0.95)
+    assert r["verdict"] == "inconclusive" and r["n_seeds"] == 2
+    assert r["between_seed_sd"] == pytest.approx(np.std([0.8, -0.6], ddof=1), abs=0.03)
+    [r] = across_seed_comparisons(_compare_per_seed(_rows(2.0, [0.05, -0.05]), ["a", "b"]), ["a", "b"], 0.95)
+    assert r["verdict"] == "supported" and r["ci"][0] > 0
+
+
+def test_a_family_of_comparisons_gets_a_bonferroni_level_and_a_seed_free_baseline_does_not():
+    from restorevar.stats.seeds import across_seed_comparisons
+
+    df = pd.concat([_rows(1.0, [0.1, -0.1, 0.0]), _rows(0.5, [0.0, 0.1, -0.1]).query("method == 'b'")
+                    .assign(method="c"), _rows(0.0, [0, 0, 0]).query("method == 'b'").assign(method="tok")])
+    rows = {r["b"]: r for r in across_seed_comparisons(_compare_per_seed(df, ["a", "b", "c", "tok"]), ["a", "b", "c"],
+                                                       0.95)}
+    assert rows["b"]["family_size"] == 2 and rows["b"]["confidence"] == pytest.approx(0.975)
+    assert rows["tok"]["family_size"] == 1 and rows["tok"]["confidence"] == pytest.approx(0.95)

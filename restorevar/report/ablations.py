@@ -1,6 +1,7 @@
 """The report's "Ablations" and "Scale-space analysis" sections, from results/ablations/ and
-results/scale_space/. Whether our run agrees with the paper is decided from the numbers: a difference
-counts only when its Holm-adjusted p-value is below ``alpha``."""
+results/scale_space/. Whether our run agrees with the paper is decided from the numbers, across training
+seeds: a direction counts only when the across-seed interval excludes zero. The per-image tests within
+each seed are shown too, with how often they would have claimed a difference."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from typing import Any
 import pandas as pd
 
 from restorevar.fileio import atomic_write
-from restorevar.metrics.iqa import HIGHER_IS_BETTER
 from restorevar.metrics.results import read_results
 from restorevar.report import figures
 from restorevar.report.document import Document
@@ -28,46 +28,79 @@ def _f(v: float, d: int = 3) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.{d}f}"
 
 
-def _means(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
-    per = df.groupby(["method", "dataset", "degradation", "metric"])["value"].mean()
-    overall = per.groupby(level=["method", "metric"]).mean().unstack("metric")
-    overall = overall.reindex([m for m in methods if m in overall.index])
-    out = pd.DataFrame({"method": overall.index})
-    for metric in overall.columns:
-        out[metric.upper()] = [_f(v, 2 if metric == "psnr" else 4) for v in overall[metric]]
+def _means(frames: dict[str, pd.DataFrame], methods: list[str]) -> pd.DataFrame:
+    """Each method's mean over test images (strata weighted equally), averaged over the seeds, with the
+    between-seed SD of PSNR where there are several seeds."""
+    overall = {}
+    for k, df in frames.items():
+        per = df.groupby(["method", "dataset", "degradation", "metric"])["value"].mean()
+        overall[k] = per.groupby(level=["method", "metric"]).mean().unstack("metric")
+    stacked = pd.concat(overall, names=["seed"])
+    mean = stacked.groupby(level="method").mean()
+    mean = mean.reindex([m for m in methods if m in mean.index])
+    out = pd.DataFrame({"method": mean.index})
+    for metric in mean.columns:
+        out[metric.upper()] = [_f(v, 2 if metric == "psnr" else 4) for v in mean[metric]]
+    if len(frames) > 1 and "psnr" in stacked.columns:
+        sd = stacked["psnr"].groupby(level="method").std(ddof=1)
+        out["PSNR between-seed SD"] = [_f(sd.get(m, float("nan")), 3) for m in mean.index]
     return out
 
 
+def _within_seed(summary: dict[str, Any], metric: str) -> tuple[int, int]:
+    """How many within-seed comparisons between variants the per-image test calls significant (Holm within
+    each seed), of how many: the certainty one training run would claim."""
+    sig = total = 0
+    for k in summary["seeds"]:
+        comps = [c for c in summary["comparisons"]
+                 if c["seed"] == k and c["metric"] == metric and c["b"] in summary["variants"]]
+        adj = holm([c["weighted"]["p_perm"] for c in comps])
+        sig += sum(p < ALPHA for p in adj)
+        total += len(comps)
+    return sig, total
+
+
 def verdict(summary: dict[str, Any], metric: str = "psnr") -> str:
-    """One sentence: does this run support the paper's choice on ``metric``?"""
+    """One sentence: do this run's seeds support the paper's choice on ``metric``?"""
     ref, choice = summary["reference"], summary["paper_choice"]
     if ref != choice:
         why = summary["not_run"].get(choice, "not run")
         return (f"The paper's choice `{choice}` could not be run here ({why}), so its claim is not tested; "
                 f"the comparisons use `{ref}` as the reference.")
-    comps = [c for c in summary["comparisons"] if c["metric"] == metric and c["b"] in summary["variants"]]
+    comps = [c for c in summary["across_seeds"] if c["metric"] == metric and c["b"] in summary["variants"]]
     if not comps:
         return f"No {metric.upper()} comparisons between variants: fewer than two variants ran."
-    adj = holm([c["weighted"]["p_perm"] for c in comps])
-    better = HIGHER_IS_BETTER[metric]
-    parts, supports, contradicts = [], 0, 0
-    for c, p in zip(comps, adj):
-        d = c["weighted"]["mean_diff"]
-        good = d > 0 if better else d < 0
-        sig = p < ALPHA
-        supports += sig and good
-        contradicts += sig and not good
-        parts.append(f"`{choice}` − `{c['b']}` = {d:+.3f} (Holm p = {p:.3g})")
-    if contradicts:
-        word = "does not agree with"
-    elif supports == len(comps):
-        word = "agrees with"
-    else:
-        word = "is inconclusive about"
-    return (f"Paper: {summary['claim'] or 'the paper prefers `' + choice + '`'}. On {metric.upper()}, our run "
-            f"{word} this claim: " + "; ".join(parts) + " (dataset-weighted sign-flip test"
-            + (f", Holm over these {len(comps)} comparisons between variants" if len(comps) > 1 else "")
-            + f"; significant below {ALPHA}).")
+    k = len(summary["seeds"])
+    sig, total = _within_seed(summary, metric)
+    within = (f" Within single seeds, the per-image sign-flip test (Holm, below {ALPHA}) calls {sig} of {total} "
+              "comparisons significant: that certainty is about these test images and one training run each, "
+              "not about the method.")
+    head = f"Paper: {summary['claim'] or 'the paper prefers `' + choice + '`'}."
+    if k < 2:
+        return (f"{head} Each variant was trained with one seed, so there is no across-seed interval and the "
+                f"claim is not tested here (set `ablations.seeds` to two or more seeds)." + within)
+    verdicts = [c["verdict"] for c in comps]
+    word = ("contradicts" if "contradicted" in verdicts else
+            "supports" if all(v == "supported" for v in verdicts) else "is inconclusive about")
+    parts = [f"`{choice}` − `{c['b']}` = {c['mean_diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], "
+             f"between-seed SD {c['between_seed_sd']:.3f}: {c['verdict']}" for c in comps]
+    level = comps[0]["confidence"]
+    return (f"{head} On {metric.upper()}, over {k} training seeds, our run {word} this claim: " + "; ".join(parts)
+            + f" (t interval over the {k} per-seed dataset-weighted differences, {k - 1} df, at {level:.2%}"
+            + (f", Bonferroni over these {len(comps)} comparisons" if len(comps) > 1 else "")
+            + "; a direction is called only when the interval excludes zero)." + within)
+
+
+def seed_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """The across-seed effects: per-seed differences, their mean, between-seed SD, interval and verdict."""
+    rows = []
+    for c in summary["across_seeds"]:
+        rows.append({"metric": c["metric"], "comparison": f"{c['a']} − {c['b']}",
+                     "per seed": ", ".join(f"{v:+.4f}" for v in c["per_seed_diff"].values()),
+                     "mean": _f(c["mean_diff"], 4), "between-seed SD": _f(c["between_seed_sd"], 4),
+                     "interval": "—" if not math.isfinite(c["ci"][0]) else f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]",
+                     "level": f"{c['confidence']:.2%}", "p (t)": _f(c["p"], 4), "verdict": c["verdict"]})
+    return pd.DataFrame(rows)
 
 
 def identical_to_reference(df: pd.DataFrame, reference: str, variants: list[str]) -> list[str]:
@@ -98,53 +131,63 @@ def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
         doc.heading(f"Ablation: {fam}", 3)
         steps = sorted(set(s["steps"].values()))
         meta = {"profile": f"`{s['profile']}`", "trains": f"`{s['stage']}` for {', '.join(map(str, steps))} steps "
-                "per variant", "test images": str(s["images"]), "protocol": f"`{s['protocol']['id']}`",
+                "per variant and seed", "seeds": ", ".join(map(str, s["seeds"])), "test images": str(s["images"]), "protocol": f"`{s['protocol']['id']}`",
                 "paper's choice": f"`{s['paper_choice']}`"}
         pre = s.get("pretrain")
         if pre:
             meta["trains"] = (f"`{s['stage']}` for {pre['steps']} steps at {pre['size']} px (scales {pre['patch_nums']}), "
                               f"then fine-tuned from those weights for {', '.join(map(str, steps))} steps at "
-                              f"{pre['size_to']} px, per variant")
+                              f"{pre['size_to']} px, per variant and seed")
         doc.meta(meta)
         for v, why in s["not_run"].items():
             doc.text(f"Variant `{v}` not run: {why}.", note=True)
-        df = read_results(path.parent / "per_image")
-        table = _means(df, s["methods"])
+        frames = {str(k): read_results(path.parent / "per_image" / f"seed{k}") for k in s["seeds"]}
+        table = _means(frames, s["methods"])
         key = CURVE_METRIC.get(s["stage"])
         if key:
             if pre:
                 table[f"final {key} at {pre['size']} px"] = [
                     _f(s["final"].get(m, {}).get(f"pretrain_{key}", float("nan")), 4) for m in table.method]
             table[f"final {key}"] = [_f(s["final"].get(m, {}).get(key, float("nan")), 4) for m in table.method]
-        doc.table(table, f"{fam}: mean over test images (every dataset/degradation weighted equally); "
-                  f"profile `{s['profile']}`, protocol `{s['protocol']['id']}`")
+        doc.table(table, f"{fam}: mean over test images (every dataset/degradation weighted equally), averaged over "
+                  f"{len(frames)} training seed(s); profile `{s['profile']}`, protocol `{s['protocol']['id']}`")
+        if s["across_seeds"] and len(s["seeds"]) > 1:
+            doc.table(seed_table(s), f"{fam}: the reference `{s['reference']}` against each variant across "
+                      f"training seeds {', '.join(map(str, s['seeds']))}: a t interval over the per-seed "
+                      "dataset-weighted differences; its width includes the seed-to-seed variance")
         if s["comparisons"]:
             rows = []
             for c in s["comparisons"]:
                 w, p = c["weighted"], c["pooled"]
-                rows.append({"metric": c["metric"], "comparison": f"{c['a']} − {c['b']}", "n": w["n"],
-                             "weighted diff": w["mean_diff"], "95% CI": w["ci"], "p (sign-flip)": w["p_perm"],
-                             "p (t)": p["p_t"], "p (Wilcoxon)": p["p_wilcoxon"]})
+                rows.append({"seed": c["seed"], "metric": c["metric"], "comparison": f"{c['a']} − {c['b']}",
+                             "n": w["n"], "weighted diff": w["mean_diff"], "95% CI": w["ci"],
+                             "p (sign-flip)": w["p_perm"], "p (t)": p["p_t"], "p (Wilcoxon)": p["p_wilcoxon"]})
             t = pd.DataFrame(rows)
             t["p (sign-flip), Holm"] = holm(list(t["p (sign-flip)"]))
             t["weighted diff"] = [_f(v, 4) for v in t["weighted diff"]]
             t["95% CI"] = [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in t["95% CI"]]
             for col in ("p (sign-flip)", "p (t)", "p (Wilcoxon)", "p (sign-flip), Holm"):
                 t[col] = [_f(v, 4) if v >= 1e-3 else f"{v:.2g}" for v in t[col]]
-            doc.table(t, f"{fam}: the reference `{s['reference']}` against each variant, paired per image; "
-                      f"Holm over this table; profile `{s['profile']}`")
+            doc.table(t, f"{fam}: within each seed, the reference `{s['reference']}` against each variant, paired "
+                      f"per image (the test images are the only randomness here); Holm over this table; "
+                      f"profile `{s['profile']}`")
         doc.text(verdict(s))
-        same = identical_to_reference(df, s["reference"], s["variants"])
+        same = sorted(set.intersection(*(set(identical_to_reference(f, s["reference"], s["variants"]))
+                                          for f in frames.values())))
         if same:
             doc.text(f"`{s['reference']}` and {', '.join(f'`{v}`' for v in same)} restore every test image identically "
                      "(the same value for every image and metric): at this budget they predict the same tokens, so "
                      "this run cannot separate them.", note=True)
-        base = [c for c in s["comparisons"] if c["metric"] == "psnr" and c["b"] == "tokenizer_discrete"]
+        base = [c for c in s["across_seeds"] if c["metric"] == "psnr" and c["b"] == "tokenizer_discrete"]
         if base:  # the paper's "decoder fine-tuning helps": against the original discrete decoding
-            w = base[0]["weighted"]
-            doc.text(f"Against the original discrete decoding, `{base[0]['a']}` reconstructs with {w['mean_diff']:+.3f} "
-                     f"dB PSNR [{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}] (sign-flip p = {w['p_perm']:.3g}).")
-        curves = json.loads((path.parent / "curves.json").read_text())
+            c = base[0]
+            spread = (f", between-seed SD {c['between_seed_sd']:.3f}, across-seed interval [{c['ci'][0]:+.3f}, "
+                      f"{c['ci'][1]:+.3f}]: {c['verdict']}" if c["n_seeds"] > 1 else " (one seed)")
+            doc.text(f"Against the original discrete decoding, `{c['a']}` reconstructs with {c['mean_diff']:+.3f} "
+                     f"dB PSNR over {c['n_seeds']} seed(s){spread}.")
+        # variant -> seed -> rows; the figure draws each variant's mean over seeds with a band of one SD
+        curves = {v: [r for rows_ in by_seed.values() for r in rows_]
+                  for v, by_seed in json.loads((path.parent / "curves.json").read_text()).items()}
         if key and any(key in r for rows_ in curves.values() for r in rows_):
             f = figures.curves(curves, key, fig_dir / f"ablation_{fam}.png",
                                f"{fam}: validation {key} over training (profile {s['profile']})")

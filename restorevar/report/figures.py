@@ -95,11 +95,12 @@ def image_grid(samples: Path, methods: list[str], path: Path, per_group: int = 2
 
 
 def curves(curves: dict[str, list[dict]], key: str, path: Path, title: str) -> Path:
-    """One line per variant: ``key`` against the training step."""
+    """One line per variant: ``key`` against the training step (the mean where several runs, e.g. seeds,
+    report the same step, with a band of one SD between them)."""
     import seaborn as sns
 
     rows = [{"variant": v, "step": r["step"], key: r[key]} for v, rs in curves.items() for r in rs if key in r]
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
-    sns.lineplot(pd.DataFrame(rows), x="step", y=key, hue="variant", marker="o", ax=ax)
+    sns.lineplot(pd.DataFrame(rows), x="step", y=key, hue="variant", marker="o", errorbar="sd", ax=ax)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)

@@ -3,12 +3,14 @@
 The per-image tests (``paired.py``) treat the test images as the only source of randomness, so one training
 run's luck is reported with a tiny p-value. With K seeds per variant, each seed gives its own mean paired
 difference (variant A trained with seed s against variant B trained with seed s, on the same images), and
-the effect is estimated over those K values with a t interval on K - 1 degrees of freedom. Its width holds
-the seed-to-seed variance; the image-level noise enters through each seed's mean. This is the "t over
-seeds" of Bouthillier et al. (MLSys 2021): the K per-seed means are independent draws of the training
-process, scored on the same test images, so correlation between images cannot shrink the interval. Its
-price is few degrees of freedom: with K = 2 the t quantile is 12.7, so only an effect far above the seed
-noise is called.
+the effect is estimated over those K values with a t interval on K - 1 degrees of freedom. This is the "t
+over seeds" of Bouthillier et al. (MLSys 2021): the K per-seed means are independent draws of the training
+process, so its width holds the seed-to-seed variance, and correlation between images cannot shrink it.
+Every seed is scored on the same test images, so the interval is conditional on them: it answers "would
+training again change the result", and the within-seed per-image tests answer "would other test images".
+Its price is few degrees of freedom: with K = 2 the t quantile is 12.7, so only an effect far above the seed
+noise is called. (A mixed model with crossed image and seed effects would pool both, but with two or three
+seeds its seed variance is barely estimable; the t interval states its assumptions plainly.)
 
 A verdict names a direction only when the across-seed interval excludes zero: "supported" (the paper's
 choice is better), "contradicted" (it is worse) or "inconclusive".
@@ -16,10 +18,14 @@ choice is better), "contradicted" (it is worse) or "inconclusive".
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from restorevar.metrics.iqa import HIGHER_IS_BETTER
+from restorevar.metrics.results import summary as summary_means
 
 
 @dataclass
@@ -38,10 +44,27 @@ class SeedResult:
         return asdict(self)
 
 
+def seed_interval(per_seed: dict[str, float], n_images: int = 0, confidence: float = 0.95) -> SeedResult:
+    """The t interval over per-seed mean differences (seed -> that seed's mean of a - b over the images)."""
+    x = np.array(list(per_seed.values()), dtype="float64")
+    k = x.size
+    mean = float(x.mean()) if k else float("nan")
+    if k < 2:
+        return SeedResult(k, n_images, per_seed, mean, float("nan"), (float("nan"), float("nan")), float("nan"),
+                          confidence)
+    sd = float(x.std(ddof=1))
+    if sd == 0.0:  # every seed agrees exactly: the interval is the point
+        return SeedResult(k, n_images, per_seed, mean, 0.0, (mean, mean), 1.0 if mean == 0 else 0.0, confidence)
+    t = stats.ttest_1samp(x, 0.0)
+    ci = t.confidence_interval(confidence)
+    return SeedResult(k, n_images, per_seed, mean, sd, (float(ci.low), float(ci.high)), float(t.pvalue), confidence)
+
+
 def across_seeds(df: pd.DataFrame, a: str, b: str, metric: str, confidence: float = 0.95) -> SeedResult:
     """The effect ``a - b`` on ``metric`` across seeds, from per-image rows with columns method, seed,
     dataset, degradation, image_id, metric, value. Images pair up within a seed; seeds missing a method are
-    dropped."""
+    dropped. A seed's value is its mean difference over images (the pipeline passes dataset-weighted
+    per-seed means to ``seed_interval`` instead)."""
     need = {"method", "seed", "dataset", "degradation", "image_id", "metric", "value"}
     if missing := need - set(df.columns):
         raise ValueError(f"per-image rows lack {sorted(missing)}")
@@ -53,20 +76,7 @@ def across_seeds(df: pd.DataFrame, a: str, b: str, metric: str, confidence: floa
     diff = (wide[a] - wide[b]).groupby(level="seed")
     per_seed = {str(s): float(v) for s, v in diff.mean().items()}
     counts = diff.size()
-    x = np.array(list(per_seed.values()))
-    k = x.size
-    mean = float(x.mean()) if k else float("nan")
-    if k < 2:
-        return SeedResult(k, int(counts.min()) if k else 0, per_seed, mean, float("nan"),
-                          (float("nan"), float("nan")), float("nan"), confidence)
-    sd = float(x.std(ddof=1))
-    if sd == 0.0:  # every seed agrees exactly: the interval is the point
-        return SeedResult(k, int(counts.min()), per_seed, mean, 0.0, (mean, mean), 1.0 if mean == 0 else 0.0,
-                          confidence)
-    t = stats.ttest_1samp(x, 0.0)
-    ci = t.confidence_interval(confidence)
-    return SeedResult(k, int(counts.min()), per_seed, mean, sd, (float(ci.low), float(ci.high)), float(t.pvalue),
-                      confidence)
+    return seed_interval(per_seed, int(counts.min()) if len(counts) else 0, confidence)
 
 
 def seed_verdict(r: SeedResult, higher_is_better: bool) -> str:
@@ -78,3 +88,45 @@ def seed_verdict(r: SeedResult, higher_is_better: bool) -> str:
         a_better = (lo > 0) == higher_is_better
         return "supported" if a_better else "contradicted"
     return "inconclusive"
+
+
+def across_seed_comparisons(comparisons: list[dict], variants: list[str], confidence: float) -> list[dict]:
+    """Each (metric, a - b) over the seeds, from the within-seed comparisons (``compare_methods`` results with
+    a "seed" key): a t interval over the seeds' dataset-weighted mean differences.
+
+    The interval's level is Bonferroni-corrected over the family's comparisons between trained variants on
+    that metric (a verdict holds for all of them at once); a comparison with a seed-independent method
+    (the tokenizer's own decoding) gets the plain level."""
+    by: dict[tuple[str, str, str], dict[str, float]] = {}
+    n_images: dict[tuple[str, str, str], int] = {}
+    for c in comparisons:
+        key = (c["metric"], c["a"], c["b"])
+        by.setdefault(key, {})[str(c["seed"])] = c["weighted"]["mean_diff"]
+        n_images[key] = c["weighted"]["n"]
+    family = {m: sum(1 for (mm, _, b) in by if mm == m and b in variants) for m, _, _ in by}
+    out = []
+    for (metric, a, b), per_seed in by.items():
+        m = family[metric] if b in variants else 1
+        level = 1 - (1 - confidence) / max(m, 1)
+        r = seed_interval(per_seed, n_images[metric, a, b], level)
+        out.append({"metric": metric, "a": a, "b": b, "difference": f"{a} - {b}", "family_size": m,
+                    "verdict": seed_verdict(r, HIGHER_IS_BETTER[metric]), **r.to_dict()})
+    return out
+
+
+def seed_means(frames: dict[Any, pd.DataFrame]) -> dict:
+    """For DVC metrics and regression baselines, from each seed's per-image rows:
+    ``{protocol: {method: {metric: {mean, seed_sd, seeds}}}}``. A seed's value is its dataset-weighted mean
+    (the "overall" of ``restorevar.metrics.results.summary``); SD is over seeds (0 for one seed)."""
+    values: dict = {}
+    for df in frames.values():
+        for proto, methods in summary_means(df).items():
+            for method, entry in methods.items():
+                for metric, v in entry["overall"].items():
+                    values.setdefault(proto, {}).setdefault(method, {}).setdefault(metric, []).append(v)
+    return {proto: {method: {metric: {"mean": round(float(np.mean(v)), 5),
+                                      "seed_sd": round(float(np.std(v, ddof=1)), 5) if len(v) > 1 else 0.0,
+                                      "seeds": len(v)}
+                             for metric, v in metrics.items()}
+                    for method, metrics in methods.items()}
+            for proto, methods in values.items()}
