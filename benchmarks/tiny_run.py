@@ -1,6 +1,7 @@
 """Run the whole study on the `tiny` profile in a temporary copy of the project, and keep its metrics.json.
 
-The speed benchmark's summary (results/bench.json "metrics") is added under the key ``bench``. CI compares that file with ``benchmarks/baseline.json`` (``restorevar regress``); the pipeline tests reuse
+The speed benchmark's summary (results/bench.json "metrics") is added under the key ``bench``, and each
+ablation family's metrics.json (variant means over seeds, with their SD) under ``ablations.<family>``. CI compares that file with ``benchmarks/baseline.json`` (``restorevar regress``); the pipeline tests reuse
 ``copy_project``. The copy holds the project's tracked and untracked-but-not-ignored files, so what runs is
 exactly the working tree, without touching its own results, DVC state or MLflow store.
 
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads((project / "metrics.json").read_text())
         # the speed benchmark's leaf numbers, so the baseline can hold e.g. bench.token_agreement.fp32
         metrics["bench"] = json.loads((project / "results" / "bench.json").read_text())["metrics"]
+        # each ablation variant's mean over its training seeds with their SD: the baseline's seed spreads
+        metrics["ablations"] = {f.parent.name: json.loads(f.read_text())
+                                for f in sorted((project / "results" / "ablations").glob("*/metrics.json"))}
         args.out.write_text(json.dumps(metrics, indent=1) + "\n")
         if args.report:
             shutil.copyfile(project / "reports" / "report.md", args.report)

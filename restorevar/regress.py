@@ -9,6 +9,19 @@ A metric regresses when it is worse than the baseline by more than its tolerance
 when ``"relative": true``). Better-than-baseline values never fail. A baseline metric missing from the
 current run fails too, because a silently dropped metric hides regressions.
 
+A metric measured over training seeds (a name ending in ``.mean`` whose run also writes ``.seed_sd`` and
+``.seeds`` beside it, as the ablations' metrics.json does) carries its measured spread in the baseline::
+
+    {"value": 10.62, "seed_sd": 0.21, "seeds": 2, "tolerance": 0.01, "better": "higher"}
+
+and may fall by q * sd * sqrt(2 / seeds), or by ``tolerance`` if that is larger (the floor for a metric
+whose seeds agree): sd * sqrt(2 / seeds) is the standard deviation of a difference between two means of
+``seeds`` runs, and q the one-sided t quantile on seeds - 1 degrees of freedom at ``SEED_FALSE_ALARM``, so
+that a healthy re-run fails that rarely even though sd is estimated from few seeds (q = 31.8 for 2 seeds,
+6.96 for 3, 3.75 for 5). Float differences between CPUs grow during training much as a change of seed
+does, so the seed spread is the measured scale of what a re-run on another machine may move. ``--update``
+refreshes the spread with the values.
+
 Every baseline value, tolerance and current value of a baseline metric must be a finite number: NaN
 compares false with everything, so a NaN anywhere would pass the gate whatever the run did. A non-number
 is bad input (a UserError naming the metric and the file), never a pass.
@@ -38,6 +51,9 @@ def _read_json(path: str | Path, what: str) -> Any:
         raise UserError(f"{what} {path} is not valid JSON: {e}") from None
 
 
+SEED_FALSE_ALARM = 0.01  # how often a healthy re-run may fail a metric that carries its seed spread
+
+
 @dataclass
 class Check:
     name: str
@@ -46,6 +62,8 @@ class Check:
     tolerance: float
     relative: bool
     better: str
+    seed_sd: float | None = None  # the baseline's measured spread over `seeds` training seeds
+    seeds: int = 0
 
     @property
     def delta(self) -> float | None:
@@ -53,7 +71,20 @@ class Check:
 
     @property
     def allowed(self) -> float:
-        return self.tolerance * abs(self.baseline) if self.relative else self.tolerance
+        floor = self.tolerance * abs(self.baseline) if self.relative else self.tolerance
+        return max(floor, self.seed_allowed or 0.0)
+
+    @property
+    def seed_allowed(self) -> float | None:
+        if self.seed_sd is None:
+            return None
+        return self.seed_quantile * self.seed_sd * math.sqrt(2 / self.seeds)
+
+    @property
+    def seed_quantile(self) -> float:
+        from scipy import stats
+
+        return float(stats.t.ppf(1 - SEED_FALSE_ALARM, self.seeds - 1))
 
     @property
     def status(self) -> str:
@@ -100,6 +131,11 @@ def load_baseline(path: str | Path, check_values: bool = True) -> dict[str, dict
         if not isinstance(spec.get("relative", False), bool):
             raise UserError(f"baseline {path}: metric {name!r} has relative={_show(spec['relative'])}; "
                             "use true or false")
+        if "seed_sd" in spec or "seeds" in spec:
+            sd, k = spec.get("seed_sd"), spec.get("seeds")
+            if not _is_finite_number(sd) or sd < 0 or isinstance(k, bool) or not isinstance(k, int) or k < 2:
+                raise UserError(f"baseline {path}: metric {name!r} has seed_sd={_show(sd)}, seeds={_show(k)}; "
+                                "a seed spread needs seed_sd >= 0 measured over seeds >= 2 training runs")
         if spec.get("better", "higher") not in ("higher", "lower"):
             raise UserError(f"baseline {path}: metric {name!r} has better={_show(spec['better'])}; "
                             "use 'higher' or 'lower'")
@@ -137,7 +173,7 @@ def compare(baseline: str | Path, current: str | Path) -> list[Check]:
     spec = load_baseline(baseline)
     cur = current_values(current, list(spec))
     return [Check(name, float(s["value"]), cur[name], float(s["tolerance"]), s.get("relative", False),
-                  s.get("better", "higher")) for name, s in spec.items()]
+                  s.get("better", "higher"), s.get("seed_sd"), s.get("seeds", 0)) for name, s in spec.items()]
 
 
 def markdown(checks: list[Check]) -> str:
@@ -148,16 +184,31 @@ def markdown(checks: list[Check]) -> str:
              "|---|---:|---:|---:|---:|---|---|"]
     for c in checks:
         tol = f"{c.tolerance:.0%}" if c.relative else f"±{c.tolerance:g}"
+        if c.seed_allowed is not None:
+            tol = f"±{c.allowed:.3g} ({c.seed_quantile:.3g} × seed SD {c.seed_sd:.3g} × √(2/{c.seeds}); floor {tol})"
         mark = {"regressed": "**REGRESSED**", "missing": "**MISSING**"}.get(c.status, c.status)
         delta = "—" if c.delta is None else f"{c.delta:+.4g}"
         lines.append(f"| `{c.name}` | {fmt(c.baseline)} | {fmt(c.current)} | {delta} | {tol} | {c.better} | {mark} |")
     return "\n".join(lines)
 
 
+def _spread_names(name: str) -> tuple[str, str]:
+    base = name.removesuffix(".mean")
+    return f"{base}.seed_sd", f"{base}.seeds"
+
+
 def make_baseline(current: str | Path, metrics: dict[str, dict[str, Any]], note: str = "") -> dict[str, Any]:
-    """A new baseline from a run: the same metric names and tolerances, the current values."""
-    cur = current_values(current, list(metrics))
+    """A new baseline from a run: the same metric names and tolerances, the current values (and, for a
+    metric measured over seeds, the run's seed spread)."""
+    spread = {m: _spread_names(m) for m, s in metrics.items() if "seed_sd" in s}
+    cur = current_values(current, list(metrics) + [n for pair in spread.values() for n in pair])
     missing = [m for m in metrics if cur[m] is None]
+    missing += [n for pair in spread.values() for n in pair if cur[n] is None]
     if missing:
         raise UserError(f"{current} lacks {missing[0]}; cannot baseline a metric the run did not produce")
-    return {"note": note, "metrics": {m: {**s, "value": round(cur[m], 6)} for m, s in metrics.items()}}
+    out = {m: {**s, "value": round(cur[m], 6)} for m, s in metrics.items()}
+    for m, (sd, k) in spread.items():
+        if int(cur[k]) < 2:
+            raise UserError(f"{current}: {m} was measured over {int(cur[k])} seed(s); a seed spread needs two or more")
+        out[m].update(seed_sd=round(cur[sd], 6), seeds=int(cur[k]))
+    return {"note": note, "metrics": out}

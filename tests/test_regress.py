@@ -148,3 +148,44 @@ def test_unrelated_non_numbers_in_the_run_are_ignored(files, tmp_path, capsys):
     cur["device"], cur["p"]["model"]["overall"]["musiq"] = "cpu", None  # not baseline metrics
     (tmp_path / "cur2.json").write_text(json.dumps(cur))
     assert _regress(base, tmp_path / "cur2.json") == 0
+
+
+def _seeded(tmp_path, current_mean, sd=0.2, seeds=2, run_sd=0.3, run_seeds=2):
+    base = {"metrics": {"ablations.refiner.p.lrt.psnr.mean": {
+        "value": 10.0, "seed_sd": sd, "seeds": seeds, "tolerance": 0.01, "better": "higher"}}}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    cur = {"ablations": {"refiner": {"p": {"lrt": {"psnr": {"mean": current_mean, "seed_sd": run_sd,
+                                                            "seeds": run_seeds}}}}}}
+    (tmp_path / "cur.json").write_text(json.dumps(cur))
+    return tmp_path / "base.json", tmp_path / "cur.json"
+
+
+def test_a_metric_over_seeds_may_fall_by_a_t_quantile_of_the_seed_spread(tmp_path, capsys):
+    # SD 0.2 over 3 seeds: a difference of two 3-seed means has SD 0.2 * sqrt(2/3) = 0.1633; the one-sided 1 %
+    # t quantile on 2 df is 6.965, so 1.137 may be lost
+    base, cur = _seeded(tmp_path, 8.9, seeds=3)
+    [c] = compare(base, cur)
+    assert c.seed_quantile == pytest.approx(6.9646, abs=1e-4)
+    assert c.allowed == pytest.approx(6.9646 * 0.2 * (2 / 3) ** 0.5, abs=1e-4) and c.status == "ok"
+    assert main(["regress", "--baseline", str(base), "--current", str(cur)]) == 0
+    assert "6.96 × seed SD 0.2 × √(2/3); floor ±0.01" in capsys.readouterr().out
+    base, cur = _seeded(tmp_path, 8.8, seeds=3)
+    assert main(["regress", "--baseline", str(base), "--current", str(cur)]) == 1
+    base, cur = _seeded(tmp_path, 9.95, sd=0.0, seeds=3)  # seeds that agree exactly: only the floor is allowed
+    assert compare(base, cur)[0].allowed == pytest.approx(0.01) and compare(base, cur)[0].status == "regressed"
+    base, cur = _seeded(tmp_path, 9.0, seeds=8)  # more seeds: a tighter band, 2.998 * 0.2 * 0.5 = 0.30
+    assert compare(base, cur)[0].allowed == pytest.approx(0.2998, abs=1e-3) and compare(base, cur)[0].status == "regressed"
+
+
+def test_update_takes_the_seed_spread_from_the_run_and_bad_spreads_are_input_errors(tmp_path, capsys):
+    base, cur = _seeded(tmp_path, 10.5, run_sd=0.35, run_seeds=3)
+    assert main(["regress", "--baseline", str(base), "--current", str(cur), "--update"]) == 0
+    spec = json.loads(base.read_text())["metrics"]["ablations.refiner.p.lrt.psnr.mean"]
+    assert spec == {"value": 10.5, "seed_sd": 0.35, "seeds": 3, "tolerance": 0.01, "better": "higher"}
+    base, cur = _seeded(tmp_path, 10.5, run_seeds=1)
+    before = base.read_text()
+    assert main(["regress", "--baseline", str(base), "--current", str(cur), "--update"]) == 2
+    assert "measured over 1 seed(s)" in capsys.readouterr().err and base.read_text() == before
+    base, cur = _seeded(tmp_path, 10.5, seeds=1)
+    assert main(["regress", "--baseline", str(base), "--current", str(cur)]) == 2
+    assert "seeds >= 2" in capsys.readouterr().err
