@@ -45,10 +45,12 @@ pretrain: setup
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host $(UI_HOST) --port $(UI_PORT)
 
-# The tiny study in a temporary copy, compared with the committed baseline (what CI runs after the tests).
+# The tiny study in a temporary copy, compared with the committed baseline (what CI runs after the tests);
+# reports/regression.md holds the verdict and the table, for a pull request to show.
 regress: setup
 	$(PY) -m benchmarks.tiny_run --out .regress/metrics.json
-	$(VENV)/bin/restorevar regress --baseline benchmarks/baseline.json --current .regress/metrics.json
+	$(VENV)/bin/restorevar regress --baseline benchmarks/baseline.json --current .regress/metrics.json \
+		--report reports/regression.md
 
 lint: setup
 	$(VENV)/bin/ruff check restorevar tests pipelines benchmarks

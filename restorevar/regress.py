@@ -192,6 +192,23 @@ def markdown(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
+def verdict_line(checks: list[Check]) -> str:
+    """One line for the top of a report: pass or fail, and what failed."""
+    bad = [c for c in checks if c.status in ("regressed", "missing")]
+    if not bad:
+        better = sum(c.status == "improved" for c in checks)
+        return f"**PASS**: all {len(checks)} metrics within tolerance" + (f" ({better} improved)" if better else "")
+    return (f"**FAIL**: {len(bad)} of {len(checks)} metrics regressed or missing: "
+            + ", ".join(f"`{c.name}` ({c.status})" for c in bad))
+
+
+def report_markdown(checks: list[Check], baseline: str | Path, current: str | Path) -> str:
+    """The file a pull request shows (``restorevar regress --report``): the verdict, then the table."""
+    return (f"# Regression report\n\n{verdict_line(checks)}\n\nBaseline `{baseline}`, current run `{current}`. "
+            "A metric fails when it is worse than its baseline by more than its tolerance, or is missing; "
+            "improvements never fail.\n\n" + markdown(checks) + "\n")
+
+
 def _spread_names(name: str) -> tuple[str, str]:
     base = name.removesuffix(".mean")
     return f"{base}.seed_sd", f"{base}.seeds"

@@ -189,3 +189,15 @@ def test_update_takes_the_seed_spread_from_the_run_and_bad_spreads_are_input_err
     base, cur = _seeded(tmp_path, 10.5, seeds=1)
     assert main(["regress", "--baseline", str(base), "--current", str(cur)]) == 2
     assert "seeds >= 2" in capsys.readouterr().err
+
+
+def test_the_report_file_starts_with_a_verdict_and_holds_the_table(files, tmp_path):
+    base, current = files
+    out = tmp_path / "reports" / "regression.md"
+    assert main(["regress", "--baseline", str(base), "--current", str(current()), "--report", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "# Regression report" and lines[2] == "**PASS**: all 3 metrics within tolerance"
+    assert "| `p.model.overall.psnr` | 20 | 20 | +0 | ±0.5 | higher | ok |" in lines
+    assert main(["regress", "--baseline", str(base), "--current", str(current(psnr=19.0)), "--report", str(out)]) == 1
+    assert out.read_text().splitlines()[2] == ("**FAIL**: 1 of 3 metrics regressed or missing: "
+                                              "`p.model.overall.psnr` (regressed)")

@@ -29,7 +29,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_regress(args: argparse.Namespace) -> int:
     from restorevar.fileio import atomic_write
-    from restorevar.regress import compare, load_baseline, make_baseline, markdown
+    from restorevar.regress import compare, load_baseline, make_baseline, markdown, report_markdown
 
     if args.update:
         # the old values are about to be replaced, so only the tolerances need to be sound
@@ -40,6 +40,11 @@ def cmd_regress(args: argparse.Namespace) -> int:
         return 0
     checks = compare(args.baseline, args.current)
     print(markdown(checks))
+    if args.report:
+        text = report_markdown(checks, args.baseline, args.current)
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.report, lambda tmp: Path(tmp).write_text(text))
+        print(f"regress: report written to {args.report}", file=sys.stderr)
     bad = [c for c in checks if c.status in ("regressed", "missing")]
     if bad:
         print(f"regress: {len(bad)} metric(s) regressed or missing: " + ", ".join(f"{c.name} ({c.status})" for c in bad),
@@ -72,4 +77,6 @@ def add_parsers(sub, parser_class) -> None:
     r.add_argument("--update", action="store_true",
                    help="write the current values into the baseline (same metrics and tolerances)")
     r.add_argument("--note", default="", help="with --update: why the baseline moved")
+    r.add_argument("--report", type=Path,
+                   help="also write the verdict and the table to this Markdown file (e.g. reports/regression.md)")
     r.set_defaults(func=cmd_regress)

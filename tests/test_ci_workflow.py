@@ -1,0 +1,41 @@
+"""The CI workflow a user's repository runs: it parses, calls the README's commands, and keeps the
+regression report; `.ci/run` calls the same make targets."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _steps() -> list[dict]:
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads the key `on` as True
+    assert {"push", "pull_request"} <= set(triggers)
+    [job] = wf["jobs"].values()
+    return job["steps"]
+
+
+def _targets(text: str) -> list[str]:
+    return re.findall(r"\bmake (lint|test|regress|repro)\b", text)
+
+
+def test_the_workflow_runs_the_readme_commands_and_keeps_the_report():
+    steps = _steps()
+    runs = "\n".join(s.get("run", "") for s in steps)
+    assert _targets(runs) == ["lint", "test", "regress"]
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make regress" in readme
+    summary = next(s for s in steps if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert "reports/regression.md" in summary["run"] and upload["with"]["path"] == "reports/regression.md"
+    assert summary["if"].startswith("always()") and upload["if"].startswith("always()")  # also on a failure
+
+
+def test_ci_run_and_make_regress_call_the_same_targets_and_write_the_report():
+    assert _targets((ROOT / ".ci" / "run").read_text()) == ["lint", "test", "regress"]
+    makefile = (ROOT / "Makefile").read_text()
+    block = makefile[makefile.index("\nregress:"):]
+    assert "--report reports/regression.md" in block[:block.index("\n\n")]
