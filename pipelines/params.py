@@ -239,6 +239,7 @@ class AblationFamily:
     paper_choice: str = ""
     claim: str = ""  # the paper's claim, tested against our numbers in the report
     loop: dict[str, Any] = field(default_factory=dict)  # overrides of every variant's loop (the reduced run)
+    set: dict[str, Any] = field(default_factory=dict)  # dotted keys on every variant's config, before its own
     variants: dict[str, AblationVariant] = field(default_factory=dict)
     pretrain: AblationPretrain = field(default_factory=AblationPretrain)
 
@@ -619,7 +620,7 @@ class Params:
         for vname, v in fam.variants.items():
             d = copy.deepcopy(self.stages[fam.stage].config_dict)
             d["loop"] = {**d.get("loop", {}), **fam.loop}
-            for k, val in v.set.items():
+            for k, val in {**fam.set, **v.set}.items():
                 _set_dotted(d, k, copy.deepcopy(val))
             from_dict(cls, d, where=f"ablations.{self.profile}.families.{family}.variants.{vname}")
             out[vname] = d

@@ -222,3 +222,16 @@ def test_a_variants_model_overrides_add_to_the_profiles_own(tmp_path):
     v = p.ablation_variants["conditioning"]["discrete"]
     assert v["model"]["overrides"] == [*size, "transformer.conditioning=discrete"]
     assert p.stages["train_transformer"].variants["lr1e-4"]["model"]["overrides"] == size
+
+
+def test_a_familys_set_applies_to_every_variant_before_its_own(tmp_path):
+    def edit(r):
+        fam = r["ablations"]["default"]["families"]["refiner"]
+        fam["set"] = {"loop.lr": 0.0005}
+        fam["variants"]["lrt"]["set"]["loop.lr"] = 0.002
+
+    p = _params(tmp_path, edit)
+    v = p.ablation_variants["refiner"]
+    assert v["none"]["loop"]["lr"] == 0.0005 and v["lrt"]["loop"]["lr"] == 0.002
+    assert Params().ablation_variants["positions"]["ape"]["health"] is False  # default: curves only
+    assert Params().ablation_pretrain["positions"]["ape"]["health"] is False

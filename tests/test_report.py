@@ -116,7 +116,8 @@ def test_the_ablation_verdict_rests_on_the_seeds_and_says_what_single_seeds_woul
 
     text = verdict(_summary({"0": 0.9, "1": -0.7}, within_p=0.0001))
     assert "over 2 training seeds, our run is inconclusive about this claim" in text
-    assert "calls 2 of 2 comparisons significant" in text and "between-seed SD 1.131" in text
+    assert "calls 2 of 2 comparisons significant (1 for the paper's choice, 1 against)" in text
+    assert "between-seed SD 1.131" in text
     assert "supports this claim" in verdict(_summary({"0": 2.0, "1": 2.1, "2": 1.9}, within_p=0.0001))
     assert "contradicts this claim" in verdict(_summary({"0": -2.0, "1": -2.1, "2": -1.9}, within_p=0.0001))
     one = verdict(_summary({"0": 2.0}, within_p=0.0001))

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from restorevar.fileio import atomic_write
+from restorevar.metrics.iqa import HIGHER_IS_BETTER
 from restorevar.metrics.results import read_results
 from restorevar.report import figures
 from restorevar.report.document import Document
@@ -47,17 +48,20 @@ def _means(frames: dict[str, pd.DataFrame], methods: list[str]) -> pd.DataFrame:
     return out
 
 
-def _within_seed(summary: dict[str, Any], metric: str) -> tuple[int, int]:
+def _within_seed(summary: dict[str, Any], metric: str) -> tuple[int, int, int]:
     """How many within-seed comparisons between variants the per-image test calls significant (Holm within
-    each seed), of how many: the certainty one training run would claim."""
-    sig = total = 0
+    each seed) for and against the paper's choice, of how many: the certainty one training run would claim."""
+    better = HIGHER_IS_BETTER[metric]
+    pro = con = total = 0
     for k in summary["seeds"]:
         comps = [c for c in summary["comparisons"]
                  if c["seed"] == k and c["metric"] == metric and c["b"] in summary["variants"]]
-        adj = holm([c["weighted"]["p_perm"] for c in comps])
-        sig += sum(p < ALPHA for p in adj)
+        for c, p in zip(comps, holm([c["weighted"]["p_perm"] for c in comps])):
+            if p < ALPHA:
+                good = (c["weighted"]["mean_diff"] > 0) == better
+                pro, con = pro + good, con + (not good)
         total += len(comps)
-    return sig, total
+    return pro, con, total
 
 
 def verdict(summary: dict[str, Any], metric: str = "psnr") -> str:
@@ -71,10 +75,10 @@ def verdict(summary: dict[str, Any], metric: str = "psnr") -> str:
     if not comps:
         return f"No {metric.upper()} comparisons between variants: fewer than two variants ran."
     k = len(summary["seeds"])
-    sig, total = _within_seed(summary, metric)
-    within = (f" Within single seeds, the per-image sign-flip test (Holm, below {ALPHA}) calls {sig} of {total} "
-              "comparisons significant: that certainty is about these test images and one training run each, "
-              "not about the method.")
+    pro, con, total = _within_seed(summary, metric)
+    within = (f" Within single seeds, the per-image sign-flip test (Holm, below {ALPHA}) calls {pro + con} of {total} "
+              f"comparisons significant ({pro} for the paper's choice, {con} against): that certainty is about "
+              "these test images and one training run each, not about the method.")
     head = f"Paper: {summary['claim'] or 'the paper prefers `' + choice + '`'}."
     if k < 2:
         return (f"{head} Each variant was trained with one seed, so there is no across-seed interval and the "
