@@ -10,6 +10,7 @@ exactly the working tree, without touching its own results, DVC state or MLflow 
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import shutil
@@ -52,10 +53,15 @@ def copy_project(dest: Path, edit: Callable[[dict[str, Any]], None] | None = Non
         edit(raw)
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     subprocess.run([tool("dvc"), "init", "--no-scm", "-q"], cwd=dest, check=True, env=env())
+    config = configparser.ConfigParser()  # the project's own DVC settings (e.g. the offline plots page)
+    config.read(ROOT / ".dvc" / "config")
+    for section in config.sections():
+        for key, value in config[section].items():
+            subprocess.run([tool("dvc"), "config", f"{section}.{key}", value], cwd=dest, check=True, env=env())
     return dest
 
 
-def repro(project: Path, target: str = "report", timeout: float = 1800) -> subprocess.CompletedProcess:
+def repro(project: Path, target: str = "track", timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run([tool("dvc"), "repro", target], cwd=project, env=env(), capture_output=True, text=True,
                           check=False, timeout=timeout)
 

@@ -17,16 +17,19 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from pipelines import tracking
 from pipelines.params import ROOT, Params, checkpoint_path
-from pipelines.stage import run_trials
+from pipelines.stage import history, run_trials
 from restorevar.checkpoint import load_checkpoint, load_components, load_model
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
+from restorevar.metrics.results import summary as summarize
 from restorevar.stats import compare_methods
 from restorevar.stats.seeds import across_seed_comparisons, seed_means
 from restorevar.train.common import CKPT_NAME, ModelRef, pick_device
@@ -37,22 +40,23 @@ def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _history(run_dir: Path, name: str = "history.jsonl") -> list[dict]:
-    """The trial's reports, one per step (a resumed trial re-reports steps: the last one counts)."""
-    path = run_dir / name
-    rows: dict[int, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows[r["step"]] = {**rows.get(r["step"], {}), **r}
-    return [rows[s] for s in sorted(rows)]
-
-
 def _pretrain_summary(cfg: dict, size_to: int) -> dict:
     vqvae = ModelRef(**cfg["model"]).build_config().vqvae
     return {"size": vqvae.image_size, "steps": cfg["loop"]["steps"], "patch_nums": str(list(vqvae.patch_nums)),
             "size_to": size_to}
+
+
+def _log_test_scores(uri: str, results: list[dict], frames: dict[int, Any], protocol: str) -> None:
+    """Each trial's MLflow run gets its own test scores (``test_<metric>``: dataset-weighted over all strata;
+    ``test_<metric>/<dataset>``), so the UI ranks the variants as the report does."""
+    for r in results:
+        v, k = r["trial"]["variant"], r["trial"]["config"]["loop"]["seed"]
+        entry = summarize(frames[k][frames[k].method == v])[protocol][v]
+        names = tracking.stratum_names([key for key in entry if key != "overall"])
+        scores = {(f"test_{metric}" if key == "overall" else f"test_{metric}/{names[key]}"): val
+                  for key, values in entry.items() for metric, val in values.items()}
+        run_id = (Path(r["trial"]["run_dir"]) / "mlflow_run_id").read_text().strip()
+        tracking.log_metrics_to(uri, run_id, scores)
 
 
 def _methods(stage: str, checkpoints: dict[str, Path], device: torch.device) -> dict:
@@ -116,10 +120,10 @@ def run(family: str) -> dict:
         dst = ck_dir / f"seed{k}" / f"{v}.pt"
         atomic_write(dst, lambda tmp, src=run_dir / CKPT_NAME: shutil.copyfile(src, tmp))
         checkpoints[k][v] = dst
-        curves[v][str(k)] = _history(run_dir)
+        curves[v][str(k)] = history(run_dir)
         finals[k][v] = {key: val for key, val in r["metrics"].items() if key.startswith("val") or key == "step"}
         if pretrain:
-            pre_curves[v][str(k)] = _history(run_dir, "pretrain_history.jsonl")
+            pre_curves[v][str(k)] = history(run_dir, "pretrain_history.jsonl")
             last = pre_curves[v][str(k)][-1] if pre_curves[v][str(k)] else {}
             finals[k][v].update({f"pretrain_{key}": val for key, val in last.items() if key.startswith("val")})
     _write_json(out_dir / "curves.json", curves)
@@ -139,6 +143,7 @@ def run(family: str) -> dict:
             write_rows(out_dir / "per_image" / f"seed{k}" / f"{name}.parquet", r)
         frames[k] = read_results(out_dir / "per_image" / f"seed{k}")
         methods = list(rows)
+    _log_test_scores(p.mlflow_uri, results, frames, protocol.id)
     df = frames[seeds[0]]
 
     trained = list(to_run)

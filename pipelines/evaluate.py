@@ -79,6 +79,7 @@ def run() -> dict:
                        "ratio_to_decode": {k: round(v / sec["decode"], 4) for k, v in sec.items() if k != "decode"},
                        "gflops_per_image": {k: round(v / 1e9, 4) for k, v in cost["flops_per_image"].items()}}
     _write_json(ROOT / "metrics.json", metrics)
+    _write_json(RESULTS / "plots" / "psnr_per_degradation.json", bar_records(metrics[protocol.id]))
     info = {
         "profile": p.profile, "preset": p.model.preset, "checkpoint": str(checkpoint_path("train_refiner").relative_to(ROOT)),
         "test_manifest": str(Path(p.test_manifest).relative_to(ROOT)), "protocol": protocol.describe(),
@@ -95,6 +96,19 @@ def run() -> dict:
     _write_json(RESULTS / "evaluation.json", info)
     _write_json(RESULTS / "health.json", test_health(model, p, device))
     return info
+
+
+def bar_records(means: dict) -> list[dict]:
+    """One record per (dataset, method) with its mean PSNR, for `dvc plots` (its bar template draws one
+    series: each bar is labelled "dataset / method")."""
+    out = []
+    for method, entry in means.items():
+        for key, values in entry.items():
+            if "psnr" in values:
+                dataset = key.split("/", 1)[0]
+                out.append({"bar": f"{dataset} / {method}", "dataset": dataset, "method": method,
+                            "psnr": values["psnr"]})
+    return sorted(out, key=lambda r: (r["dataset"] != "overall", r["dataset"], r["method"]))
 
 
 def dataset_roles(p: Params, test_entries) -> dict[str, str]:

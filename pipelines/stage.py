@@ -45,7 +45,8 @@ def trainable(config: dict[str, Any]) -> None:
     run_name = f"{stage}/{t['variant']}" + (f"/seed{seed}" if t.get("replicate") else "")
     run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
                             tags={"stage": stage, "variant": t["variant"], "profile": t["profile"],
-                                  "ablation_family": t.get("family", stage), "seed": str(seed)})
+                                  "ablation_family": t.get("family", stage), "seed": str(seed),
+                                  "config_sha256": _hash(t["config"]), **t.get("provenance", {})})
     ok = False
     try:
         run.log_params(t["config"])
@@ -81,8 +82,48 @@ def trainable(config: dict[str, Any]) -> None:
         run.end(ok)
 
 
+def history(run_dir: Path, name: str = "history.jsonl") -> list[dict]:
+    """The trial's reports, one per step (a resumed trial re-reports steps: the last one counts)."""
+    path = run_dir / name
+    rows: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows[r["step"]] = {**rows.get(r["step"], {}), **r}
+    return [rows[s] for s in sorted(rows)]
+
+
+# the validation metrics each stage's DVC plot draws (results/curves/<stage>_val.json)
+VAL_CURVES = {"train_tokenizer": ["val_psnr_continuous", "val_psnr_discrete"],
+              "finetune_decoder": ["val_psnr_continuous"], "train_transformer": ["val_acc"],
+              "train_refiner": ["val_psnr_refined", "val_psnr_unrefined"]}
+
+
+def write_curves(stage: str, run_dir: Path, out_dir: Path) -> None:
+    """The exported trial's training loss and validation metrics, as the lists of records `dvc plots` reads:
+    <stage>.json (step, loss) and <stage>_val.json (step and the stage's validation metrics)."""
+    rows = history(run_dir)
+    train = [{"step": r["step"], "loss": r["loss"]} for r in rows if "loss" in r]
+    keys = VAL_CURVES.get(stage, [])
+    val = [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in rows if all(k in r for k in keys)]
+    for name, records in ((f"{stage}.json", train), (f"{stage}_val.json", val)):
+        text = json.dumps(records, indent=0) + "\n"
+        atomic_write(out_dir / name, lambda tmp, text=text: Path(tmp).write_text(text))
+
+
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _train_data(config: dict[str, Any]) -> str:
+    """The file a training run reads its pairs from: the manifest, or the photographs' corpus ("shipped":
+    the package's own)."""
+    data = config.get("data", {})
+    path = data.get("train_manifest", "") if data.get("pairs", "manifest") == "manifest" else data.get("photos", "")
+    if path != "shipped" and Path(path).is_absolute() and Path(path).is_relative_to(ROOT):
+        path = str(Path(path).relative_to(ROOT))
+    return path
 
 
 def with_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -105,8 +146,13 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
     ident = [[v, k, configs[v, k], pre.get((v, k))] for v, k in keys]
     name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(variants if pretrain is None and seeds is None else ident)}"
     exp_id = tracking.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
+    # on the driver, once: git and hashing stay out of the trials
+    prov = {data: {**tracking.provenance(ROOT, p.path, **({"train_data": ROOT / data} if data != "shipped" else {})),
+                   "train_data": data}
+            for data in {_train_data(c) for c in configs.values()}}
     trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": configs[v, k],
                "pretrain": pre.get((v, k)), "replicate": k is not None,
+               "provenance": prov[_train_data(configs[v, k])],
                "run_dir": str(ROOT / "runs" / name / v / ("" if k is None else f"seed{k}")),
                "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
               for v, k in keys]
@@ -143,6 +189,8 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
     src = Path(best["trial"]["run_dir"]) / CKPT_NAME
     dst = checkpoint_path(stage)
     atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    if stage in VAL_CURVES:  # the study's stages (dvc.yaml declares their curves), not the pretraining tier's
+        write_curves(stage, src.parent, ROOT / "results" / "curves")
     summary = {
         "stage": stage, "profile": p.profile, "exported_variant": best["trial"]["variant"],
         "metrics": {k: v for k, v in best["metrics"].items() if isinstance(v, (int, float)) and not k.startswith(

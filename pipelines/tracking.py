@@ -80,9 +80,13 @@ def log_run(uri: str, experiment: str, artifact_root: Path, run_name: str, param
     run_id = c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
     try:
         now = int(time.time() * 1000)
-        c.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in _flatten(params).items()],
-                    metrics=[Metric(k, float(v), now, 0) for k, v in _flatten(metrics).items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool)])
+        ps = [Param(k, str(v)[:500]) for k, v in _flatten(params).items()]
+        ms = [Metric(k, float(v), now, 0) for k, v in _flatten(metrics).items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for i in range(0, len(ps), 100):  # MLflow's limits per batch: 100 params, 1000 metrics
+            c.log_batch(run_id, params=ps[i:i + 100])
+        for i in range(0, len(ms), 1000):
+            c.log_batch(run_id, metrics=ms[i:i + 1000])
         for a in artifacts:
             c.log_artifact(run_id, str(a))
     except BaseException:
@@ -100,6 +104,58 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def git_commit(root: Path) -> str:
+    """The commit the project's files come from, with "-dirty" when tracked files differ from it; "none"
+    outside a git checkout (e.g. a copied project)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=root, capture_output=True, text=True, timeout=30)
+        if head.returncode != 0:
+            return "none"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=root,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def sha256_short(path: Path) -> str:
+    from restorevar.data.fetch import sha256_of
+
+    return sha256_of(path)[:16] if path.is_file() else "missing"
+
+
+def provenance(root: Path, params_file: Path, **files: Path) -> dict[str, str]:
+    """Tags that tie a run to its inputs: the git commit, params.yaml's hash, the study (commit and params
+    together: every run of one `dvc repro` shares it) and ``<name>_sha256`` of each file given."""
+    import hashlib
+
+    commit, params = git_commit(root), sha256_short(params_file)
+    study = hashlib.sha256(f"{commit}:{params}".encode()).hexdigest()[:12]
+    return {"git_commit": commit, "params_sha256": params, "study": study,
+            **{f"{name}_sha256": sha256_short(path) for name, path in files.items()}}
+
+
+def stratum_names(strata: list[str]) -> dict[str, str]:
+    """Metric-name parts for strata: 'dataset/degradation' -> the dataset's name, or 'dataset-degradation'
+    where a dataset holds several."""
+    datasets = [s.split("/", 1)[0] for s in strata]
+    return {s: (d if datasets.count(d) == 1 else s.replace("/", "-")) for s, d in zip(strata, datasets)}
+
+
+def log_metrics_to(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Add metrics to a finished run (an ablation trial's test scores, known only after its evaluation)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    ms = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for i in range(0, len(ms), 1000):
+        _client(uri).log_batch(run_id, metrics=ms[i:i + 1000])
 
 
 def runs_of(uri: str, experiment_name: str) -> list[Any]:

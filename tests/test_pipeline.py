@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +21,9 @@ from benchmarks.tiny_run import copy_project, env, repro, tool
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ["ablate@conditioning", "ablate@positions", "ablate@refiner", "ablate@decoder_losses"]
 STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate", "bench", "stats",
-          *ABLATIONS, "scale_space", "report"]
+          *ABLATIONS, "scale_space", "report", "track"]
 # the ablations read every training section (a family's variants start from its stage's config)
-AFTER_REFINER = ["train_refiner", "evaluate", "bench", "stats", *ABLATIONS, "scale_space", "report"]
+AFTER_REFINER = ["train_refiner", "evaluate", "bench", "stats", *ABLATIONS, "scale_space", "report", "track"]
 pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
                                 reason="needs the project's git checkout to copy its files")
 
@@ -31,7 +32,12 @@ def _copy_project(dest: Path) -> Path:
     def longer_transformer(raw):  # long enough to be killed in the middle; every copy uses the same values
         raw["train_transformer"]["tiny"]["loop"].update(steps=40, ckpt_every=4, log_every=4, eval_every=20)
 
-    return copy_project(dest, longer_transformer)
+    project = copy_project(dest, longer_transformer)
+    # a git checkout of its own, so that runs record a commit (DVC was set up without git: it ignores it)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "copy"]):
+        subprocess.run(git + cmd, cwd=project, check=True, capture_output=True)
+    return project
 
 
 def _repro(project: Path) -> str:
@@ -69,8 +75,10 @@ def done(tmp_path_factory):
     """One uninterrupted tiny study; its first metrics are kept for the comparisons."""
     project = _copy_project(tmp_path_factory.mktemp("study"))
     out = _repro(project)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True,
+                            check=True).stdout.strip()
     return {"project": project, "output": out, "metrics": _metrics(project), "per_image": _per_image(project),
-            "transformer": _components(project / "checkpoints" / "train_transformer.pt")}
+            "commit": commit, "transformer": _components(project / "checkpoints" / "train_transformer.pt")}
 
 
 def test_repro_runs_every_stage_and_writes_metrics(done):
@@ -164,6 +172,57 @@ def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(don
         assert ck["config"]["vqvae"]["image_size"] == 32 and ck["config"]["transformer"]["positions"] == v
         assert ck["meta"]["train_config"]["init_from"].endswith("seed1/pretrain/last.pt")
         assert ck["meta"]["train_config"]["loop"]["seed"] == 1
+
+
+def test_the_evaluation_run_holds_metrics_json_and_the_stats_and_every_run_its_inputs(done):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import sha256_short
+
+    project = done["project"]
+    c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    [run] = c.search_runs([c.get_experiment_by_name("evaluation").experiment_id])
+    m, prov = json.loads((project / "metrics.json").read_text())["rgb-crop0-resize32"], run.data.params
+    expected = {f"{metric}/{method}/{'overall' if key == 'overall' else key.split('/')[0]}": v
+                for method, entry in m.items() for key, values in entry.items() for metric, v in values.items()}
+    logged = {k: v for k, v in run.data.metrics.items() if "_diff_vs_" not in k}
+    assert logged == pytest.approx(expected) and "psnr/identity/synth-haze" in logged
+    stats = json.loads((project / "results" / "stats.json").read_text())
+    w = next(x for x in stats["comparisons"] if x["metric"] == "psnr" and x["b"] == "identity")["weighted"]
+    assert run.data.metrics["psnr_diff_vs_identity/overall"] == pytest.approx(w["mean_diff"])
+    assert run.data.metrics["psnr_diff_vs_identity/overall_ci_low"] == pytest.approx(w["ci"][0])
+    assert run.data.metrics["psnr_diff_vs_identity/overall_p"] == pytest.approx(w["p_perm"])
+    assert prov["git_commit"] == done["commit"] and prov["protocol"] == "rgb-crop0-resize32"
+    assert prov["checkpoint_sha256"] == sha256_short(project / "checkpoints" / "train_refiner.pt")
+    assert prov["test_manifest_sha256"] == sha256_short(project / "data" / "prepared" / "test.json")
+    assert prov["params_sha256"] == sha256_short(project / "params.yaml")
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"report.html", "metrics.json", "stats.json"}
+    training = c.search_runs([c.get_experiment_by_name("train_transformer").experiment_id])[0]
+    assert training.data.tags["git_commit"] == done["commit"] and training.data.tags["study"] == run.data.tags["study"]
+    assert training.data.tags["train_data_sha256"] == sha256_short(project / "data" / "prepared" / "train.json")
+    for r in c.search_runs([c.get_experiment_by_name("ablation/refiner").experiment_id]):  # ranked by test PSNR
+        v, k = r.data.tags["variant"], r.data.tags["seed"]
+        seed_means = json.loads((project / "results" / "ablations" / "refiner" / "metrics.json").read_text())
+        assert "test_psnr" in r.data.metrics and "test_ssim/synth-haze" in r.data.metrics
+        assert r.data.metrics["test_psnr"] > 0 and k in ("0", "1", "2") and v in seed_means["rgb-crop0-resize32"]
+
+
+def test_dvc_plots_render_every_declared_plot_offline(done, tmp_path):
+    project = done["project"]
+    declared = yaml.safe_load((project / "dvc.yaml").read_text())["plots"]
+    r = subprocess.run([tool("dvc"), "plots", "show", "--json"], cwd=project, env=env(), capture_output=True,
+                       text=True, check=False)
+    shown = json.loads(r.stdout)
+    assert r.returncode == 0 and not shown.get("errors"), r.stdout[-2000:] + r.stderr[-2000:]
+    assert len(shown["data"]) == len(declared) == 9
+    for plot_id, renders in shown["data"].items():
+        [vega] = renders
+        assert vega["content"]["data"]["values"], plot_id  # every plot has points
+    r = subprocess.run([tool("dvc"), "plots", "show", "-o", str(tmp_path / "plots")], cwd=project, env=env(),
+                       capture_output=True, text=True, check=False)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert r.returncode == 0 and page.count("vegaEmbed(") >= len(declared)
+    assert "cdn.jsdelivr" not in page and not re.search(r"<script[^>]+src=", page)  # nothing to fetch
 
 
 def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):
