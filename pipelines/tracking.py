@@ -106,20 +106,28 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def git_commit(root: Path) -> str:
-    """The commit the project's files come from, with "-dirty" when tracked files differ from it; "none"
-    outside a git checkout (e.g. a copied project)."""
+# tracked files the study itself rewrites (the committed report): a change there is a result, not an input
+GENERATED = ("reports",)
+
+
+def git_state(root: Path) -> tuple[str, str]:
+    """The commit the project's files come from, with "-dirty" when tracked inputs differ from it, and the
+    hash of that difference (empty when clean); ("none", "") outside a git checkout (e.g. a copied project)."""
+    import hashlib
     import subprocess
 
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], check=False, cwd=root, capture_output=True, text=True, timeout=60)
+
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=root, capture_output=True, text=True, timeout=30)
+        head = git("rev-parse", "HEAD")
         if head.returncode != 0:
-            return "none"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=root,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+            return "none", ""
+        diff = git("diff", "HEAD", "--", ".", *(f":(exclude){g}" for g in GENERATED)).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return "none"
-    return head.stdout.strip() + ("-dirty" if dirty else "")
+        return "none", ""
+    commit = head.stdout.strip()
+    return (commit + "-dirty", hashlib.sha256(diff.encode()).hexdigest()[:12]) if diff else (commit, "")
 
 
 def sha256_short(path: Path) -> str:
@@ -129,14 +137,15 @@ def sha256_short(path: Path) -> str:
 
 
 def provenance(root: Path, params_file: Path, **files: Path) -> dict[str, str]:
-    """Tags that tie a run to its inputs: the git commit, params.yaml's hash, the study (commit and params
-    together: every run of one `dvc repro` shares it) and ``<name>_sha256`` of each file given."""
+    """Tags that tie a run to its inputs: the git commit (and the hash of uncommitted changes to tracked
+    inputs), params.yaml's hash, the study (all of these together: every run of one `dvc repro` shares it)
+    and ``<name>_sha256`` of each file given."""
     import hashlib
 
-    commit, params = git_commit(root), sha256_short(params_file)
-    study = hashlib.sha256(f"{commit}:{params}".encode()).hexdigest()[:12]
-    return {"git_commit": commit, "params_sha256": params, "study": study,
-            **{f"{name}_sha256": sha256_short(path) for name, path in files.items()}}
+    (commit, diff), params = git_state(root), sha256_short(params_file)
+    study = hashlib.sha256(f"{commit}:{diff}:{params}".encode()).hexdigest()[:12]
+    return {"git_commit": commit, **({"git_diff_sha256": diff} if diff else {}), "params_sha256": params,
+            "study": study, **{f"{name}_sha256": sha256_short(path) for name, path in files.items()}}
 
 
 def stratum_names(strata: list[str]) -> dict[str, str]:
