@@ -17,7 +17,7 @@ from pipelines.params import ROOT, Params, checkpoint_path, train_config_class
 from restorevar.config import from_dict
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
-from restorevar.train.common import CKPT_NAME
+from restorevar.train.common import CKPT_NAME, LoopConfig
 
 TRAINERS = {
     "pretrain_tokenizer": "restorevar.train.tokenizer:train_tokenizer",
@@ -100,13 +100,19 @@ VAL_CURVES = {"train_tokenizer": ["val_psnr_continuous", "val_psnr_discrete"],
               "train_refiner": ["val_psnr_refined", "val_psnr_unrefined"]}
 
 
-def write_curves(stage: str, run_dir: Path, out_dir: Path) -> None:
+def write_curves(stage: str, run_dir: Path, loop: dict[str, Any], out_dir: Path) -> None:
     """The exported trial's training loss and validation metrics, as the lists of records `dvc plots` reads:
-    <stage>.json (step, loss) and <stage>_val.json (step and the stage's validation metrics)."""
+    <stage>.json (step, loss) and <stage>_val.json (step and the stage's validation metrics). A report
+    carries the latest values of every metric, so only the steps that logged (``loop.log_every``) or
+    evaluated (``loop.eval_every``) are kept, and the last."""
     rows = history(run_dir)
-    train = [{"step": r["step"], "loss": r["loss"]} for r in rows if "loss" in r]
+    last = rows[-1]["step"] if rows else 0
+    log_every, eval_every = loop.get("log_every", LoopConfig.log_every), loop.get("eval_every", LoopConfig.eval_every)
+    train = [{"step": r["step"], "loss": r["loss"]} for r in rows
+             if "loss" in r and (r["step"] % log_every == 0 or r["step"] == last)]
     keys = VAL_CURVES.get(stage, [])
-    val = [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in rows if all(k in r for k in keys)]
+    val = [{"step": r["step"], **{k: r[k] for k in keys}} for r in rows
+           if all(k in r for k in keys) and (r["step"] % eval_every == 0 or r["step"] == last)]
     for name, records in ((f"{stage}.json", train), (f"{stage}_val.json", val)):
         text = json.dumps(records, indent=0) + "\n"
         atomic_write(out_dir / name, lambda tmp, text=text: Path(tmp).write_text(text))
@@ -190,7 +196,8 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
     dst = checkpoint_path(stage)
     atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
     if stage in VAL_CURVES:  # the study's stages (dvc.yaml declares their curves), not the pretraining tier's
-        write_curves(stage, src.parent, ROOT / "results" / "curves")
+        write_curves(stage, src.parent, sp.variants[best["trial"]["variant"]].get("loop", {}),
+                     ROOT / "results" / "curves")
     summary = {
         "stage": stage, "profile": p.profile, "exported_variant": best["trial"]["variant"],
         "metrics": {k: v for k, v in best["metrics"].items() if isinstance(v, (int, float)) and not k.startswith(
