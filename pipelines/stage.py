@@ -132,6 +132,15 @@ def _train_data(config: dict[str, Any]) -> str:
     return path
 
 
+UPSTREAM_KEYS = ("tokenizer_checkpoint", "decoder_checkpoint", "transformer_checkpoint", "init_from")
+
+
+def upstream_digests(configs: list[dict[str, Any]]) -> dict[str, str]:
+    """SHA-256 (short) of every upstream checkpoint file the configs name, by path."""
+    paths = {c[k] for c in configs for k in UPSTREAM_KEYS if isinstance(c.get(k), str) and Path(c[k]).is_file()}
+    return {path: tracking.sha256_short(Path(path)) for path in sorted(paths)}
+
+
 def with_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
     return {**config, "loop": {**config.get("loop", {}), "seed": seed}}
 
@@ -150,7 +159,11 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
     configs = {(v, k): (variants[v] if k is None else with_seed(variants[v], k)) for v, k in keys}
     pre = {(v, k): (pretrain[v] if k is None else with_seed(pretrain[v], k)) for v, k in keys} if pretrain else {}
     ident = [[v, k, configs[v, k], pre.get((v, k))] for v, k in keys]
-    name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(variants if pretrain is None and seeds is None else ident)}"
+    # the upstream checkpoints' contents belong to the experiment too: with only the config in its name, a
+    # retrained transformer would leave the refiner's finished experiment to be restored, trained on the old one
+    upstream = upstream_digests(list(configs.values()))
+    name = (f"{experiment.replace('/', '-')}-{p.profile}-"
+            f"{_hash([variants if pretrain is None and seeds is None else ident, upstream])}")
     exp_id = tracking.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
     # on the driver, once: git and hashing stay out of the trials
     prov = {data: {**tracking.provenance(ROOT, p.path, **({"train_data": ROOT / data} if data != "shipped" else {})),

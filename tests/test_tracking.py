@@ -48,3 +48,15 @@ def test_outside_a_checkout_the_commit_is_none(tmp_path):
 def test_stratum_names_use_the_dataset_unless_it_holds_several_degradations():
     assert stratum_names(["RESIDE/haze", "mix/rain", "mix/snow"]) == {
         "RESIDE/haze": "RESIDE", "mix/rain": "mix-rain", "mix/snow": "mix-snow"}
+
+
+def test_a_retrained_upstream_checkpoint_gives_its_downstream_stage_a_new_experiment(tmp_path):
+    from pipelines.stage import upstream_digests
+
+    ck = tmp_path / "train_transformer.pt"
+    ck.write_bytes(b"weights 1")
+    cfg = {"transformer_checkpoint": str(ck), "init_from": "pretrained", "loop": {"lr": 1e-3}}
+    first = upstream_digests([cfg])
+    assert list(first) == [str(ck)]  # "pretrained" names no file
+    ck.write_bytes(b"weights 2")
+    assert upstream_digests([cfg]) != first and upstream_digests([{"loop": {}}]) == {}
