@@ -26,7 +26,7 @@ from pipelines.params import ROOT, Params, checkpoint_path
 from pipelines.stage import history, run_trials
 from restorevar.checkpoint import load_checkpoint, load_components, load_model
 from restorevar.errors import UserError
-from restorevar.fileio import atomic_write
+from restorevar.fileio import atomic_write, publish_copy
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
 from restorevar.metrics.results import summary as summarize
@@ -118,7 +118,7 @@ def run(family: str) -> dict:
     for r in results:
         v, run_dir, k = r["trial"]["variant"], Path(r["trial"]["run_dir"]), r["trial"]["config"]["loop"]["seed"]
         dst = ck_dir / f"seed{k}" / f"{v}.pt"
-        atomic_write(dst, lambda tmp, src=run_dir / CKPT_NAME: shutil.copyfile(src, tmp))
+        publish_copy(run_dir / CKPT_NAME, dst)
         checkpoints[k][v] = dst
         curves[v][str(k)] = history(run_dir)
         finals[k][v] = {key: val for key, val in r["metrics"].items() if key.startswith("val") or key == "step"}

@@ -289,6 +289,7 @@ class TrackingParams:
     mlflow_uri: str = ""  # empty: sqlite:///<project>/mlflow.db
     ray_address: str = ""  # empty: RAY_ADDRESS, else a local Ray on this machine
     ray_storage: str = "ray_results"  # Tune's own experiment state (resume)
+    log_checkpoints: bool = False  # also copy every trial's checkpoint into MLflow's artifacts (path+digest always)
 
 
 MODEL_METHOD = "restorevar"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -16,7 +15,7 @@ from pipelines import tracking, tuning
 from pipelines.params import ROOT, Params, checkpoint_path, train_config_class
 from restorevar.config import from_dict
 from restorevar.errors import UserError
-from restorevar.fileio import atomic_write
+from restorevar.fileio import atomic_write, publish_copy
 from restorevar.train.common import CKPT_NAME, LoopConfig
 
 TRAINERS = {
@@ -37,10 +36,11 @@ def _trainer(stage: str):
 
 
 def trainable(config: dict[str, Any]) -> None:
-    """What Ray runs for one trial: resume, train with reporting to Tune + MLflow, log artifacts."""
+    """What Ray runs for one trial: train (the trainer resumes from the run folder's last.pt) with reporting
+    to Tune + MLflow, then log the samples and the checkpoint's path and digest (the file itself only with
+    ``tracking.log_checkpoints``: a copy of every trial's weights)."""
     t = config["trial"]
     stage, run_dir = t["stage"], Path(t["run_dir"])
-    tuning.restore_checkpoint_into(run_dir, CKPT_NAME)
     seed = t["config"]["loop"].get("seed", 0)
     run_name = f"{stage}/{t['variant']}" + (f"/seed{seed}" if t.get("replicate") else "")
     run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
@@ -58,7 +58,7 @@ def trainable(config: dict[str, Any]) -> None:
                 run.log_metrics(named, step)
                 with history.open("a") as f:  # every report, for the ablations' curves (a resume appends)
                     f.write(json.dumps({"step": step, **metrics}) + "\n")
-                tuning.report({**named, "step": step}, checkpoint)
+                tuning.report({**named, "step": step})
             return report
 
         if t.get("pretrain"):  # pre-train at a smaller size, then fine-tune from it (resumes from its last.pt)
@@ -76,7 +76,9 @@ def trainable(config: dict[str, Any]) -> None:
             run.log_image(sample_grid(ckpt, t["config"]["data"]["train_manifest"]), "samples.png")
         except Exception as e:  # noqa: BLE001 - a failed picture must not fail the training run
             run.set_tags({"samples_error": str(e)[:200]})
-        run.log_artifact(ckpt, "checkpoint")
+        run.set_tags({"checkpoint": _relative(ckpt), "checkpoint_sha256": tracking.sha256_short(ckpt)})
+        if t.get("log_checkpoint"):
+            run.log_artifact(ckpt, "checkpoint")
         ok = True
     finally:
         run.end(ok)
@@ -127,9 +129,12 @@ def _train_data(config: dict[str, Any]) -> str:
     the package's own)."""
     data = config.get("data", {})
     path = data.get("train_manifest", "") if data.get("pairs", "manifest") == "manifest" else data.get("photos", "")
-    if path != "shipped" and Path(path).is_absolute() and Path(path).is_relative_to(ROOT):
-        path = str(Path(path).relative_to(ROOT))
-    return path
+    return path if path == "shipped" else _relative(path)
+
+
+def _relative(path: str | Path) -> str:
+    """A path inside the project as relative to it (runs on another machine share the names), else as given."""
+    return str(Path(path).relative_to(ROOT)) if Path(path).is_absolute() and Path(path).is_relative_to(ROOT) else str(path)
 
 
 UPSTREAM_KEYS = ("tokenizer_checkpoint", "decoder_checkpoint", "transformer_checkpoint", "init_from")
@@ -173,7 +178,7 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
                "pretrain": pre.get((v, k)), "replicate": k is not None,
                "provenance": prov[_train_data(configs[v, k])],
                "run_dir": str(ROOT / "runs" / name / v / ("" if k is None else f"seed{k}")),
-               "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id}
+               "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id, "log_checkpoint": p.tracking.log_checkpoints}
               for v, k in keys]
     tuning.init(p.ray_address)
     results = tuning.run(name=name, trainable=trainable, trials=trials,
@@ -207,7 +212,7 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
         best = results[0]
     src = Path(best["trial"]["run_dir"]) / CKPT_NAME
     dst = checkpoint_path(stage)
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    publish_copy(src, dst)
     if stage in VAL_CURVES:  # the study's stages (dvc.yaml declares their curves), not the pretraining tier's
         write_curves(stage, src.parent, sp.variants[best["trial"]["variant"]].get("loop", {}),
                      ROOT / "results" / "curves")

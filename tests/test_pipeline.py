@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from benchmarks.tiny_run import copy_project, env, repro, tool
+from pipelines.tracking import sha256_short
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ["ablate@conditioning", "ablate@positions", "ablate@refiner", "ablate@decoder_losses"]
@@ -77,8 +78,9 @@ def done(tmp_path_factory):
     out = _repro(project)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True,
                             check=True).stdout.strip()
-    return {"project": project, "output": out, "metrics": _metrics(project), "per_image": _per_image(project),
-            "commit": commit, "transformer": _components(project / "checkpoints" / "train_transformer.pt")}
+    yield {"project": project, "output": out, "metrics": _metrics(project), "per_image": _per_image(project),
+           "commit": commit, "transformer": _components(project / "checkpoints" / "train_transformer.pt")}
+    shutil.rmtree(project, ignore_errors=True)  # only disk: the rest of the suite keeps running
 
 
 def test_repro_runs_every_stage_and_writes_metrics(done):
@@ -238,9 +240,30 @@ def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):
         history = c.get_metric_history(run.info.run_id, "loss") if stage != "finetune_decoder" else \
             c.get_metric_history(run.info.run_id, "l1")
         assert len(history) >= 2
-        arts = {a.path for a in c.list_artifacts(run.info.run_id)}
-        assert "checkpoint" in arts and "samples.png" in arts, (stage, arts)
-        assert [a.path for a in c.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/last.pt"]
+        # the run names its checkpoint and digest; the weights stay in the run folder (tracking.log_checkpoints
+        # copies them into MLflow too)
+        assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"samples.png"}, stage
+        ckpt = done["project"] / run.data.tags["checkpoint"]
+        assert run.data.tags["checkpoint"].startswith("runs/") and ckpt.name == "last.pt"
+        assert run.data.tags["checkpoint_sha256"] == sha256_short(ckpt)
+
+
+def _dvc_cache_file(project: Path, out: str) -> Path:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    md5 = next(o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == out)
+    return project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def test_each_checkpoint_is_stored_twice_not_six_times(done):
+    """The trial's own file, and DVC's cache, which the exported checkpoint is a hard link to (`cache.type`
+    in .dvc/config); no copies in Ray Tune's storage or MLflow's artifacts."""
+    project = done["project"]
+    assert not [f for d in ("ray_results", "mlartifacts") for f in (project / d).rglob("*.pt")]
+    for out in ("checkpoints/train_transformer.pt", "checkpoints/ablations/refiner/seed0/lrt.pt"):
+        assert os.path.samefile(project / out, _dvc_cache_file(project, out)), out
+    summary = json.loads((project / "checkpoints" / "train_transformer.json").read_text())
+    [run_dir] = (project / "runs").glob(f"train_transformer-tiny-*/{summary['exported_variant']}")
+    assert (run_dir / "last.pt").read_bytes() == (project / "checkpoints" / "train_transformer.pt").read_bytes()
 
 
 def test_nothing_changed_means_no_work_and_a_params_change_reruns_only_downstream(done):

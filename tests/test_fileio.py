@@ -1,0 +1,30 @@
+"""Publishing a file under a second name (restorevar.fileio.publish_copy): one file on disk where it can be,
+and a later replacement of the source never reaches the published name."""
+import os
+from pathlib import Path
+
+from restorevar import fileio
+from restorevar.fileio import atomic_write, publish_copy
+
+
+def test_publish_links_and_a_replaced_source_leaves_the_copy_as_it_was(tmp_path):
+    src, dst = tmp_path / "runs" / "last.pt", tmp_path / "checkpoints" / "stage.pt"
+    atomic_write(src, lambda t: Path(t).write_bytes(b"step 10"))
+    publish_copy(src, dst)
+    assert os.path.samefile(src, dst) and dst.read_bytes() == b"step 10"
+    atomic_write(src, lambda t: Path(t).write_bytes(b"step 20"))  # the trainer's next checkpoint
+    assert dst.read_bytes() == b"step 10" and src.read_bytes() == b"step 20"
+    publish_copy(src, dst)  # publishing again replaces the old name
+    assert dst.read_bytes() == b"step 20" and sorted(p.name for p in dst.parent.iterdir()) == ["stage.pt"]
+
+
+def test_publish_copies_where_no_link_can_be_made(tmp_path, monkeypatch):
+    def no_links(*_):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(fileio.os, "link", no_links)
+    src, dst = tmp_path / "a.pt", tmp_path / "out" / "b.pt"
+    src.write_bytes(b"weights")
+    publish_copy(src, dst)
+    assert dst.read_bytes() == b"weights" and not os.path.samefile(src, dst)
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["b.pt"]
