@@ -16,12 +16,23 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the project as their working directory
 
 
+# Ray's loopback-only mode, the one it uses on macOS and Windows: the node's address is 127.0.0.1, so the GCS,
+# the raylet, the workers and the agents all listen there and nothing of a one-machine study is reachable
+# from the network. Joining a cluster (an address) leaves it off.
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def init(address: str | None) -> None:
+    address = os.environ.get("RAY_ADDRESS") or address
+    if not address:
+        os.environ.setdefault(LOOPBACK_ONLY, "0")  # before Ray reads it; the processes it starts inherit it
     import ray
+    from ray._private import ray_constants
 
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS") or address
+    if not address and os.environ[LOOPBACK_ONLY] == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: in case Ray was imported before this
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
