@@ -33,10 +33,22 @@ def init(address: str | None) -> None:
         return
     if not address and os.environ[LOOPBACK_ONLY] == "0":
         ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: in case Ray was imported before this
+    env = {"env_vars": worker_env()}
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=env)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False, runtime_env=env)
+
+
+# what a trial reads from its environment: the weight caches (the perceptual loss and metrics find their
+# files there), the offline switches and the hash seed. A worker on another node starts from the environment
+# of its own `ray start`, so these travel with every task of the study.
+WORKER_ENV = ("RESTOREVAR_WEIGHTS", "TORCH_HOME", "HF_HOME", "HF_HUB_OFFLINE", "NO_ALBUMENTATIONS_UPDATE",
+              "PYTHONHASHSEED", "RAY_CHDIR_TO_TRIAL_DIR", "RAY_USAGE_STATS_ENABLED")
+
+
+def worker_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
 
 
 def report(metrics: dict[str, float]) -> None:

@@ -57,3 +57,23 @@ def test_local_ray_binds_only_loopback():
 def test_the_loopback_check_itself_tells_the_addresses_apart():
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("::ffff:127.0.0.1")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("::") and not _is_loopback("192.0.2.2")
+
+
+def test_joining_a_cluster_carries_the_caches_to_workers_and_leaves_loopback_mode_off(monkeypatch):
+    import ray
+
+    from pipelines import tuning
+
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    monkeypatch.delenv(tuning.LOOPBACK_ONLY, raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setenv("TORCH_HOME", "/shared/weights")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SOME_SECRET", "not for workers")
+    tuning.init(None)
+    assert seen["address"] == "10.0.0.1:6379"
+    env = seen["runtime_env"]["env_vars"]
+    assert env["TORCH_HOME"] == "/shared/weights" and env["HF_HUB_OFFLINE"] == "1" and "SOME_SECRET" not in env
+    assert tuning.LOOPBACK_ONLY not in os.environ  # a cluster's nodes must reach each other
