@@ -21,13 +21,20 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def is_server(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
 def ensure_experiment(uri: str, name: str, artifact_root: Path) -> str:
     """Create (or find) the experiment on the driver; mark runs left RUNNING by a killed process as FAILED."""
     c = _client(uri)
     exp = c.get_experiment_by_name(name)
+    # a tracking server keeps artifacts where it is told to (--artifacts-destination) and serves them to every
+    # node; a file:// location would make each node write to its own disk, around the server
+    location = None if is_server(uri) else (artifact_root / name).as_uri()
     # the tag makes MLflow 3's UI open these in its model-training view rather than the GenAI one
     exp_id = exp.experiment_id if exp else c.create_experiment(
-        name, artifact_location=(artifact_root / name).as_uri(), tags={"mlflow.experimentKind": "custom_model_development"})
+        name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"})
     for run in c.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'"):
         c.set_terminated(run.info.run_id, "FAILED")
     return exp_id
