@@ -46,7 +46,8 @@ def trainable(config: dict[str, Any]) -> None:
     run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
                             tags={"stage": stage, "variant": t["variant"], "profile": t["profile"],
                                   "ablation_family": t.get("family", stage), "seed": str(seed),
-                                  "config_sha256": _hash(t["config"]), **t.get("provenance", {})})
+                                  "config_sha256": _hash(t["config"]), "ray_node": tuning.node(),
+                                  **t.get("provenance", {})})
     ok = False
     try:
         run.log_params(t["config"])

@@ -51,6 +51,15 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
 
 
+def node() -> str:
+    """From inside a trial: the Ray node it runs on (its IP and the node id's first 12 characters), for the
+    run's tags: on a cluster, what ran where."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:12]}"
+
+
 def report(metrics: dict[str, float]) -> None:
     """From inside a trial: report metrics to Tune. Checkpoints do not go through Tune's storage: each
     trainer's own last.pt in its run folder is the one copy, what a restarted or restored trial resumes from

@@ -246,6 +246,7 @@ def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):
         ckpt = done["project"] / run.data.tags["checkpoint"]
         assert run.data.tags["checkpoint"].startswith("runs/") and ckpt.name == "last.pt"
         assert run.data.tags["checkpoint_sha256"] == sha256_short(ckpt)
+        assert run.data.tags["ray_node"].startswith("127.0.0.1/"), run.data.tags  # one machine: loopback only
 
 
 def _dvc_cache_file(project: Path, out: str) -> Path:
