@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from restorevar.errors import UserError
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the project as their working directory
 
@@ -35,7 +37,11 @@ def init(address: str | None) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: in case Ray was imported before this
     env = {"env_vars": worker_env()}
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=env)
+        try:
+            ray.init(address=address, log_to_driver=True, runtime_env=env)
+        except ray.exceptions.AuthenticationError:
+            raise UserError(f"the Ray cluster at {address} refused this driver's token; export RAY_AUTH_MODE=token and "
+                            "give it the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)") from None
     else:
         ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False, runtime_env=env)
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # run in a fresh interpreter: Ray's settings are read at import, and this test must see what a stage sees
@@ -77,3 +79,19 @@ def test_joining_a_cluster_carries_the_caches_to_workers_and_leaves_loopback_mod
     env = seen["runtime_env"]["env_vars"]
     assert env["TORCH_HOME"] == "/shared/weights" and env["HF_HUB_OFFLINE"] == "1" and "SOME_SECRET" not in env
     assert tuning.LOOPBACK_ONLY not in os.environ  # a cluster's nodes must reach each other
+
+
+def test_a_cluster_that_refuses_the_token_is_a_one_line_error(monkeypatch):
+    import ray
+
+    from pipelines import tuning
+    from restorevar.errors import UserError
+
+    def refuse(**_):  # what Ray 2.60 raises when the driver has RAY_AUTH_MODE unset and the head wants a token
+        raise ray.exceptions.AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    with pytest.raises(UserError, match="RAY_AUTH_MODE=token"):
+        tuning.init(None)
