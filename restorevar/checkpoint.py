@@ -66,7 +66,15 @@ def save_checkpoint(
         "rng": rng,
         "meta": meta or {},
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: _save_bytes(payload, tmp))
+
+
+def _save_bytes(payload: dict[str, Any], tmp: str) -> None:
+    # Through a file object, not the path: given a path, torch names the archive's folder after the file, and
+    # the temp file's random name would make every save's bytes differ. Equal contents, equal bytes: a stage
+    # that retrains (or resumes) to the same weights leaves DVC nothing to rerun downstream.
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:

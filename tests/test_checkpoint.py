@@ -37,6 +37,19 @@ def test_checkpoint_describes_itself(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_equal_contents_give_equal_bytes_whatever_the_file_name(tmp_path):
+    m = make_tiny()
+    torch.manual_seed(0)
+    _save(tmp_path / "a.pt", m)
+    torch.manual_seed(0)
+    (tmp_path / "sub").mkdir()
+    _save(tmp_path / "sub" / "other-name.pt", m)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "other-name.pt").read_bytes()
+    torch.manual_seed(0)
+    _save(tmp_path / "b.pt", m, step=6)
+    assert (tmp_path / "b.pt").read_bytes() != (tmp_path / "a.pt").read_bytes()
+
+
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     _save(tmp_path / "c.pt", make_tiny())
     other = make_tiny(["transformer.depth=3"])
