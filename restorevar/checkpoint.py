@@ -6,7 +6,9 @@ and must never unpickle arbitrary objects.
 """
 from __future__ import annotations
 
+import pickle
 import random
+import types
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +71,25 @@ def save_checkpoint(
     atomic_write(path, lambda tmp: _save_bytes(payload, tmp))
 
 
+class _NoMemoPickler(pickle.Pickler):
+    """A pickler without its memo. With it, a string met twice is written once, then referred to, but only if
+    both are the same object: a config read back from a checkpoint (a resumed run) holds other objects than
+    one built in the process, so equal contents were written as different bytes."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fast = True  # no memo; a checkpoint's payload holds no cycles
+
+
+_PICKLE = types.SimpleNamespace(__name__="restorevar.checkpoint._PICKLE", Pickler=_NoMemoPickler)
+
+
 def _save_bytes(payload: dict[str, Any], tmp: str) -> None:
-    # Through a file object, not the path: given a path, torch names the archive's folder after the file, and
-    # the temp file's random name would make every save's bytes differ. Equal contents, equal bytes: a stage
-    # that retrains (or resumes) to the same weights leaves DVC nothing to rerun downstream.
+    # Equal contents, equal bytes: a stage that retrains (or resumes) to the same weights then leaves DVC
+    # nothing to rerun downstream. Through a file object, not the path: given a path, torch names the archive's
+    # folder after the file, and the temp file's name is random.
     with open(tmp, "wb") as f:
-        torch.save(payload, f)
+        torch.save(payload, f, pickle_module=_PICKLE)
 
 
 def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:

@@ -387,6 +387,11 @@ class Timer:
 # ------------------------------------------------------------------------------------------------
 # The loop every trainer runs
 # ------------------------------------------------------------------------------------------------
+# Wall-clock rates are reported but kept out of checkpoints: a run and its resumed twin then write the same
+# bytes, and DVC sees nothing new downstream of a stage that resumed after a kill.
+RATES = ("images_per_s",)
+
+
 def run_loop(
     *,
     run_dir: Path,
@@ -443,7 +448,7 @@ def run_loop(
         if step % loop.ckpt_every == 0 or final:
             ckpt = save_train_checkpoint(run_dir, model_cfg=model_cfg, components=components(), step=step,
                                          optimizers=optimizers, schedulers=schedulers, train_cfg=train_cfg,
-                                         extra={"last_metrics": last})
+                                         extra={"last_metrics": {k: v for k, v in last.items() if k not in RATES}})
         if step % loop.log_every == 0 or final or ckpt is not None:
             report(step, dict(last), ckpt)
     return last
