@@ -10,6 +10,8 @@ import pkgutil
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,28 +54,65 @@ def _snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path):
-    work = tmp_path / "work"
-    work.mkdir()
-    argv = case.setup(work)
-    before = _snapshot(work)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path / "torch_home"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+@dataclass
+class _Ran:
+    work: Path
+    before: dict[str, str]
+    proc: subprocess.CompletedProcess | None = None
+    problem: str = ""  # the setup's exception, or a hang
+
+
+def _prepare(case: Case, work: Path) -> tuple[_Ran, list[str]]:
+    try:
+        argv = case.setup(work)
+    except Exception as e:  # noqa: BLE001 - reported by the case's own test, not by every test of the module
+        return _Ran(work, {}, problem=f"setup failed: {e!r}"), []
+    return _Ran(work, _snapshot(work)), argv
+
+
+def _run(case: Case, ran: _Ran, argv: list[str]) -> _Ran:
+    if ran.problem:
+        return ran
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCH_HOME": str(ran.work.parent / "torch_home"),
+           "XDG_CACHE_HOME": str(ran.work.parent / "cache")}
     env.update(getattr(case.setup, "env", {}))
     try:
-        proc = subprocess.run([sys.executable, *ENTRIES[case.entry], *argv], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=case.timeout_s, stdin=subprocess.DEVNULL, check=False)
+        ran.proc = subprocess.run([sys.executable, *ENTRIES[case.entry], *argv], cwd=ran.work, env=env,
+                                  capture_output=True, text=True, timeout=case.timeout_s, stdin=subprocess.DEVNULL,
+                                  check=False)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"hung for {case.timeout_s} s")
-    err = proc.stderr
+        ran.problem = f"hung for {case.timeout_s} s"
+    return ran
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> dict[str, _Ran]:
+    """Every case run once. The setups run in turn (they seed torch's global RNG), then the commands as many at
+    a time as there are cores: each is a fresh interpreter that spends seconds of one core on its imports,
+    and there are over a hundred."""
+    prepared = []
+    for case in CASES:
+        work = tmp_path_factory.mktemp("bad") / "work"
+        work.mkdir()
+        prepared.append((case, *_prepare(case, work)))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        done = list(pool.map(lambda job: _run(*job), prepared))
+    return {case.id: r for case, r in zip(CASES, done)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, ran: dict[str, _Ran]):
+    r = ran[case.id]
+    if r.problem:
+        pytest.fail(r.problem)
+    err = r.proc.stderr
     assert "Traceback" not in err, err
-    assert proc.returncode == case.code, f"exit {proc.returncode}, stderr:\n{err}"
+    assert r.proc.returncode == case.code, f"exit {r.proc.returncode}, stderr:\n{err}"
     assert case.fragment.lower() in err.lower(), err
     error_lines = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(error_lines) == 1, err
-    after = _snapshot(work)
-    changed = sorted(k for k, v in before.items() if after.get(k) != v)
+    after = _snapshot(r.work)
+    changed = sorted(k for k, v in r.before.items() if after.get(k) != v)
     assert not changed, f"changed or deleted: {changed}"
 
 
