@@ -55,7 +55,7 @@ def _log_test_scores(uri: str, results: list[dict], frames: dict[int, Any], prot
         names = tracking.stratum_names([key for key in entry if key != "overall"])
         scores = {(f"test_{metric}" if key == "overall" else f"test_{metric}/{names[key]}"): val
                   for key, values in entry.items() for metric, val in values.items()}
-        run_id = (Path(r["trial"]["run_dir"]) / "mlflow_run_id").read_text().strip()
+        run_id = (ROOT / r["trial"]["run_dir"] / "mlflow_run_id").read_text().strip()
         tracking.log_metrics_to(uri, run_id, scores)
 
 
@@ -116,7 +116,7 @@ def run(family: str) -> dict:
     pre_curves: dict[str, dict[str, list]] = {v: {} for v in to_run}
     finals: dict[int, dict[str, dict]] = {k: {} for k in seeds}
     for r in results:
-        v, run_dir, k = r["trial"]["variant"], Path(r["trial"]["run_dir"]), r["trial"]["config"]["loop"]["seed"]
+        v, run_dir, k = r["trial"]["variant"], ROOT / r["trial"]["run_dir"], r["trial"]["config"]["loop"]["seed"]
         dst = ck_dir / f"seed{k}" / f"{v}.pt"
         publish_copy(run_dir / CKPT_NAME, dst)
         checkpoints[k][v] = dst

@@ -40,6 +40,9 @@ def trainable(config: dict[str, Any]) -> None:
     to Tune + MLflow, then log the samples and the checkpoint's path and digest (the file itself only with
     ``tracking.log_checkpoints``: a copy of every trial's weights)."""
     t = config["trial"]
+    # the trial's paths are relative to the project (a Tune experiment restored from before that holds
+    # absolute ones, and no root)
+    os.chdir(os.environ.get("RESTOREVAR_ROOT") or t.get("root") or os.getcwd())
     stage, run_dir = t["stage"], Path(t["run_dir"])
     seed = t["config"]["loop"].get("seed", 0)
     run_name = f"{stage}/{t['variant']}" + (f"/seed{seed}" if t.get("replicate") else "")
@@ -138,6 +141,20 @@ def _relative(path: str | Path) -> str:
     return str(Path(path).relative_to(ROOT)) if Path(path).is_absolute() and Path(path).is_relative_to(ROOT) else str(path)
 
 
+def _rooted(obj: Any) -> Any:
+    """``obj`` (a trial's config: dicts, lists, strings) with every absolute path inside the project made
+    relative to it. A trial resolves them against its node's project folder (``RESTOREVAR_ROOT``, else the
+    driver's), so a node may mount the shared project elsewhere, and what a trial records (its MLflow params,
+    its checkpoint's config) does not depend on where the project lies."""
+    if isinstance(obj, dict):
+        return {k: _rooted(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rooted(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        return _relative(obj)
+    return obj
+
+
 UPSTREAM_KEYS = ("tokenizer_checkpoint", "decoder_checkpoint", "transformer_checkpoint", "init_from")
 
 
@@ -175,10 +192,10 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
     prov = {data: {**tracking.provenance(ROOT, p.path, **({"train_data": ROOT / data} if data != "shipped" else {})),
                    "train_data": data}
             for data in {_train_data(c) for c in configs.values()}}
-    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": configs[v, k],
-               "pretrain": pre.get((v, k)), "replicate": k is not None,
+    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": _rooted(configs[v, k]),
+               "pretrain": _rooted(pre.get((v, k))), "replicate": k is not None,
                "provenance": prov[_train_data(configs[v, k])],
-               "run_dir": str(ROOT / "runs" / name / v / ("" if k is None else f"seed{k}")),
+               "run_dir": str(Path("runs", name, v, "" if k is None else f"seed{k}")), "root": str(ROOT),
                "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id, "log_checkpoint": p.tracking.log_checkpoints}
               for v, k in keys]
     tuning.init(p.ray_address)
@@ -211,7 +228,7 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
         best = (max if sp.tune.mode == "max" else min)(scored, key=lambda r: r["metrics"][sp.tune.metric])
     else:
         best = results[0]
-    src = Path(best["trial"]["run_dir"]) / CKPT_NAME
+    src = ROOT / best["trial"]["run_dir"] / CKPT_NAME
     dst = checkpoint_path(stage)
     publish_copy(src, dst)
     if stage in VAL_CURVES:  # the study's stages (dvc.yaml declares their curves), not the pretraining tier's

@@ -60,3 +60,16 @@ def test_a_retrained_upstream_checkpoint_gives_its_downstream_stage_a_new_experi
     assert list(first) == [str(ck)]  # "pretrained" names no file
     ck.write_bytes(b"weights 2")
     assert upstream_digests([cfg]) != first and upstream_digests([{"loop": {}}]) == {}
+
+
+def test_a_trial_names_project_files_relative_to_the_project_and_other_paths_as_given():
+    from pipelines.params import ROOT
+    from pipelines.stage import _rooted
+
+    cfg = {"data": {"train_manifest": str(ROOT / "data" / "prepared" / "train.json"), "crop": 32},
+           "init_from": "/elsewhere/var_d16.pth", "tokenizer_checkpoint": str(ROOT / "checkpoints" / "t.pt"),
+           "model": {"overrides": ["transformer.depth=2"]}, "note": "sqlite:////x/mlflow.db"}
+    assert _rooted(cfg) == {"data": {"train_manifest": "data/prepared/train.json", "crop": 32},
+                            "init_from": "/elsewhere/var_d16.pth", "tokenizer_checkpoint": "checkpoints/t.pt",
+                            "model": {"overrides": ["transformer.depth=2"]}, "note": "sqlite:////x/mlflow.db"}
+    assert _rooted(None) is None
