@@ -1,8 +1,10 @@
 """Run the whole study on the `tiny` profile in a temporary copy of the project, and keep its metrics.json.
 
 The speed benchmark's summary (results/bench.json "metrics") is added under the key ``bench``, and each
-ablation family's metrics.json (variant means over seeds, with their SD) under ``ablations.<family>``. CI compares that file with ``benchmarks/baseline.json`` (``restorevar regress``); the pipeline tests reuse
-``copy_project``. The copy holds the project's tracked and untracked-but-not-ignored files, so what runs is
+ablation family's metrics.json (variant means over seeds, with their SD) under ``ablations.<family>``. CI
+compares that file with ``benchmarks/baseline.json`` (``restorevar regress``). The pipeline tests run the
+same study (``copy_project``, the same params) and, given ``RESTOREVAR_TINY_METRICS``, write this file from it
+(``write_metrics``): CI then runs the tiny study once, not twice. The copy holds the project's tracked and untracked-but-not-ignored files, so what runs is
 exactly the working tree, without touching its own results, DVC state or MLflow store.
 
     python -m benchmarks.tiny_run --out tiny-metrics.json
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from restorevar.fileio import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +70,18 @@ def repro(project: Path, target: str = "track", timeout: float = 1800) -> subpro
                           check=False, timeout=timeout)
 
 
+def write_metrics(project: Path, out: Path) -> None:
+    """The finished study's metrics.json, with the bench and ablation numbers the baseline holds, in ``out``."""
+    metrics = json.loads((project / "metrics.json").read_text())
+    # the speed benchmark's leaf numbers, so the baseline can hold e.g. bench.token_agreement.fp32
+    metrics["bench"] = json.loads((project / "results" / "bench.json").read_text())["metrics"]
+    # each ablation variant's mean over its training seeds with their SD: the baseline's seed spreads
+    metrics["ablations"] = {f.parent.name: json.loads(f.read_text())
+                            for f in sorted((project / "results" / "ablations").glob("*/metrics.json"))}
+    text = json.dumps(metrics, indent=1) + "\n"
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="where to copy the run's metrics.json")
@@ -79,14 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print((r.stdout + r.stderr)[-6000:], file=sys.stderr)
             print(f"tiny_run: dvc repro failed (exit {r.returncode})", file=sys.stderr)
             return 1
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        metrics = json.loads((project / "metrics.json").read_text())
-        # the speed benchmark's leaf numbers, so the baseline can hold e.g. bench.token_agreement.fp32
-        metrics["bench"] = json.loads((project / "results" / "bench.json").read_text())["metrics"]
-        # each ablation variant's mean over its training seeds with their SD: the baseline's seed spreads
-        metrics["ablations"] = {f.parent.name: json.loads(f.read_text())
-                                for f in sorted((project / "results" / "ablations").glob("*/metrics.json"))}
-        args.out.write_text(json.dumps(metrics, indent=1) + "\n")
+        write_metrics(project, args.out)
         if args.report:
             shutil.copyfile(project / "reports" / "report.md", args.report)
     print(f"tiny_run: the tiny study ran in {time.perf_counter() - started:.0f} s; metrics in {args.out}")

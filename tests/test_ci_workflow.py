@@ -39,3 +39,17 @@ def test_ci_run_and_make_regress_call_the_same_targets_and_write_the_report():
     makefile = (ROOT / "Makefile").read_text()
     block = makefile[makefile.index("\nregress:"):]
     assert "--report reports/regression.md" in block[:block.index("\n\n")]
+
+
+def test_ci_runs_the_tiny_study_once_and_regress_compares_what_the_tests_wrote():
+    steps = {s["name"]: s for s in _steps() if "name" in s}
+    written = steps["test"]["env"]["RESTOREVAR_TINY_METRICS"]
+    assert written.endswith("/.regress/metrics.json")
+    assert "TINY_METRICS=.regress/metrics.json" in steps["regress"]["run"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'export RESTOREVAR_TINY_METRICS="$PWD/.regress/metrics.json"' in ci
+    assert 'make regress TINY_METRICS="$RESTOREVAR_TINY_METRICS"' in ci
+    assert ci.index('rm -f "$RESTOREVAR_TINY_METRICS"') < ci.index("make test")  # never an old file
+    makefile = (ROOT / "Makefile").read_text()
+    block = makefile[makefile.index("\nregress:"):]
+    assert "$(if $(TINY_METRICS),," in block[:block.index("\n\n")]  # the study only without a file
