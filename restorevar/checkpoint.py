@@ -38,6 +38,14 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def seed_rngs(seed: int) -> None:
+    """Seed every RNG a checkpoint saves (Python's, NumPy's global and torch's), not torch's alone: an unseeded
+    one starts from OS entropy, and the checkpoint would then carry a state that differs from run to run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))

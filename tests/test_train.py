@@ -1,6 +1,8 @@
 """Trainers on the tiny preset: losses fall, checkpoints describe themselves, and a resumed run is bit-exact."""
+import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,6 +114,13 @@ def _weights(path):
     return load_checkpoint(path)["components"]
 
 
+def _unseeded_process(k: int) -> None:
+    """The global RNGs as another process would find them (seeded from OS entropy), here made different."""
+    random.seed(1000 + k)
+    np.random.seed(1000 + k)
+    torch.manual_seed(1000 + k)
+
+
 @pytest.mark.parametrize("which", ["tokenizer", "decoder"])
 def test_interrupted_run_resumes_to_the_same_bytes(which, manifest, chain, tmp_path):
     tok = str(chain["root"] / "tok" / CKPT_NAME)
@@ -122,11 +131,14 @@ def test_interrupted_run_resumes_to_the_same_bytes(which, manifest, chain, tmp_p
                    perceptual_weight=0.0)
         fn = train_decoder
     whole = Recorder()
+    _unseeded_process(1)  # each run as in a process of its own: the trainer must seed every RNG it saves
     fn(cfg, tmp_path / "whole", whole)
+    _unseeded_process(2)
     with pytest.raises(KeyboardInterrupt):
         fn(cfg, tmp_path / "cut", Recorder(stop_at=8))
     assert load_checkpoint(tmp_path / "cut" / CKPT_NAME)["step"] == 8
     resumed = Recorder()
+    _unseeded_process(3)
     fn(cfg, tmp_path / "cut", resumed)
     assert resumed.rows[0][0] == 9, "the resumed run must continue after the checkpoint, not start over"
     a, b = _weights(tmp_path / "whole" / CKPT_NAME), _weights(tmp_path / "cut" / CKPT_NAME)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from restorevar.checkpoint import seed_rngs
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import PatchGAN
@@ -56,7 +57,7 @@ def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter
     cfg.validate()
     device = pick_device(cfg.loop.device)
     set_tf32(device, cfg.loop.tf32)
-    torch.manual_seed(cfg.loop.seed)
+    seed_rngs(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     vae = load_vqvae(model_cfg, cfg.tokenizer_checkpoint).to(device)
     for part in (vae.encoder, vae.quant_conv, vae.quantizer):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.analysis.health import per_scale_accuracy
-from restorevar.checkpoint import load_checkpoint
+from restorevar.checkpoint import load_checkpoint, seed_rngs
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.train.common import (
@@ -86,7 +86,7 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
     cfg.validate()
     device = pick_device(cfg.loop.device)
     set_tf32(device, cfg.loop.tf32)
-    torch.manual_seed(cfg.loop.seed)
+    seed_rngs(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)
     load_component(model, cfg.tokenizer_checkpoint, ["vqvae"])

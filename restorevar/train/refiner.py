@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from restorevar.checkpoint import seed_rngs
 from restorevar.imaging import mean_psnr
 from restorevar.models import RestoreVAR
 from restorevar.train.common import (
@@ -43,7 +44,7 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
     cfg.validate()
     device = pick_device(cfg.loop.device)
     set_tf32(device, cfg.loop.tf32)
-    torch.manual_seed(cfg.loop.seed)
+    seed_rngs(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)
     load_component(model, cfg.decoder_checkpoint, ["vqvae"])

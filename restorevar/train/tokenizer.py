@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from restorevar.checkpoint import seed_rngs
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import VQVAE
@@ -80,7 +81,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
     cfg.validate()
     device = pick_device(cfg.loop.device)
     set_tf32(device, cfg.loop.tf32)
-    torch.manual_seed(cfg.loop.seed)
+    seed_rngs(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     vae = VQVAE(model_cfg.vqvae)
     if cfg.init_from == "var":

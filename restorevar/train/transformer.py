@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.analysis.health import model_health, per_scale_accuracy
+from restorevar.checkpoint import seed_rngs
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.pretrained import pretrained_path
@@ -96,7 +97,7 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     cfg.validate()
     device = pick_device(cfg.loop.device)
     set_tf32(device, cfg.loop.tf32)
-    torch.manual_seed(cfg.loop.seed)
+    seed_rngs(cfg.loop.seed)
     model_cfg = cfg.model.build_config()
     model = RestoreVAR(model_cfg)
     load_component(model, cfg.tokenizer_checkpoint, ["vqvae"], cfg.any_resolution)
