@@ -13,7 +13,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: setup test repro pretrain ui lint regress clean
+.PHONY: setup test test-slow repro pretrain ui lint regress clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The suite CI runs; the tests marked slow (whole studies of the small and paper profiles, over ten minutes
+# each on 2 cores) run with test-slow, which CI leaves out to stay within its time.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 # The whole study: params are checked first (a typo fails in seconds, naming the key), then DVC runs
 # every stage whose inputs changed. Training stages resume from their last checkpoint after a kill.
