@@ -4,8 +4,9 @@ The speed benchmark's summary (results/bench.json "metrics") is added under the 
 ablation family's metrics.json (variant means over seeds, with their SD) under ``ablations.<family>``. CI
 compares that file with ``benchmarks/baseline.json`` (``restorevar regress``). The pipeline tests run the
 same study (``copy_project``, the same params) and, given ``RESTOREVAR_TINY_METRICS``, write this file from it
-(``write_metrics``): CI then runs the tiny study once, not twice. The copy holds the project's tracked and untracked-but-not-ignored files, so what runs is
-exactly the working tree, without touching its own results, DVC state or MLflow store.
+(``write_metrics``): CI then runs the tiny study once, not twice. The copy holds the project's tracked and
+untracked-but-not-ignored files, so what runs is exactly the working tree, without touching its own results,
+DVC state or MLflow store.
 
     python -m benchmarks.tiny_run --out tiny-metrics.json
 """
