@@ -65,6 +65,7 @@ class SynthPairs:
             raise UserError(f"unknown degradation {unknown[0]!r}; choose from {', '.join(DEGRADATIONS)}")
         self.scenes, self.crop, self.batch_size, self.seed = scenes, crop, batch_size, seed
         self.min_crop_fraction, self.degradations = min_crop_fraction, degradations
+        self.part = slice(None)  # the positions of each batch this process builds (its rank's share)
 
     def item(self, step: int, i: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, step, i])
@@ -81,7 +82,7 @@ class SynthPairs:
                     else [it[k] for it in items]) for k in items[0]}
 
     def batch(self, step: int, device) -> dict[str, Any]:
-        return self._stack([self.item(step, i) for i in range(self.batch_size)], device)
+        return self._stack([self.item(step, i) for i in range(self.batch_size)[self.part]], device)
 
     def fixed_batches(self, n_batches: int, device) -> list[dict[str, Any]]:
         """Validation batches: the same pairs at every evaluation, from a stream training never draws."""

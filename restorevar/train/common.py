@@ -22,6 +22,7 @@ from restorevar.checkpoint import check_weights, load_checkpoint, rng_state, sav
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.errors import UserError
 from restorevar.models import RestoreVARConfig, get_preset
+from restorevar.train.distributed import Ranks
 
 CKPT_NAME = "last.pt"
 
@@ -160,6 +161,7 @@ class StepBatches:
         if not groups:
             raise UserError(f"no training entries in {dataset.manifest}")
         self.groups = [np.asarray(v) for _, v in sorted(groups.items())]
+        self.part = slice(None)  # the positions of each batch this process builds (its rank's share)
 
     def indices(self, step: int) -> list[int]:
         rng = np.random.default_rng([self.seed, step])
@@ -170,7 +172,7 @@ class StepBatches:
         return out
 
     def batch(self, step: int, device: torch.device) -> dict[str, Any]:
-        items = [self.ds.item(i, epoch=step) for i in self.indices(step)]
+        items = [self.ds.item(i, epoch=step) for i in self.indices(step)[self.part]]
         items = [it for it in items if it is not None]
         if not items:
             raise UserError(f"every image of the batch at step {step} was unreadable")
@@ -314,6 +316,7 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
         val = val_src.fixed_batches(loop.val_batches, device)
     else:
         raise UserError(f"data.pairs must be manifest or onthefly, got {data.pairs!r}")
+    batches.part = Ranks.current().part(loop.batch_size)  # all of it with one process
     if data.num_workers:
         batches = PrefetchedBatches(batches, loop.steps, data.num_workers, device)
     return batches, val
@@ -406,25 +409,31 @@ def run_loop(
     report: Reporter,
     images_per_step: int,
     resume_modules: dict[str, torch.nn.Module] | None = None,
+    counters: dict[str, int] | None = None,
 ) -> dict[str, float]:
     """Resume, then train to ``loop.steps``: log, evaluate and checkpoint on their cadences.
 
     ``trained`` are the modules whose weights (and optimizers) the checkpoint restores on resume;
     ``components`` gives what the checkpoint exports (frozen parts included, so it is self-contained);
     ``resume_modules`` maps those exported names back to modules when they differ from ``trained``'s
-    (the decoder trains inside the exported VQ-VAE).
+    (the decoder trains inside the exported VQ-VAE). ``counters`` are a trainer's running counts, updated in
+    place by its step function: each checkpoint saves them, and a resumed run continues from them.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(loop)) for k, o in optimizers.items()}
     state = resume_if_possible(run_dir, resume_modules or trained, optimizers, schedulers)
     step, last = state.step, dict(state.extra.get("last_metrics", {}))
-    if step:
+    if counters is not None:
+        counters.update(state.extra.get("counters", {}))
+    ranks = Ranks.current()  # with several, rank 0 alone evaluates, prints and writes the checkpoints
+    if step and ranks.leader:
         print(f"resumed from step {step}/{loop.steps} ({run_dir / CKPT_NAME})", flush=True)
     timer, done_here = Timer(), 0
     while step < loop.steps:
         for m in trained.values():
             m.train()
+        ranks.seed_step(loop.seed, step)
         metrics = step_fn(step)
         with warnings.catch_warnings():  # an optimizer idle by design (discriminator before its start) is fine
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
@@ -434,22 +443,24 @@ def run_loop(
         done_here += 1
         final = step == loop.steps
         if step % loop.log_every == 0 or final:
-            metrics = {k: float(v) for k, v in metrics.items()}
+            metrics = ranks.average_metrics({k: float(v) for k, v in metrics.items()})
             metrics["lr"] = schedulers[next(iter(schedulers))].get_last_lr()[0]
             metrics["images_per_s"] = timer.rate(done_here * images_per_step)
             last.update(metrics)
-            print(progress_line(step, loop.steps, timer.rate(done_here), metrics), flush=True)
-        if step % loop.eval_every == 0 or final:
+            if ranks.leader:
+                print(progress_line(step, loop.steps, timer.rate(done_here), metrics), flush=True)
+        if (step % loop.eval_every == 0 or final) and ranks.leader:
             for m in trained.values():
                 m.eval()
             with torch.no_grad():
                 last.update({k: float(v) for k, v in eval_fn().items()})
-        ckpt = None
-        if step % loop.ckpt_every == 0 or final:
+        ckpt, ckpt_step = None, step % loop.ckpt_every == 0 or final
+        if ckpt_step and ranks.leader:
             ckpt = save_train_checkpoint(run_dir, model_cfg=model_cfg, components=components(), step=step,
                                          optimizers=optimizers, schedulers=schedulers, train_cfg=train_cfg,
-                                         extra={"last_metrics": {k: v for k, v in last.items() if k not in RATES}})
-        if step % loop.log_every == 0 or final or ckpt is not None:
+                                         extra={"last_metrics": {k: v for k, v in last.items() if k not in RATES},
+                                                **({"counters": dict(counters)} if counters is not None else {})})
+        if step % loop.log_every == 0 or ckpt_step:  # every rank alike: a launcher's report may be a barrier
             report(step, dict(last), ckpt)
     return last
 

@@ -29,6 +29,7 @@ from restorevar.train.common import (
     run_loop,
     set_tf32,
 )
+from restorevar.train.distributed import Ranks
 from restorevar.train.losses import hinge_d_loss, hinge_g_loss, make_lpips, ssim_loss
 
 
@@ -82,6 +83,7 @@ def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter
         opts["discriminator"] = torch.optim.AdamW(disc.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
         trained["discriminator"] = disc
     batches, val = make_train_val(cfg.data, cfg.loop, device)
+    ranks = Ranks.current()
 
     def step_fn(step: int) -> dict[str, float]:
         x = batches.batch(step, device)["clean"]
@@ -102,12 +104,14 @@ def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter
             out["g_loss"] = g.item()
         opts["decoder"].zero_grad(set_to_none=True)
         loss.backward()
+        ranks.average_grads(decoder.parameters())
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), cfg.loop.grad_clip)
         opts["decoder"].step()
         if adv_on:
             d = hinge_d_loss(disc(x), disc(rec.detach()))
             opts["discriminator"].zero_grad(set_to_none=True)
             d.backward()
+            ranks.average_grads(disc.parameters())
             opts["discriminator"].step()
             out["d_loss"] = d.item()
         out["loss"] = loss.item()

@@ -33,6 +33,7 @@ from restorevar.train.common import (
     run_loop,
     set_tf32,
 )
+from restorevar.train.distributed import Ranks
 
 CONDITION_PARTS = ("cross_attn", "cond_", "sos_")
 
@@ -102,6 +103,7 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
     opt = torch.optim.AdamW(decay_groups(tr, cfg.loop.lr, cfg.loop.weight_decay), betas=cfg.loop.betas)
     batches, val = make_train_val(cfg.data, cfg.loop, device)
     amp = device.type == "cuda" and cfg.loop.amp
+    ranks = Ranks.current()
 
     tr.activation_checkpointing = cfg.loop.activation_checkpointing
 
@@ -114,6 +116,7 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
     def step_fn(step: int) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
         metrics = accumulate_backward(batches.batch(step, device), cfg.loop.grad_accum, micro_loss)
+        ranks.average_grads(learnt)
         gn = torch.nn.utils.clip_grad_norm_(learnt, cfg.loop.grad_clip)
         opt.step()
         return {**metrics, "grad_norm": float(gn)}

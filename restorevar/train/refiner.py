@@ -26,6 +26,7 @@ from restorevar.train.common import (
     run_loop,
     set_tf32,
 )
+from restorevar.train.distributed import Ranks
 
 
 @dataclass
@@ -72,6 +73,7 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
         return export_untrained(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
                                 eval_fn=eval_fn, components=components, report=report)
     opt = torch.optim.AdamW(decay_groups(ref, cfg.loop.lr, cfg.loop.weight_decay), betas=cfg.loop.betas)
+    ranks = Ranks.current()
 
     def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad():
@@ -82,6 +84,7 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
     def step_fn(step: int) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
         metrics = accumulate_backward(batches.batch(step, device), cfg.loop.grad_accum, micro_loss)
+        ranks.average_grads(ref.parameters())
         torch.nn.utils.clip_grad_norm_(ref.parameters(), cfg.loop.grad_clip)
         opt.step()
         return metrics

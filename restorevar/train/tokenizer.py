@@ -26,6 +26,7 @@ from restorevar.train.common import (
     run_loop,
     set_tf32,
 )
+from restorevar.train.distributed import Ranks
 from restorevar.train.losses import ssim_loss
 
 
@@ -55,9 +56,9 @@ class TokenizerTrainConfig:
             raise UserError(f"degraded_share must be in [0, 1], got {self.degraded_share}")
 
 
-def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float) -> int:
+def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float, ranks: Ranks | None = None) -> int:
     q = vae.quantizer
-    dead = q.usage_ema_SV.sum(0) < threshold
+    dead = q.usage_ema_SV.sum(0) < threshold  # the same on every rank: the usage average is the ranks' mean
     n = int(dead.sum())
     if n:
         pool = f_BChw.detach().permute(0, 2, 3, 1).reshape(-1, f_BChw.shape[1])
@@ -65,6 +66,7 @@ def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float) -> i
         with torch.no_grad():
             q.codebook.weight[dead] = pool[pick] + 0.01 * torch.randn_like(pool[pick])
             q.usage_ema_SV[:, dead] = threshold  # give restarted codes a grace period
+        (ranks or Ranks()).broadcast_(q.codebook.weight.data)  # rank 0's latents restart the codes everywhere
     return n
 
 
@@ -98,24 +100,33 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
     batches, val = make_train_val(cfg.data, cfg.loop, device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
     restarts = {"n": 0}
+    ranks = Ranks.current()
 
     def step_fn(step: int) -> dict[str, float]:
         b = batches.batch(step, device)
         n_deg = round(b["clean"].shape[0] * cfg.degraded_share)
         x = torch.cat([b["clean"][n_deg:], b["degraded"][:n_deg]])
+        usage = vae.quantizer.usage_ema_SV
+        if ranks.many:  # the running code counts in this rank's share, so the ranks' mean below times their
+            usage /= ranks.world  # number is the count over the global batch, as one process counts it
         f = vae.encode(x)
         if step == 0 and not cfg.init_from:  # data-dependent codebook init: start the codes where the latents are
             pool = f.detach().permute(0, 2, 3, 1).reshape(-1, f.shape[1])
             pick = torch.randint(0, pool.shape[0], (vae.cfg.vocab_size,), device=pool.device)
             with torch.no_grad():
                 vae.quantizer.codebook.weight.copy_(pool[pick] + 0.01 * torch.randn_like(pool[pick]))
+            ranks.broadcast_(vae.quantizer.codebook.weight.data)
         loss, l1, ss, q = tokenizer_loss(vae, f, x, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        ranks.average_grads(vae.parameters())
+        if ranks.many:
+            ranks.average_(usage)
+            usage *= ranks.world
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.loop.grad_clip)
         opt.step()
         if cfg.restart_dead_codes_every and (step + 1) % cfg.restart_dead_codes_every == 0:
-            restarts["n"] += _restart_dead_codes(vae, f, cfg.dead_code_threshold)
+            restarts["n"] += _restart_dead_codes(vae, f, cfg.dead_code_threshold, ranks)
         return {"loss": loss.item(), "l1": l1.item(), "ssim_loss": float(ss.detach()), "vq_loss": q.vq_loss.item(),
                 "codes_restarted": restarts["n"]}
 
@@ -138,4 +149,5 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
     return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
                     trained={"vqvae": vae}, optimizers={"vqvae": opt}, step_fn=step_fn, eval_fn=eval_fn,
                     components=lambda: {"vqvae": vae.state_dict()}, report=report,
-                    images_per_step=cfg.loop.batch_size)
+                    images_per_step=cfg.loop.batch_size,
+                    counters=restarts)

@@ -27,6 +27,7 @@ from restorevar.train.common import (
     run_loop,
     set_tf32,
 )
+from restorevar.train.distributed import Ranks
 
 
 @dataclass
@@ -126,6 +127,7 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
                                          cfg.condition_lr_mult), betas=cfg.loop.betas)
     batches, val = make_train_val(cfg.data, cfg.loop, device)
     amp = device.type == "cuda" and cfg.loop.amp
+    ranks = Ranks.current()
 
     tr.activation_checkpointing = cfg.loop.activation_checkpointing
 
@@ -137,6 +139,7 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     def step_fn(step: int) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
         metrics = accumulate_backward(batches.batch(step, device), cfg.loop.grad_accum, micro_loss)
+        ranks.average_grads(tr.parameters())
         gn = torch.nn.utils.clip_grad_norm_(tr.parameters(), cfg.loop.grad_clip)
         opt.step()
         return {**metrics, "grad_norm": float(gn)}

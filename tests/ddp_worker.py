@@ -1,0 +1,42 @@
+"""One rank of a data-parallel training run, started by torchrun: ``torchrun --nproc-per-node N ddp_worker.py
+JOB.json``. JOB names the trainer, its config, the run folder, where rank 0 writes what it reported, and
+optionally a step after whose checkpoint every rank exits at once (a kill between two checkpoints)."""
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from restorevar.config import from_dict
+from restorevar.train.distributed import Ranks
+
+TRAINERS = {"transformer": ("restorevar.train.transformer", "TransformerTrainConfig", "train_transformer"),
+            "tokenizer": ("restorevar.train.tokenizer", "TokenizerTrainConfig", "train_tokenizer")}
+
+
+def main(job_path: str) -> None:
+    import importlib
+
+    with open(job_path) as f:
+        job = json.load(f)
+    torch.set_num_threads(job["threads"])
+    dist.init_process_group("gloo")
+    mod, cls, fn = TRAINERS[job["trainer"]]
+    m = importlib.import_module(mod)
+    rows = []
+
+    def report(step, metrics, checkpoint=None):
+        rows.append([step, metrics])
+        if job.get("exit_after") is not None and step >= job["exit_after"] and step % job["config"]["loop"]["ckpt_every"] == 0:
+            os._exit(3)  # every rank, right after the step's checkpoint: no clean shutdown, as under a kill
+
+    getattr(m, fn)(from_dict(getattr(m, cls), job["config"]), job["run_dir"], report)
+    if Ranks.current().leader:
+        with open(job["out"], "w") as f:
+            json.dump(rows, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
