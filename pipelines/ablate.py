@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from pipelines import tracking
+from pipelines import tracking, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
 from pipelines.stage import history, run_trials
 from restorevar.checkpoint import load_checkpoint, load_components, load_model
@@ -130,19 +130,25 @@ def run(family: str) -> dict:
     if pretrain:
         _write_json(out_dir / "pretrain_curves.json", pre_curves)
 
-    device = pick_device(p.evaluate.device)
     size = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).cfg.vqvae.image_size
     pe = p.evaluate.protocol
     protocol = MetricProtocol(pe.colour, pe.crop_border, pe.geometry, size, pe.convention)
-    suite = MetricSuite(suite_names, protocol, device)
-    frames, methods = {}, []
-    for k in seeds:  # every seed's variants on the same test images: the within-seed tests pair them
-        rows = evaluate(p.test_manifest, _methods(fam.stage, checkpoints[k], device), suite,
-                        batch_size=p.evaluate.batch_size, max_per_stratum=p.evaluate.max_images_per_degradation)
-        for name, r in rows.items():
-            write_rows(out_dir / "per_image" / f"seed{k}" / f"{name}.parquet", r)
-        frames[k] = read_results(out_dir / "per_image" / f"seed{k}")
-        methods = list(rows)
+
+    def test_scores():  # a Ray task on a node with the device evaluate.device asks for
+        device = pick_device(p.evaluate.device)
+        suite = MetricSuite(suite_names, protocol, device)
+        frames, methods = {}, []
+        for k in seeds:  # every seed's variants on the same test images: the within-seed tests pair them
+            rows = evaluate(p.test_manifest, _methods(fam.stage, checkpoints[k], device), suite,
+                            batch_size=p.evaluate.batch_size, max_per_stratum=p.evaluate.max_images_per_degradation)
+            for name, r in rows.items():
+                write_rows(out_dir / "per_image" / f"seed{k}" / f"{name}.parquet", r)
+            frames[k] = read_results(out_dir / "per_image" / f"seed{k}")
+            methods = list(rows)
+        return frames, methods, suite.computed, suite.available
+
+    frames, methods, computed, available = tuning.run_task(test_scores, what=f"ablate {family}",
+                                                           device=p.evaluate.device, address=p.ray_address, root=ROOT)
     _log_test_scores(p.mlflow_uri, results, frames, protocol.id)
     df = frames[seeds[0]]
 
@@ -151,14 +157,14 @@ def run(family: str) -> dict:
     s = p.stats
     comparisons = [{**compare_methods(frames[k], reference, v, metric, None, s.confidence, s.n_boot, s.n_perm, s.seed),
                     "seed": k}
-                   for k in seeds for metric in suite.computed for v in methods if v != reference]
+                   for k in seeds for metric in computed for v in methods if v != reference]
     summary = {
         "family": family, "stage": fam.stage, "profile": p.profile, "paper_choice": fam.paper_choice,
         "reference": reference, "claim": fam.claim, "steps": {v: c["loop"]["steps"] for v, c in to_run.items()},
         "pretrain": _pretrain_summary(next(iter(pretrain.values())), size) if pretrain else None,
         "seeds": seeds, "variants": trained, "not_run": not_run, "methods": methods,
         "protocol": protocol.describe(),
-        "metrics": {n: {"available": ok, "reason": why} for n, (ok, why) in suite.available.items()},
+        "metrics": {n: {"available": ok, "reason": why} for n, (ok, why) in available.items()},
         "images": int(df.drop_duplicates(["dataset", "degradation", "image_id"]).shape[0]),
         "final": {v: _mean_over_seeds([finals[k][v] for k in seeds]) for v in trained},
         "final_per_seed": {str(k): finals[k] for k in seeds},

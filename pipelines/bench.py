@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.bench import format_table, run_bench
-from pipelines import tracking
+from pipelines import tracking, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
@@ -43,7 +43,8 @@ def run() -> dict:
 def main() -> int:
     started = time.perf_counter()
     try:
-        result = run()
+        p = Params()
+        result = tuning.run_task(run, what="bench", device=p.bench.device, address=p.ray_address, root=ROOT)
     except UserError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines import tuning
 from pipelines.params import BASELINES, MODEL_METHOD, ROOT, Params, checkpoint_path
 from restorevar.checkpoint import load_model
 from restorevar.data.manifest import read_manifest
@@ -143,7 +144,8 @@ def test_health(model, p: Params, device) -> dict:
 
 def main() -> int:
     try:
-        info = run()
+        p = Params()
+        info = tuning.run_task(run, what="evaluate", device=p.evaluate.device, address=p.ray_address, root=ROOT)
     except UserError as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2

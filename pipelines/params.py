@@ -116,6 +116,20 @@ class TuneParams:
     metric: str = ""  # how to pick the exported trial; empty = the only (or the `chosen`) variant
     mode: Literal["min", "max"] = "max"
     chosen: str = ""
+    # data parallelism: with workers > 1 each trial is a Ray Train TorchTrainer (DDP) of that many ranks sharing
+    # every batch of loop.batch_size, each rank with these resources (default 1 CPU, no GPU; `resources` is then
+    # unused). With one worker the trial is one process, as always; these two then replace `resources`' own.
+    workers: int = 1
+    cpus_per_worker: float | None = None
+    gpus_per_worker: float | None = None
+
+    def trial_resources(self) -> dict[str, float]:
+        """What one worker (with one, the whole trial) takes, in Ray's names."""
+        if self.workers > 1:
+            return {"CPU": 1 if self.cpus_per_worker is None else self.cpus_per_worker,
+                    "GPU": self.gpus_per_worker or 0}
+        return {"CPU": self.resources.cpu if self.cpus_per_worker is None else self.cpus_per_worker,
+                "GPU": self.resources.gpu if self.gpus_per_worker is None else self.gpus_per_worker}
 
 
 @dataclass
@@ -611,6 +625,13 @@ class Params:
             raise UserError(f"{where}.tune.chosen '{tune.chosen}' is not one of the variants: {', '.join(variants)}")
         if len(variants) > 1 and not tune.metric and not tune.chosen:
             raise UserError(f"{where}.tune: several variants need a metric or a chosen variant to export")
+        if tune.workers < 1:
+            raise UserError(f"{where}.tune.workers must be at least 1, got {tune.workers}")
+        for vname, d in variants.items():
+            batch = from_dict(cls, d).loop.batch_size
+            if batch % tune.workers:
+                raise UserError(f"{where}.tune.workers={tune.workers} must divide the batch size {batch} of variant "
+                                f"{vname} (every worker takes an equal share of each batch)")
         return StageParams(name, self.profile, cfg, sec, tune, variants)
 
     def _ablation_variants(self, family: str) -> dict[str, dict[str, Any]]:

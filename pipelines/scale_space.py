@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipelines import tuning
 from pipelines.params import ROOT, Params, checkpoint_path
 from restorevar.analysis import scale_swap_images, swap_scales
 from restorevar.checkpoint import load_model
@@ -120,7 +121,8 @@ def run() -> dict:
 
 def main() -> int:
     try:
-        s = run()
+        p = Params()
+        s = tuning.run_task(run, what="scale_space", device=p.evaluate.device, address=p.ray_address, root=ROOT)
     except UserError as e:
         print(f"scale_space: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +39,31 @@ def _trainer(stage: str):
 def trainable(config: dict[str, Any]) -> None:
     """What Ray runs for one trial: train (the trainer resumes from the run folder's last.pt) with reporting
     to Tune + MLflow, then log the samples and the checkpoint's path and digest (the file itself only with
-    ``tracking.log_checkpoints``: a copy of every trial's weights)."""
+    ``tracking.log_checkpoints``: a copy of every trial's weights). In a data-parallel trial this runs on each
+    Ray Train worker: rank 0 does all of that, the others train their share of each batch."""
     t = config["trial"]
     # the trial's paths are relative to the project (a Tune experiment restored from before that holds
     # absolute ones, and no root)
     os.chdir(os.environ.get("RESTOREVAR_ROOT") or t.get("root") or os.getcwd())
     stage, run_dir = t["stage"], Path(t["run_dir"])
+    data_parallel = t.get("workers", 1) > 1  # then this is one of the trial's Ray Train workers
+    if tuning.rank(data_parallel):  # ranks but 0 train their share and report to Train's barrier only
+        def silent(history: Path, prefix: str = ""):
+            return lambda step, metrics, checkpoint=None: tuning.report({}, True)
+
+        _train(stage, t, run_dir, silent)
+        return
     seed = t["config"]["loop"].get("seed", 0)
     run_name = f"{stage}/{t['variant']}" + (f"/seed{seed}" if t.get("replicate") else "")
     run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
                             tags={"stage": stage, "variant": t["variant"], "profile": t["profile"],
                                   "ablation_family": t.get("family", stage), "seed": str(seed),
                                   "config_sha256": _hash(t["config"]), "ray_node": tuning.node(),
+                                  **({"ray_workers": str(t["workers"])} if data_parallel else {}),
                                   **t.get("provenance", {})})
     ok = False
     try:
         run.log_params(t["config"])
-        config = t["config"]
 
         def reporter(history: Path, prefix: str = ""):
             def report(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
@@ -62,17 +71,14 @@ def trainable(config: dict[str, Any]) -> None:
                 run.log_metrics(named, step)
                 with history.open("a") as f:  # every report, for the ablations' curves (a resume appends)
                     f.write(json.dumps({"step": step, **metrics}) + "\n")
-                tuning.report({**named, "step": step})
+                tuning.report({**named, "step": step}, data_parallel)
             return report
 
-        if t.get("pretrain"):  # pre-train at a smaller size, then fine-tune from it (resumes from its last.pt)
-            pre_dir = run_dir / "pretrain"  # the trainer creates it (and run_dir) before its first report
+        if t.get("pretrain"):
             run.log_params({"pretrain": t["pretrain"]})
-            _trainer(stage)(from_dict(train_config_class(stage), t["pretrain"]), pre_dir,
-                            reporter(run_dir / "pretrain_history.jsonl", "pretrain_"))
-            config = {**config, "init_from": str(pre_dir / CKPT_NAME), "any_resolution": True}
+        config = _train(stage, t, run_dir, reporter)
+        if t.get("pretrain"):
             run.log_params({"init_from": config["init_from"]})
-        _trainer(stage)(from_dict(train_config_class(stage), config), run_dir, reporter(run_dir / "history.jsonl"))
         ckpt = run_dir / CKPT_NAME
         try:
             from restorevar.train.samples import sample_grid
@@ -86,6 +92,19 @@ def trainable(config: dict[str, Any]) -> None:
         ok = True
     finally:
         run.end(ok)
+
+
+def _train(stage: str, t: dict[str, Any], run_dir: Path, reporter: Callable[..., Any]) -> dict[str, Any]:
+    """The trial's training: with ``pretrain``, first at another size, then fine-tuned from it (each resumes
+    from its own last.pt); returns the config the last part trained with."""
+    config = t["config"]
+    if t.get("pretrain"):
+        pre_dir = run_dir / "pretrain"  # the trainer creates it (and run_dir) before its first report
+        _trainer(stage)(from_dict(train_config_class(stage), t["pretrain"]), pre_dir,
+                        reporter(run_dir / "pretrain_history.jsonl", "pretrain_"))
+        config = {**config, "init_from": str(pre_dir / CKPT_NAME), "any_resolution": True}
+    _trainer(stage)(from_dict(train_config_class(stage), config), run_dir, reporter(run_dir / "history.jsonl"))
+    return config
 
 
 def history(run_dir: Path, name: str = "history.jsonl") -> list[dict]:
@@ -185,8 +204,10 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
     # the upstream checkpoints' contents belong to the experiment too: with only the config in its name, a
     # retrained transformer would leave the refiner's finished experiment to be restored, trained on the old one
     upstream = upstream_digests(list(configs.values()))
-    name = (f"{experiment.replace('/', '-')}-{p.profile}-"
-            f"{_hash([variants if pretrain is None and seeds is None else ident, upstream])}")
+    # data-parallel trials train (and resume) apart from one-process ones; one process keeps the names it had
+    key = [variants if pretrain is None and seeds is None else ident, upstream] + (
+        [{"workers": tune.workers}] if tune.workers > 1 else [])
+    name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(key)}"
     exp_id = tracking.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
     # on the driver, once: git and hashing stay out of the trials
     prov = {data: {**tracking.provenance(ROOT, p.path, **({"train_data": ROOT / data} if data != "shipped" else {})),
@@ -196,12 +217,15 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
                "pretrain": _rooted(pre.get((v, k))), "replicate": k is not None,
                "provenance": prov[_train_data(configs[v, k])],
                "run_dir": str(Path("runs", name, v, "" if k is None else f"seed{k}")), "root": str(ROOT),
-               "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id, "log_checkpoint": p.tracking.log_checkpoints}
+               "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id, "log_checkpoint": p.tracking.log_checkpoints,
+               **({"workers": tune.workers} if tune.workers > 1 else {})}
               for v, k in keys]
     tuning.init(p.ray_address)
-    results = tuning.run(name=name, trainable=trainable, trials=trials,
-                         resources={"CPU": tune.resources.cpu, "GPU": tune.resources.gpu},
-                         storage=p.ray_storage, max_failures=tune.max_failures)
+    resources = tune.trial_resources()
+    tuning.check_resources(f"{stage}.tune" + (f" (each of {tune.workers} workers)" if tune.workers > 1 else ""),
+                           resources, "lower it in params.yaml or add nodes that have it")
+    results = tuning.run(name=name, trainable=trainable, trials=trials, resources=resources,
+                         storage=p.ray_storage, max_failures=tune.max_failures, workers=tune.workers)
     failed = [r for r in results if r["error"]]
     if failed:
         t = failed[0]["trial"]

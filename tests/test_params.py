@@ -91,6 +91,9 @@ def _center_crop_of_small_images(raw):
         tune={"variants": {"a": {"loop.stepz": 1}}, "chosen": "a"}), "variants.a"),
     (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {}}, "chosen": "b"}), "'b'"),
     (lambda r: r["train_transformer"]["default"].update(tune={"resources": {"gpus": 1}}), "gpus"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"workers": 0}), "default.tune.workers must be at least 1"),
+    (lambda r: r["train_transformer"]["default"]["loop"].update(batch_size=8) or r["train_transformer"]["default"].update(
+        tune={"workers": 3}), "tune.workers=3 must divide the batch size 8 of variant main"),
     (lambda r: r["evaluate"]["default"].update(metrics=["psnr", "fid"]), "evaluate.default.metrics: unknown metric 'fid'"),
     (lambda r: r["evaluate"]["default"].update(metrics="psnr"), "evaluate.default.metrics: expected a list"),
     (lambda r: r["evaluate"]["default"].update(baselines=["bicubic"]), "unknown baseline 'bicubic'"),
@@ -140,6 +143,18 @@ def _center_crop_of_small_images(raw):
 def test_bad_params_fail_naming_the_key(edit, message, tmp_path):
     with pytest.raises(UserError, match=re.escape(message)):
         _params(tmp_path, edit)
+
+
+def test_workers_take_the_per_worker_resources_and_one_worker_keeps_the_trials_own(tmp_path):
+    from pipelines.params import Resources, TuneParams
+
+    assert TuneParams(resources=Resources(cpu=4, gpu=1)).trial_resources() == {"CPU": 4, "GPU": 1}
+    assert TuneParams(resources=Resources(cpu=4), gpus_per_worker=1).trial_resources() == {"CPU": 4, "GPU": 1}
+    assert TuneParams(resources=Resources(cpu=4, gpu=1), workers=8).trial_resources() == {"CPU": 1, "GPU": 0}
+    assert TuneParams(workers=2, cpus_per_worker=6, gpus_per_worker=1).trial_resources() == {"CPU": 6, "GPU": 1}
+    st = _params(tmp_path, lambda r: r["train_transformer"]["default"].update(tune={"workers": 2})).stages[
+        "train_transformer"]
+    assert st.tune.workers == 2
 
 
 def test_a_stage_reads_only_the_sections_it_uses_in_its_own_profile(tmp_path):

@@ -348,6 +348,57 @@ def test_nothing_changed_means_no_work_and_a_params_change_reruns_only_downstrea
     assert _ran(_repro(project)) == ["bench", "report", "track"]
 
 
+def test_a_two_worker_trial_follows_the_one_process_trial_and_resumes_after_sigkill(done):
+    """The transformer stage with `tune.workers: 2` (Ray Train, DDP on gloo, one CPU each) after the study: its
+    losses equal the study's one-process trial with the same global batch, rank 0 alone writes one MLflow run
+    and one checkpoint, and a SIGKILL between checkpoints resumes every rank. It runs the stage alone (what
+    `dvc repro` runs for it), so the study downstream is not re-run; it comes last, as it replaces the
+    exported transformer."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.stage import history
+    from restorevar.checkpoint import load_checkpoint
+
+    project = done["project"]
+    one = next(d for d in (project / "runs").glob("train_transformer-*/main"))
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train_transformer"]["tiny"]["tune"] = {"workers": 2}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    cmd = [tool("python"), "-m", "pipelines.train_transformer"]
+    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline, ckpt = time.time() + 600, None
+    while time.time() < deadline and ckpt is None:
+        found = [p for p in (project / "runs").glob("train_transformer-*/main/last.pt") if p.parent != one]
+        if found and load_checkpoint(found[0])["step"] >= 8:
+            ckpt = found[0]
+        elif proc.poll() is not None:
+            pytest.fail(f"the two-worker stage ended (rc {proc.returncode}) before it checkpointed")
+        time.sleep(0.2)
+    assert ckpt is not None, "the two-worker stage never wrote a checkpoint"
+    _kill_tree(project, proc)
+    assert load_checkpoint(ckpt)["step"] < 40, "killed too late to test resuming"
+
+    r = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True, check=False, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "resumed from step" in out, out[-3000:]
+    assert "(RayTrainWorker" in out  # the ranks ran as Ray Train workers
+    two = ckpt.parent
+    a, b = history(one), history(two)
+    assert [x["step"] for x in a] == [x["step"] for x in b]
+    assert [x["loss"] for x in a] == pytest.approx([x["loss"] for x in b], rel=1e-4)
+    assert a[-1]["val_acc"] == pytest.approx(b[-1]["val_acc"], abs=1e-6)
+    # one checkpoint series, rank 0's, and nothing in Ray's storage
+    assert sorted(p.name for p in two.iterdir()) == ["history.jsonl", "last.pt", "mlflow_run_id"]
+    assert not list((project / "ray_results").rglob("*.pt"))
+    c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("train_transformer").experiment_id],
+                         "tags.ray_workers = '2'")
+    assert [r.info.status for r in runs] == ["FINISHED"], "one run for the two ranks, reopened on resume"
+    assert runs[0].data.tags["checkpoint"] == str(two.relative_to(project) / "last.pt")
+
+
 def torch_equal(x, y) -> bool:
     import torch
 
