@@ -159,7 +159,7 @@ def _data_parallel(train_fn: Callable[[dict[str, Any]], None], workers: int, per
                                                    resources_per_worker={k: v for k, v in per_worker.items() if v}),
             # Tune retries the whole trial (max_failures): a retried group resumes every rank from last.pt
             run_config=ray.train.RunConfig(name=config["trial"]["run_dir"].strip("/").replace("/", "-"),
-                                           storage_path=str(Path(storage) / "train"), callbacks=[TuneReportCallback()],
+                                           storage_path=f"{storage.rstrip('/')}/train", callbacks=[TuneReportCallback()],
                                            failure_config=ray.train.FailureConfig(max_failures=0)))
         trainer.fit()
 
