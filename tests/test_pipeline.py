@@ -287,6 +287,27 @@ def _kill_tree(project: Path, proc: subprocess.Popen) -> None:
             pass
 
 
+def _kill_after_a_checkpoint(project: Path, cmd: list[str], other_than: Path | None = None) -> Path:
+    """Start ``cmd``, SIGKILL it (and its Ray) once a transformer trial folder other than ``other_than`` holds a
+    checkpoint of step 8 or later, and return that checkpoint: a kill between two checkpoints of 40 steps."""
+    from restorevar.checkpoint import load_checkpoint
+
+    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline, ckpt = time.time() + 600, None
+    while time.time() < deadline and ckpt is None:
+        found = [p for p in (project / "runs").glob("train_transformer-*/main/last.pt") if p.parent != other_than]
+        if found and load_checkpoint(found[0])["step"] >= 8:
+            ckpt = found[0]
+        elif proc.poll() is not None:
+            pytest.fail(f"{' '.join(cmd[-2:])} ended (rc {proc.returncode}) before the transformer checkpointed")
+        time.sleep(0.2)
+    assert ckpt is not None, "the transformer stage never wrote a checkpoint"
+    _kill_tree(project, proc)
+    assert load_checkpoint(ckpt)["step"] < 40, "killed too late to test resuming"
+    return ckpt
+
+
 def _lock_md5(project: Path, stage: str, out: str) -> str:
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == out)
@@ -298,8 +319,6 @@ def test_sigkilled_stage_resumes_to_the_same_bytes_and_nothing_downstream_reruns
     nothing downstream to rerun and the study's results stand."""
     from mlflow.tracking import MlflowClient
 
-    from restorevar.checkpoint import load_checkpoint
-
     project = done["project"]
     before = _lock_md5(project, "train_transformer", "checkpoints/train_transformer.pt")
     # as if it had never run: no trial folder, no Tune experiment to restore, no entry in dvc.lock and no DVC
@@ -310,20 +329,7 @@ def test_sigkilled_stage_resumes_to_the_same_bytes_and_nothing_downstream_reruns
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     del lock["stages"]["train_transformer"]
     (project / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
-    proc = subprocess.Popen([tool("dvc"), "repro", "track"], cwd=project, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, ckpt = time.time() + 600, None
-    while time.time() < deadline and ckpt is None:
-        found = list((project / "runs").glob("train_transformer-*/main/last.pt"))
-        if found and load_checkpoint(found[0])["step"] >= 8:
-            ckpt = found[0]
-        elif proc.poll() is not None:
-            pytest.fail(f"dvc repro ended (rc {proc.returncode}) before the transformer checkpointed")
-        time.sleep(0.2)
-    assert ckpt is not None, "the transformer stage never wrote a checkpoint"
-    _kill_tree(project, proc)
-    killed_at = load_checkpoint(ckpt)["step"]
-    assert killed_at < 40, "killed too late to test resuming"
+    _kill_after_a_checkpoint(project, [tool("dvc"), "repro", "track"])
     assert not (project / "checkpoints" / "train_transformer.pt").exists()  # DVC removed it before the run
 
     out = _repro(project)
@@ -357,27 +363,14 @@ def test_a_two_worker_trial_follows_the_one_process_trial_and_resumes_after_sigk
     from mlflow.tracking import MlflowClient
 
     from pipelines.stage import history
-    from restorevar.checkpoint import load_checkpoint
 
     project = done["project"]
-    one = next(d for d in (project / "runs").glob("train_transformer-*/main"))
+    one = next((project / "runs").glob("train_transformer-*/main"))  # the study's one-process trial
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["train_transformer"]["tiny"]["tune"] = {"workers": 2}
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     cmd = [tool("python"), "-m", "pipelines.train_transformer"]
-    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline, ckpt = time.time() + 600, None
-    while time.time() < deadline and ckpt is None:
-        found = [p for p in (project / "runs").glob("train_transformer-*/main/last.pt") if p.parent != one]
-        if found and load_checkpoint(found[0])["step"] >= 8:
-            ckpt = found[0]
-        elif proc.poll() is not None:
-            pytest.fail(f"the two-worker stage ended (rc {proc.returncode}) before it checkpointed")
-        time.sleep(0.2)
-    assert ckpt is not None, "the two-worker stage never wrote a checkpoint"
-    _kill_tree(project, proc)
-    assert load_checkpoint(ckpt)["step"] < 40, "killed too late to test resuming"
+    ckpt = _kill_after_a_checkpoint(project, cmd, other_than=one)
 
     r = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True, check=False, timeout=900)
     out = r.stdout + r.stderr
