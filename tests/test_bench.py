@@ -165,3 +165,16 @@ def test_cli_keeps_the_measured_phases_when_a_later_one_fails(tmp_path, monkeypa
                  "--agreement-images", "1", "--device", "cpu", "--out", str(out)]) == 130
     saved = json.loads(out.read_text())
     assert not saved["complete"] and "b1" in saved["inference"] and "fp32" in saved["agreement"]
+
+
+def test_checkpoint_bytes_refuses_an_unknown_revision_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpoint_bytes.py"
+    r = subprocess.run([sys.executable, str(script), "no-such-revision"], capture_output=True, text=True, check=False,
+                       timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    [line] = r.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith("checkpoint_bytes: error: cannot check out 'no-such-revision'")
