@@ -18,3 +18,22 @@ if [[ $# -ge 1 ]]; then model=(--checkpoint "$1"); fi
 "$PY" -m restorevar.cli bench "${model[@]}" --device cuda --batch-size 1 16 --dtype fp32 bf16 \
     --warmup 5 --repeats 20 --agreement-images 16 --train-batch-size 24 --train-steps 10 \
     --out "$OUT/bench_paper.json" 2>&1 | tee "$OUT/bench_paper.log"
+
+# Ray Tune on the GPU: the tiny profile's stages up to the transformer, whose trial takes a GPU
+# (tune.gpus_per_worker: 1, one process: NCCL allows one rank per GPU, so a one-GPU machine runs workers: 1).
+# Its training rate (images_per_s) lands in ray_train_gpu.json; the project copy stays in a temp folder.
+"$PY" - "$OUT" "${RAY_GPUS:-1}" <<'PY' 2>&1 | tee "$OUT/ray_train_gpu.log"
+import json, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+from benchmarks.tiny_run import copy_project, env, tool
+out, gpus = Path(sys.argv[1]).resolve(), float(sys.argv[2])
+with tempfile.TemporaryDirectory() as tmp:
+    proj = copy_project(Path(tmp), lambda raw: raw["train_transformer"]["tiny"].update(tune={"gpus_per_worker": gpus}))
+    started = time.perf_counter()
+    r = subprocess.run([tool("dvc"), "repro", "train_transformer"], cwd=proj, env=env(), capture_output=True, text=True)
+    print(r.stdout[-3000:] + r.stderr[-3000:])
+    s = json.loads((proj / "checkpoints" / "train_transformer.json").read_text()) if r.returncode == 0 else {}
+    (out / "ray_train_gpu.json").write_text(json.dumps(
+        {"rc": r.returncode, "gpus_per_worker": gpus, "seconds_repro": round(time.perf_counter() - started, 1),
+         "images_per_s": s.get("metrics", {}).get("images_per_s"), "summary": s}, indent=1) + "\n")
+PY
