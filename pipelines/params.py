@@ -614,24 +614,22 @@ class Params:
         for key, stage in UPSTREAM.get(name, {}).items():
             sec[key] = str(checkpoint_path(stage))
         cfg = from_dict(cls, sec, where=where)
+        if tune.workers < 1:
+            raise UserError(f"{where}.tune.workers must be at least 1, got {tune.workers}")
         variants = {}
         for vname, changes in (tune.variants or {"main": {}}).items():
             d = copy.deepcopy(sec)
             for k, v in (changes or {}).items():
                 _set_dotted(d, k, v)
-            from_dict(cls, d, where=f"{where}.tune.variants.{vname}")  # validate every variant up front
+            batch = from_dict(cls, d, where=f"{where}.tune.variants.{vname}").loop.batch_size  # validates it too
+            if batch % tune.workers:
+                raise UserError(f"{where}.tune.workers={tune.workers} must divide the batch size {batch} of variant "
+                                f"{vname} (every worker takes an equal share of each batch)")
             variants[vname] = d
         if tune.chosen and tune.chosen not in variants:
             raise UserError(f"{where}.tune.chosen '{tune.chosen}' is not one of the variants: {', '.join(variants)}")
         if len(variants) > 1 and not tune.metric and not tune.chosen:
             raise UserError(f"{where}.tune: several variants need a metric or a chosen variant to export")
-        if tune.workers < 1:
-            raise UserError(f"{where}.tune.workers must be at least 1, got {tune.workers}")
-        for vname, d in variants.items():
-            batch = from_dict(cls, d).loop.batch_size
-            if batch % tune.workers:
-                raise UserError(f"{where}.tune.workers={tune.workers} must divide the batch size {batch} of variant "
-                                f"{vname} (every worker takes an equal share of each batch)")
         return StageParams(name, self.profile, cfg, sec, tune, variants)
 
     def _ablation_variants(self, family: str) -> dict[str, dict[str, Any]]:

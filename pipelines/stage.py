@@ -47,9 +47,10 @@ def trainable(config: dict[str, Any]) -> None:
     os.chdir(os.environ.get("RESTOREVAR_ROOT") or t.get("root") or os.getcwd())
     stage, run_dir = t["stage"], Path(t["run_dir"])
     data_parallel = t.get("workers", 1) > 1  # then this is one of the trial's Ray Train workers
+    rank = tuning.rank(data_parallel)
     if data_parallel:  # what ran where, in the stage's log
-        print(f"{stage}/{t['variant']}: rank {tuning.rank(True)} of {t['workers']} on node {tuning.node()}", flush=True)
-    if tuning.rank(data_parallel):  # ranks but 0 train their share and report to Train's barrier only
+        print(f"{stage}/{t['variant']}: rank {rank} of {t['workers']} on node {tuning.node()}", flush=True)
+    if rank:  # ranks but 0 train their share and report to Train's barrier only
         def silent(history: Path, prefix: str = ""):
             return lambda step, metrics, checkpoint=None: tuning.report({}, True)
 

@@ -56,7 +56,7 @@ class TokenizerTrainConfig:
             raise UserError(f"degraded_share must be in [0, 1], got {self.degraded_share}")
 
 
-def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float, ranks: Ranks | None = None) -> int:
+def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float, ranks: Ranks) -> int:
     q = vae.quantizer
     dead = q.usage_ema_SV.sum(0) < threshold  # the same on every rank: the usage average is the ranks' mean
     n = int(dead.sum())
@@ -66,7 +66,7 @@ def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float, rank
         with torch.no_grad():
             q.codebook.weight[dead] = pool[pick] + 0.01 * torch.randn_like(pool[pick])
             q.usage_ema_SV[:, dead] = threshold  # give restarted codes a grace period
-        (ranks or Ranks()).broadcast_(q.codebook.weight.data)  # rank 0's latents restart the codes everywhere
+        ranks.broadcast_(q.codebook.weight.data)  # rank 0's latents restart the codes everywhere
     return n
 
 
