@@ -29,7 +29,11 @@ def main(job_path: str) -> None:
     def report(step, metrics, checkpoint=None):
         rows.append([step, metrics])
         if job.get("exit_after") is not None and step >= job["exit_after"] and step % job["config"]["loop"]["ckpt_every"] == 0:
-            os._exit(3)  # every rank, right after the step's checkpoint: no clean shutdown, as under a kill
+            # Rank 0 reports only after writing the checkpoint, while the other ranks get here at once: without
+            # the barrier a rank that exits first makes torchrun kill rank 0 mid-save, and the run stops a
+            # checkpoint early. Then every rank exits with no clean shutdown, as under a kill.
+            dist.barrier()
+            os._exit(3)
 
     getattr(m, fn)(from_dict(getattr(m, cls), job["config"]), job["run_dir"], report)
     if Ranks.current().leader:
