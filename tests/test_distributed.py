@@ -47,7 +47,8 @@ def _torchrun(tmp: Path, ranks: int, trainer: str, config: dict, run_dir: Path, 
         port = s.getsockname()[1]
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
                         "--master-addr", "127.0.0.1", "--master-port", str(port), str(WORKER), str(tmp / "job.json")],
-                       check=False, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+                       check=False, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)})  # torchrun's logs: not in /tmp
     if exit_after is not None:
         assert p.returncode != 0, "the run was meant to stop after its checkpoint"
         return []
