@@ -1,5 +1,5 @@
 """The CI workflow a user's repository runs: it parses, calls the README's commands, and keeps the
-regression report; `.ci/run` calls the same make targets."""
+regression report; `.ci/run` calls the same make targets; a scheduled job runs the slow tests."""
 from __future__ import annotations
 
 import re
@@ -10,16 +10,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _steps() -> list[dict]:
+def _workflow() -> dict:
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
-    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads the key `on` as True
-    assert {"push", "pull_request"} <= set(triggers)
-    [job] = wf["jobs"].values()
+    wf["on"] = wf.get("on", wf.pop(True, None))  # YAML 1.1 reads the key `on` as True
+    return wf
+
+
+def _steps() -> list[dict]:
+    wf = _workflow()
+    assert {"push", "pull_request"} <= set(wf["on"])
+    job = wf["jobs"]["test"]
+    assert "if" not in job  # every push and pull request
     return job["steps"]
 
 
 def _targets(text: str) -> list[str]:
-    return re.findall(r"\bmake (lint|test|regress|repro)\b", text)
+    return re.findall(r"\bmake (lint|test-slow|test|regress|repro)\b", text)
 
 
 def test_the_workflow_runs_the_readme_commands_and_keeps_the_report():
@@ -53,3 +59,14 @@ def test_ci_runs_the_tiny_study_once_and_regress_compares_what_the_tests_wrote()
     makefile = (ROOT / "Makefile").read_text()
     block = makefile[makefile.index("\nregress:"):]
     assert "$(if $(TINY_METRICS),," in block[:block.index("\n\n")]  # the study only without a file
+
+
+def test_a_scheduled_job_runs_the_slow_tests_that_make_test_leaves_out():
+    wf = _workflow()
+    assert wf["on"]["schedule"][0]["cron"] and "workflow_dispatch" in wf["on"]
+    slow = wf["jobs"]["slow"]
+    assert "schedule" in slow["if"] and "workflow_dispatch" in slow["if"] and "push" not in slow["if"]
+    assert _targets("\n".join(s.get("run", "") for s in slow["steps"])) == ["test-slow"]
+    assert slow["env"] == wf["jobs"]["test"]["env"]  # offline, as the per-push job
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-m "not slow"' in makefile[makefile.index("\ntest:"):] and "-m slow" in makefile[makefile.index("\ntest-slow:"):]
