@@ -317,9 +317,8 @@ def format_table(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
-def add_parser(sub, parser_class) -> None:
-    b = sub.add_parser("bench",
-                       help="time the plain and fast inference paths, their agreement and training throughput")
+def add_parser(sub, parser_class, help: str) -> None:
+    b = sub.add_parser("bench", help=help)
     b.add_argument("--preset", default="small", choices=list(PRESETS), help="model size (default small)")
     b.add_argument("--checkpoint", type=Path, help="a trained checkpoint instead of random weights (sets the size)")
     b.add_argument("--batch-size", type=int, nargs="+", default=[1], help="one or more batch sizes (default 1)")

@@ -30,7 +30,7 @@ from restorevar.fileio import atomic_write, publish_copy
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
 from restorevar.metrics.results import summary as summarize
-from restorevar.stats import compare_methods
+from restorevar.stats.compare import compare_methods
 from restorevar.stats.seeds import across_seed_comparisons, seed_means
 from restorevar.train.common import CKPT_NAME, ModelRef, pick_device
 

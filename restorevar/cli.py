@@ -282,21 +282,17 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from restorevar.fileio import DEFAULT_MAX_PIXELS
-    from restorevar.inference.engine import DTYPES
-
-    p = _Parser(prog="restorevar", description="RestoreVAR: all-in-one image restoration suite")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    i = sub.add_parser("info", help="parameter counts, scales and latent size of a preset")
+def _add_info(sub, help: str) -> None:
+    i = sub.add_parser("info", help=help)
     i.add_argument("--preset", default="paper", help="tiny, small or paper")
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. transformer.positions=ape (repeatable)")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_info)
 
-    c = sub.add_parser("convert-official", help="map published VAR/RestoreVAR checkpoints onto this package")
+
+def _add_convert(sub, help: str) -> None:
+    c = sub.add_parser("convert-official", help=help)
     c.add_argument("--vae", type=Path, help="vae_ch160v4096z32.pth or vae_restorevar.ckpt")
     c.add_argument("--restorevar", type=Path, help="restorevar.pth (transformer + refiner)")
     c.add_argument("--var", type=Path, help="var_d16.pth, loaded non-strictly into the transformer")
@@ -309,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed for weights the file does not provide (--var)")
     c.set_defaults(func=cmd_convert)
 
-    r = sub.add_parser("restore", help="restore your own images (files or folders) with a trained checkpoint")
+
+def _add_restore(sub, help: str) -> None:
+    from restorevar.fileio import DEFAULT_MAX_PIXELS
+    from restorevar.inference.engine import DTYPES
+
+    r = sub.add_parser("restore", help=help)
     r.add_argument("inputs", nargs="+", help="image files or folders of images")
     r.add_argument("--checkpoint", required=True, type=Path,
                    help="checkpoints/train_refiner.pt from `make repro`, or a folder holding it")
@@ -334,18 +335,62 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_restore)
 
-    from benchmarks.bench import add_parser as add_bench_parser
-    from restorevar.data.cli import add_data_parser
-    from restorevar.stats.cli import add_parsers as add_stats_parsers
 
-    add_data_parser(sub, _Parser)
-    add_bench_parser(sub, _Parser)
-    add_stats_parsers(sub, _Parser)
+def _add_data(sub, help: str) -> None:
+    from restorevar.data.cli import add_data_parser
+
+    add_data_parser(sub, _Parser, help)
+
+
+def _add_bench(sub, help: str) -> None:
+    from benchmarks.bench import add_parser
+
+    add_parser(sub, _Parser, help)
+
+
+def _add_stats(sub, help: str) -> None:
+    from restorevar.stats.cli import add_stats_parser
+
+    add_stats_parser(sub, _Parser, help)
+
+
+def _add_regress(sub, help: str) -> None:
+    from restorevar.stats.cli import add_regress_parser
+
+    add_regress_parser(sub, _Parser, help)
+
+
+# name: (its line in `restorevar --help`, what adds its arguments). Only the command being run gets its
+# arguments: adding every command's imported torch, albumentations and scipy, seconds before `--help`,
+# `regress` or a usage error could answer.
+COMMANDS = {
+    "info": ("parameter counts, scales and latent size of a preset", _add_info),
+    "convert-official": ("map published VAR/RestoreVAR checkpoints onto this package", _add_convert),
+    "restore": ("restore your own images (files or folders) with a trained checkpoint", _add_restore),
+    "data": ("synthetic benchmark, manifests, dataset and weight fetching, photo corpus", _add_data),
+    "bench": ("time the plain and fast inference paths, their agreement and training throughput", _add_bench),
+    "stats": ("paired statistics over the per-image results", _add_stats),
+    "regress": ("compare a run's metrics.json with a committed baseline", _add_regress),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or given ``command``, that command's arguments alone (the others are their names and
+    help lines, and a name that is no command gets none)."""
+    p = _Parser(prog="restorevar", description="RestoreVAR: all-in-one image restoration suite")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help, add) in COMMANDS.items():
+        if command is None or command == name:
+            add(sub, help)
+        else:
+            sub.add_parser(name, help=help)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the command is the first word: the top level has no option but --help
+    args = build_parser(next((a for a in argv if not a.startswith("-")), "")).parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:

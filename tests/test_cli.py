@@ -103,3 +103,29 @@ def test_report_and_out_are_checked_before_converting(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert needle in err and err.count("\n") == 0, err
     assert vae.read_bytes() == b"original weights"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["regress", "--help"], ["regress", "--baseline", "b.json"], ["nope"],
+                                  ["data", "synth", "--help"], ["stats", "compare", "--help"]])
+def test_help_and_usage_errors_load_no_torch_scipy_or_albumentations(args):
+    """Only the command being run builds its arguments, so these answer in a fraction of a second."""
+    code = ("import sys\nfrom restorevar.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({'torch', 'scipy', 'albumentations'} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
+                       env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
+
+
+def test_every_command_is_listed_and_the_whole_parser_still_builds(capsys):
+    from restorevar.cli import COMMANDS, build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert all(f"{name} {help}" in listing for name, (help, _) in COMMANDS.items())
+    whole = build_parser()  # every command's arguments, as before
+    assert whole.parse_args(["bench", "--preset", "tiny"]).preset == "tiny"
+    assert whole.parse_args(["regress", "--baseline", "a", "--current", "b"]).func.__name__ == "cmd_regress"
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    assert "--max-pixels" in capsys.readouterr().out  # the command run gets its arguments

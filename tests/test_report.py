@@ -13,7 +13,7 @@ from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_
 from restorevar.metrics.cost import measure_cost
 from restorevar.metrics.evaluate import evaluate, identity_method, model_method
 from restorevar.report import build_report
-from restorevar.stats import compare_methods
+from restorevar.stats.compare import compare_methods
 
 
 @pytest.fixture(scope="module")

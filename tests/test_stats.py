@@ -9,8 +9,9 @@ import pytest
 from scipy import stats as sps
 
 from restorevar.errors import UserError
-from restorevar.stats import compare_methods, dataset_weighted_test, holm, paired_test
-from restorevar.stats.compare import comparison_table
+from restorevar.stats.compare import compare_methods, comparison_table, holm
+from restorevar.stats.paired import paired_test
+from restorevar.stats.weighted import dataset_weighted_test
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from restorevar.stats import paired_test
+from restorevar.stats.paired import paired_test
 from restorevar.stats.seeds import across_seeds, seed_verdict
 
 
@@ -61,7 +61,7 @@ def test_one_seed_gives_no_across_seed_interval():
 
 def _compare_per_seed(df: pd.DataFrame, variants: list[str]) -> list[dict]:
     """What the ablation stage does: the per-image paired test within each seed, against variant a."""
-    from restorevar.stats import compare_methods
+    from restorevar.stats.compare import compare_methods
 
     return [{**compare_methods(df[df.seed == k].drop(columns="seed").assign(protocol="p"), "a", v, "psnr",
                                n_boot=200, n_perm=500), "seed": int(k)}

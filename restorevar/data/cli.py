@@ -78,8 +78,8 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_data_parser(sub, parser_class) -> None:
-    d = sub.add_parser("data", help="synthetic benchmark, manifests, dataset and weight fetching, photo corpus")
+def add_data_parser(sub, parser_class, help: str | None = None) -> None:
+    d = sub.add_parser("data", help=help)
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=parser_class)
 
     s = dsub.add_parser("synth", help="write the embedded synthetic all-in-one benchmark (no downloads)")

@@ -54,8 +54,8 @@ def cmd_regress(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub, parser_class) -> None:
-    s = sub.add_parser("stats", help="paired statistics over the per-image results")
+def add_stats_parser(sub, parser_class, help: str) -> None:
+    s = sub.add_parser("stats", help=help)
     ssub = s.add_subparsers(dest="stats_command", required=True, parser_class=parser_class)
     c = ssub.add_parser("compare", help="compare method A with method B on one metric, image by image")
     c.add_argument("a")
@@ -71,7 +71,9 @@ def add_parsers(sub, parser_class) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_compare)
 
-    r = sub.add_parser("regress", help="compare a run's metrics.json with a committed baseline")
+
+def add_regress_parser(sub, parser_class, help: str) -> None:
+    r = sub.add_parser("regress", help=help)
     r.add_argument("--baseline", required=True, type=Path)
     r.add_argument("--current", required=True, type=Path)
     r.add_argument("--update", action="store_true",
