@@ -57,7 +57,9 @@ def chain(manifest, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     out = {}
     rec = Recorder()
-    train_tokenizer(_cfg(TokenizerTrainConfig, manifest, 40), root / "tok", rec)
+    # 80 steps: the first 40 of batch 4 barely move the L1 on some CPUs (0.52 -> 0.49 on one, under the 10%
+    # the test asks), the next 40 take it to ~0.28
+    train_tokenizer(_cfg(TokenizerTrainConfig, manifest, 80), root / "tok", rec)
     out["tok"] = rec
     tok = str(root / "tok" / CKPT_NAME)
     rec = Recorder()
