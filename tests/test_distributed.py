@@ -98,7 +98,7 @@ def test_two_ranks_killed_between_checkpoints_resume_to_the_same_bytes(setup, tm
     _torchrun(tmp_path, 2, "tokenizer", cfg, tmp_path / "cut", exit_after=4)
     assert load_checkpoint(tmp_path / "cut" / CKPT_NAME)["step"] == 4
     resumed = _torchrun(tmp_path, 2, "tokenizer", cfg, tmp_path / "cut")
-    assert resumed[0][0] == 5 and resumed[-1][1]["loss"] == whole[-1][1]["loss"]
+    assert [s for s, _ in resumed[:2]] == [4, 5] and resumed[-1][1]["loss"] == whole[-1][1]["loss"]
     assert whole[-1][1]["codes_restarted"] > 0
     assert (tmp_path / "whole" / CKPT_NAME).read_bytes() == (tmp_path / "cut" / CKPT_NAME).read_bytes()
 

@@ -10,7 +10,7 @@ from restorevar.checkpoint import load_checkpoint
 from restorevar.config import from_dict
 from restorevar.data.synth import SynthConfig, synth
 from restorevar.errors import UserError
-from restorevar.train.common import CKPT_NAME, LoopConfig
+from restorevar.train.common import CKPT_NAME, RATES, LoopConfig
 from restorevar.train.decoder import DecoderTrainConfig, train_decoder
 from restorevar.train.refiner import RefinerTrainConfig, train_refiner
 from restorevar.train.tokenizer import TokenizerTrainConfig, train_tokenizer
@@ -142,7 +142,9 @@ def test_interrupted_run_resumes_to_the_same_bytes(which, manifest, chain, tmp_p
     resumed = Recorder()
     _unseeded_process(3)
     fn(cfg, tmp_path / "cut", resumed)
-    assert resumed.rows[0][0] == 9, "the resumed run must continue after the checkpoint, not start over"
+    # the checkpoint's report again (a kill may have come between the save and it), then the next step
+    assert [s for s, _ in resumed.rows[:2]] == [8, 9], "the resumed run must continue after the checkpoint"
+    assert resumed.rows[0][1] == {k: v for k, v in dict(whole.rows)[8].items() if k not in RATES}
     a, b = _weights(tmp_path / "whole" / CKPT_NAME), _weights(tmp_path / "cut" / CKPT_NAME)
     for comp in a:
         for k in a[comp]:
@@ -150,6 +152,23 @@ def test_interrupted_run_resumes_to_the_same_bytes(which, manifest, chain, tmp_p
     assert whole.rows[-1][1]["loss"] == resumed.rows[-1][1]["loss"]
     # the whole file, optimizer, RNG and metrics included: DVC then sees the resumed stage's output unchanged
     assert (tmp_path / "whole" / CKPT_NAME).read_bytes() == (tmp_path / "cut" / CKPT_NAME).read_bytes()
+
+
+def test_a_report_a_kill_cut_off_after_its_checkpoint_is_made_on_resume(manifest, tmp_path):
+    """Killed after step 8's checkpoint was written but before it was reported: the resumed run reports step
+    8, so the history (and the MLflow curve) keeps every step."""
+    class KilledBeforeTheReport(Recorder):
+        def __call__(self, step, metrics, checkpoint=None):
+            if checkpoint is not None and step >= 8:
+                raise KeyboardInterrupt
+            super().__call__(step, metrics, checkpoint)
+
+    cfg = _cfg(TokenizerTrainConfig, manifest, 12)
+    cut, resumed = KilledBeforeTheReport(), Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        train_tokenizer(cfg, tmp_path, cut)
+    train_tokenizer(cfg, tmp_path, resumed)
+    assert [s for s, _ in cut.rows + resumed.rows] == list(range(1, 13))
 
 
 def test_bad_loop_values_fail_with_the_key(manifest, tmp_path):

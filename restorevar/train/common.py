@@ -91,6 +91,9 @@ class ModelRef:
 
 
 class Reporter(Protocol):
+    """Called on every rank at each logged or checkpointed step, after that step's checkpoint is written; a
+    resumed run first reports its checkpoint's step again (the report a kill may have cut off)."""
+
     def __call__(self, step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None: ...
 
 
@@ -429,6 +432,9 @@ def run_loop(
     ranks = Ranks.current()  # with several, rank 0 alone evaluates, prints and writes the checkpoints
     if step and ranks.leader:
         print(f"resumed from step {step}/{loop.steps} ({run_dir / CKPT_NAME})", flush=True)
+    if step:  # a checkpoint's report follows its save, and a kill between the two lost it: it is made again
+        # (a reporter keeps a step's last report), on every rank alike as a launcher's report may be a barrier
+        report(step, dict(last), run_dir / CKPT_NAME if ranks.leader else None)
     timer, done_here = Timer(), 0
     while step < loop.steps:
         for m in trained.values():
