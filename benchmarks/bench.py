@@ -317,7 +317,7 @@ def format_table(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
-def add_parser(sub, parser_class, help: str) -> None:
+def add_parser(sub, help: str) -> None:
     b = sub.add_parser("bench", help=help)
     b.add_argument("--preset", default="small", choices=list(PRESETS), help="model size (default small)")
     b.add_argument("--checkpoint", type=Path, help="a trained checkpoint instead of random weights (sets the size)")

@@ -345,7 +345,7 @@ def _add_data(sub, help: str) -> None:
 def _add_bench(sub, help: str) -> None:
     from benchmarks.bench import add_parser
 
-    add_parser(sub, _Parser, help)
+    add_parser(sub, help)
 
 
 def _add_stats(sub, help: str) -> None:
@@ -357,7 +357,7 @@ def _add_stats(sub, help: str) -> None:
 def _add_regress(sub, help: str) -> None:
     from restorevar.stats.cli import add_regress_parser
 
-    add_regress_parser(sub, _Parser, help)
+    add_regress_parser(sub, help)
 
 
 # name: (its line in `restorevar --help`, what adds its arguments). Only the command being run gets its

@@ -72,7 +72,7 @@ def add_stats_parser(sub, parser_class, help: str) -> None:
     c.set_defaults(func=cmd_compare)
 
 
-def add_regress_parser(sub, parser_class, help: str) -> None:
+def add_regress_parser(sub, help: str) -> None:
     r = sub.add_parser("regress", help=help)
     r.add_argument("--baseline", required=True, type=Path)
     r.add_argument("--current", required=True, type=Path)
