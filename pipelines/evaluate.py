@@ -24,7 +24,14 @@ from restorevar.fileio import atomic_write
 from restorevar.inference.engine import fast
 from restorevar.metrics import MetricProtocol, MetricSuite, summary, write_rows
 from restorevar.metrics.cost import measure_cost
-from restorevar.metrics.evaluate import evaluate, external_method, identity_method, model_method, roundtrip_method
+from restorevar.metrics.evaluate import (
+    copy_input_method,
+    evaluate,
+    external_method,
+    identity_method,
+    model_method,
+    roundtrip_method,
+)
 from restorevar.metrics.results import read_results
 from restorevar.train.common import pick_device
 
@@ -53,6 +60,8 @@ def run() -> dict:
     methods = {MODEL_METHOD: model_method(model, device, inference)}
     if "identity" in e.baselines:
         methods["identity"] = identity_method()
+    if "copy_input" in e.baselines:  # the study's own decoder, as the model's tokens get
+        methods["copy_input"] = copy_input_method(model.vqvae, device)
     if "vqvae_roundtrip" in e.baselines:
         tok = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).to(device).eval()
         methods["vqvae_roundtrip"] = roundtrip_method(tok.vqvae, device)

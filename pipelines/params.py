@@ -151,7 +151,7 @@ class CostParams:
 class EvalParams:
     protocol: ProtocolParams = field(default_factory=ProtocolParams)
     metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "musiq", "clipiqa"])
-    baselines: list[str] = field(default_factory=lambda: ["identity", "vqvae_roundtrip"])
+    baselines: list[str] = field(default_factory=lambda: ["identity", "copy_input", "vqvae_roundtrip"])
     external: dict[str, str] = field(default_factory=dict)  # method name -> folder of its outputs
     batch_size: int = 8
     max_images_per_degradation: int = 0  # 0 = all
@@ -185,7 +185,7 @@ class EvalParams:
 @dataclass
 class StatsParams:
     method: str = "restorevar"
-    against: list[str] = field(default_factory=lambda: ["identity", "vqvae_roundtrip"])
+    against: list[str] = field(default_factory=lambda: ["identity", "copy_input", "vqvae_roundtrip"])
     metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips"])
     confidence: float = 0.95
     n_boot: int = 2000
@@ -307,7 +307,7 @@ class TrackingParams:
 
 
 MODEL_METHOD = "restorevar"
-BASELINES = ("identity", "vqvae_roundtrip")
+BASELINES = ("identity", "copy_input", "vqvae_roundtrip")
 
 
 def load_raw(path: Path = PARAMS) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The one home of image math: conversions between uint8 pixels and the model's [-1, 1] tensors, and PSNR.
+"""The one home of image math: conversions between uint8 pixels and the model's [-1, 1] tensors, PSNR, and the
+low-frequency fidelity (PSNR of 8 x 8 thumbnails).
 
 Conventions (BasicSR's, stated so that every caller agrees):
 - the model works on float RGB in [-1, 1]; pixels on disk are uint8 RGB in [0, 255];
@@ -64,3 +65,20 @@ def pooled_psnr(a_B3HW: torch.Tensor, b_B3HW: torch.Tensor) -> float:
     if a_B3HW.shape != b_B3HW.shape:
         raise ValueError(f"PSNR of differently shaped images: {tuple(a_B3HW.shape)} vs {tuple(b_B3HW.shape)}")
     return float(psnr_per_image(a_B3HW.reshape(1, -1), b_B3HW.reshape(1, -1))[0])
+
+
+# Low-frequency fidelity: the colours and tones of the image as a whole (what haze and low light change, and what a
+# model that paints brown for green gets wrong whatever its fine detail), independent of detail and noise.
+LOWFREQ_SIZE = 8
+
+
+def thumbnail(x_B3HW: torch.Tensor, size: int = LOWFREQ_SIZE) -> torch.Tensor:
+    """The ``size`` x ``size`` area-average thumbnail (each output pixel the mean of its block of pixels)."""
+    return torch.nn.functional.adaptive_avg_pool2d(x_B3HW.detach().double().clamp(-1, 1), size)
+
+
+def lowfreq_psnr_per_image(a_B3HW: torch.Tensor, b_B3HW: torch.Tensor, size: int = LOWFREQ_SIZE) -> torch.Tensor:
+    """PSNR (dB, as ``psnr_per_image``) of the two images' ``size`` x ``size`` thumbnails, shape (B,)."""
+    if a_B3HW.shape != b_B3HW.shape:
+        raise ValueError(f"PSNR of differently shaped images: {tuple(a_B3HW.shape)} vs {tuple(b_B3HW.shape)}")
+    return psnr_per_image(thumbnail(a_B3HW, size), thumbnail(b_B3HW, size))

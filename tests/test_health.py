@@ -157,7 +157,8 @@ def expected_keys() -> set[str]:
     per_scale = ["codebook_usage", "codebook_perplexity", "tf_acc", "copy_acc", "greedy_distinct_tokens",
                  "cond_swap_changed", "cond_swap_changed_tf"]
     keys = {"n_images", "roundtrip_psnr_discrete", "roundtrip_psnr_continuous", "thumbnail_psnr", "cross_gain_0", "cross_gain_1",
-            "sos_gain", *per_scale}
+            "sos_gain", "restored_psnr", "input_psnr", "copy_psnr", "restored_minus_input", "lowfreq_psnr_restored",
+            "lowfreq_psnr_input", "lowfreq_restored_minus_input", *per_scale}
     keys |= {f"{name}_scale_{k}" for name in [*per_scale, "patch_num"] for k in range(len(TINY_PNS))}
     return {"health/" + k for k in keys}
 

@@ -93,14 +93,14 @@ def test_repro_runs_every_stage_and_writes_metrics(done):
     assert "Generalization: datasets never trained on" in (project / "reports" / "report.md").read_text()
     assert not info["metrics"]["lpips"]["available"] and "not cached" in info["metrics"]["lpips"]["reason"]
     per = m["rgb-crop0-resize32"]
-    assert set(per) == {"restorevar", "identity", "vqvae_roundtrip"}
+    assert set(per) == {"restorevar", "identity", "copy_input", "vqvae_roundtrip"}
     for method in per.values():
         assert len(method) == 8  # 7 degradations + overall
         assert all(set(v) == {"psnr", "ssim"} for v in method.values())
     assert m["gflops"]["end_to_end"] > 0
     stats = json.loads((project / "results" / "stats.json").read_text())
     assert {(c["metric"], c["b"]) for c in stats["comparisons"]} == {
-        (mt, b) for mt in ("psnr", "ssim") for b in ("identity", "vqvae_roundtrip")}
+        (mt, b) for mt in ("psnr", "ssim") for b in ("identity", "copy_input", "vqvae_roundtrip")}
     assert "lpips" in stats["not_measured"]
     page = (project / "reports" / "report.html").read_text()
     assert "rgb-crop0-resize32" in page and "data:image/png;base64," in page and "unavailable" in page
@@ -240,6 +240,12 @@ def test_every_trial_is_a_finished_mlflow_run_with_metrics_and_artifacts(done):
         history = c.get_metric_history(run.info.run_id, "loss") if stage != "finetune_decoder" else \
             c.get_metric_history(run.info.run_id, "l1")
         assert len(history) >= 2
+        if stage == "train_transformer":  # the learning curves that show whether the model reads its input
+            for name in ("health/tf_acc_scale_0", "health/copy_acc_scale_0", "health/cross_gain_0", "health/sos_gain",
+                         "health/cond_swap_changed", "health/restored_psnr", "health/input_psnr",
+                         "health/lowfreq_psnr_restored", "health/lowfreq_psnr_input"):
+                points = c.get_metric_history(run.info.run_id, name)
+                assert {p.step for p in points} >= {20, 40}, name  # both evaluations of the 40 steps
         # the run names its checkpoint and digest; the weights stay in the run folder (tracking.log_checkpoints
         # copies them into MLflow too)
         assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"samples.png"}, stage

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from restorevar.imaging import mean_psnr
+from restorevar.imaging import lowfreq_psnr_per_image, mean_psnr, psnr_per_image
 
 PREFIX = "health/"
 
@@ -120,10 +120,13 @@ def _counts(idx_list: list[torch.Tensor], vocab_size: int) -> torch.Tensor:
     return torch.stack([torch.bincount(i.flatten().cpu(), minlength=vocab_size) for i in idx_list])
 
 
-def _greedy_BL(model, x_deg_B3HW: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def _greedy(model, x_deg_B3HW: torch.Tensor, seed: int = 0):
     # top_k = top_p = 0 is generate's greedy argmax; the seed only matters to sampling, so it is inert here.
-    gen = model.transformer.generate(model.condition(x_deg_B3HW), model.vqvae.quantizer, seed=seed)
-    return _flat(gen.idx_list)
+    return model.transformer.generate(model.condition(x_deg_B3HW), model.vqvae.quantizer, seed=seed)
+
+
+def _greedy_BL(model, x_deg_B3HW: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    return _flat(_greedy(model, x_deg_B3HW, seed).idx_list)
 
 
 def _rolled(x_B3HW: torch.Tensor) -> torch.Tensor:
@@ -229,6 +232,11 @@ def model_health(model, batches: list[dict[str, torch.Tensor]], seed: int = 0) -
       next image's degraded conditioning (the images rolled by one across all batches); 0 = ignores it.
     - ``health/cond_swap_changed_tf[_scale_{k}]``: the same for teacher-forced argmax predictions.
     - ``health/cross_gain_{i}``, ``health/sos_gain``: the conditioning gates (zero at initialisation).
+    - ``health/restored_psnr``: mean PSNR (dB) against the clean image of the greedy tokens decoded by the tokenizer
+      (no refiner); ``health/input_psnr``: the degraded input's; ``health/copy_psnr``: the degraded image's own
+      tokens decoded (what a model that only copies would get); ``health/restored_minus_input``.
+    - ``health/lowfreq_psnr_restored`` / ``_input``: the same on 8 x 8 thumbnails (low-frequency fidelity: do the
+      colours and tones follow the image?), and ``health/lowfreq_restored_minus_input``.
 
     Fractions and accuracies are token-weighted means over all images. ``seed`` goes to ``generate``, whose
     greedy decoding ignores it, so the result depends on the inputs alone. Raises if a value is not finite.
@@ -260,7 +268,14 @@ def model_health(model, batches: list[dict[str, torch.Tensor]], seed: int = 0) -
         logits_BLV, target_BL = model.teacher_forcing(deg, clean)
         add("tf_acc", per_scale_accuracy(logits_BLV, target_BL, pns), B)
         add("copy_acc", copy_baseline_accuracy(vq, deg, clean).per_scale, B)
-        greedy_BL = _greedy_BL(model, deg, seed)
+        gen = _greedy(model, deg, seed)
+        greedy_BL = _flat(gen.idx_list)
+        restored = vq.decode(gen.f_hat_BChw)
+        copy = vq.decode(vq.quantize(vq.encode(deg)).f_hat_BChw)
+        add("pixels", [float(psnr_per_image(restored, clean).sum()) / B, float(psnr_per_image(deg, clean).sum()) / B,
+                       float(psnr_per_image(copy, clean).sum()) / B,
+                       float(lowfreq_psnr_per_image(restored, clean).sum()) / B,
+                       float(lowfreq_psnr_per_image(deg, clean).sum()) / B], B)
         for k, s in enumerate(_split(greedy_BL, pns)):
             seen_SV[k, s.flatten().cpu()] = True
         add("cond_swap_changed", _changed(greedy_BL, _greedy_BL(model, x_swap, seed), pns).per_scale, B)
@@ -280,6 +295,10 @@ def model_health(model, batches: list[dict[str, torch.Tensor]], seed: int = 0) -
         out.update({f"{name}_scale_{k}": v for k, v in enumerate(per)})
     out["roundtrip_psnr_discrete"], out["roundtrip_psnr_continuous"] = (v / n for v in sums["roundtrip_psnr"])
     out["thumbnail_psnr"] = sums["thumbnail_psnr"][0] / n
+    (out["restored_psnr"], out["input_psnr"], out["copy_psnr"], out["lowfreq_psnr_restored"],
+     out["lowfreq_psnr_input"]) = (v / n for v in sums["pixels"])
+    out["restored_minus_input"] = out["restored_psnr"] - out["input_psnr"]
+    out["lowfreq_restored_minus_input"] = out["lowfreq_psnr_restored"] - out["lowfreq_psnr_input"]
     out.update(cross_gains(tr))
     bad = [k for k, v in out.items() if not math.isfinite(v)]
     if bad:

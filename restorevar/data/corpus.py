@@ -12,7 +12,7 @@ Sources (``build_corpus(sources, ...)``, ``restorevar data corpus --source ...``
 
 The package ``mate-backgrounds`` is reserved for an independent evaluation: it, and any path under
 /usr/share/backgrounds/mate or holding ``mate-backgrounds``, is refused before any work. An image whose file or
-decoded pixels equal those of a test photograph is left out (``test scene``), as are exact duplicates and images
+decoded pixels equal those of a test or validation photograph is left out (``test scene``), as are exact duplicates and images
 whose shorter side is under ``min_side``. Kept images are downscaled (Lanczos, never upscaled) so that their
 shorter side is at most ``max_side`` and stored as PNG under ``images/``; ``corpus.json`` records each with
 the SHA-256 of the stored file, which ``load_corpus`` checks.
@@ -394,9 +394,10 @@ def pixel_sha256(rgb: np.ndarray) -> str:
 
 
 def _test_hashes() -> tuple[dict[str, str], dict[str, str]]:
-    """file sha256 -> name and pixel sha256 -> name of the test photographs (a missing one stops the build)."""
+    """file sha256 -> name and pixel sha256 -> name of the test and validation photographs, the scenes no model may
+    train on (a missing one stops the build)."""
     files, pixels = {}, {}
-    for p in photos_for("test"):
+    for p in photos_for("test") + photos_for("val"):
         path = photo_path(p)
         files[sha256_of(path)] = p.name
         pixels[pixel_sha256(np.asarray(read_image(path)))] = p.name
@@ -497,7 +498,7 @@ def _write(cands: list[Candidate], staged: Path, test_files: dict[str, str], tes
     for c in tqdm(cands, desc="corpus images", unit="image", disable=not progress):
         source_sha = sha256_of(c.path)
         if source_sha in test_files:
-            skip(c, "test scene", f"the same file as the test photograph {test_files[source_sha]}")
+            skip(c, "test scene", f"the same file as the held-out photograph {test_files[source_sha]}")
             continue
         try:
             rgb = np.asarray(read_image(c.path, max_pixels=max_pixels))
@@ -506,7 +507,7 @@ def _write(cands: list[Candidate], staged: Path, test_files: dict[str, str], tes
             continue
         digest = pixel_sha256(rgb)
         if digest in test_pixels:
-            skip(c, "test scene", f"the same pixels as the test photograph {test_pixels[digest]}")
+            skip(c, "test scene", f"the same pixels as the held-out photograph {test_pixels[digest]}")
             continue
         h, w = rgb.shape[:2]
         if min(h, w) < min_side:

@@ -30,9 +30,10 @@ class Scene:
 
 
 def load_scenes(photos: str) -> list[Scene]:
-    """``shipped``: the benchmark's training photographs; otherwise the path of a corpus.json."""
-    if photos == "shipped":
-        return [Scene(p.name, load_photo(p)) for p in photos_for("train")]
+    """``shipped``: the benchmark's training photographs; ``unseen``: the shipped validation scenes (never trained
+    on); otherwise the path of a corpus.json."""
+    if photos in ("shipped", "unseen"):
+        return [Scene(p.name, load_photo(p)) for p in photos_for("train" if photos == "shipped" else "val")]
     from restorevar.data.corpus import corpus_arrays, load_corpus
 
     entries = load_corpus(photos)

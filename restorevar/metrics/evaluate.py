@@ -44,6 +44,17 @@ def model_method(model, device: torch.device, options: InferenceOptions | None =
     return run
 
 
+def copy_input_method(vqvae, device: torch.device) -> Method:
+    """The degraded image's own tokens, decoded by ``vqvae`` (the study's decoder): what a model that only copies its
+    input would score. Beside ``identity`` it is the bar that shows whether the model restores or merely copies."""
+    def run(items, deg_B3HW):
+        with torch.no_grad():
+            f = vqvae.encode(deg_B3HW.to(device))
+            out = vqvae.decode(vqvae.quantizer.idx_to_f_hat(vqvae.quantize(f).idx_list))
+        return list(out.float().cpu())
+    return run
+
+
 def roundtrip_method(vqvae, device: torch.device) -> Method:
     """The clean image through the tokenizer and back (discrete tokens): the upper bound of token prediction."""
     return reconstruction_method(vqvae, device, continuous=False)

@@ -95,11 +95,15 @@ class CrossAttention(nn.Module):
             k = apply_rope(k, *rope)
         return k, v
 
-    def forward(self, x_BLC: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: Rope) -> torch.Tensor:
+    def read(self, x_BLC: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: Rope) -> torch.Tensor:
+        """What the condition says at each query, before the gate (an auxiliary loss can train it directly)."""
         q = _heads(self.q_proj(self.norm_q(x_BLC)), self.n_heads)
         q = self.cos_scale.q(q)
         if rope is not None:
             q = apply_rope(q, *rope)
         k, v = kv
         out = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, scale=1.0)
-        return self.gain * self.out_proj(_merge(out))
+        return self.out_proj(_merge(out))
+
+    def forward(self, x_BLC: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: Rope) -> torch.Tensor:
+        return self.gain * self.read(x_BLC, kv, rope)

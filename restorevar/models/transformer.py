@@ -97,11 +97,15 @@ class Block(nn.Module):
         self.cross_attn = CrossAttention(cfg.width, cfg.heads, cfg.cross_norm_eps)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x_BLC, rope, cross_kv, mask_LL=None, cache=None) -> torch.Tensor:
-        """``rope`` rotates this stream's queries (and self-attention keys); ``cross_kv`` is pre-rotated."""
+    def forward(self, x_BLC, rope, cross_kv, mask_LL=None, cache=None, reads=None) -> torch.Tensor:
+        """``rope`` rotates this stream's queries (and self-attention keys); ``cross_kv`` is pre-rotated.
+        ``reads``, a list, collects the cross-attention's ungated output (an auxiliary loss's input)."""
         x_BLC = x_BLC + self.drop_path(self.self_attn(self.norm1(x_BLC), rope, mask_LL, cache))
         x_BLC = x_BLC + self.drop_path(self.ffn(self.norm2(x_BLC)))
-        return x_BLC + self.cross_attn(x_BLC, cross_kv, rope)
+        read_BLC = self.cross_attn.read(x_BLC, cross_kv, rope)
+        if reads is not None:
+            reads.append(read_BLC)
+        return x_BLC + self.cross_attn.gain * read_BLC
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,19 +219,24 @@ class RestoreVARTransformer(nn.Module):
 
     # -- teacher forcing -----------------------------------------------------------------------
     def forward(
-        self, cond_BNCv: torch.Tensor, x_BLCv_wo_first: torch.Tensor, return_hidden: bool = False
+        self, cond_BNCv: torch.Tensor, x_BLCv_wo_first: torch.Tensor, return_hidden: bool = False,
+        reads: list[torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """All scales at once under the block-causal mask: logits ``(B, L, V)``."""
+        """All scales at once under the block-causal mask: logits ``(B, L, V)``. ``reads``, a list, collects each
+        block's ungated cross-attention output ``(B, L, C)``."""
         cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
         x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCv_wo_first)], dim=1)
         x_BLC = self._add_positions(x_BLC, 0, self.L)
         kvs, rope = self.cross_kv(cond_BNC), self._rope(0, self.L)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        if recompute and reads is not None:  # a recomputed block's outputs are not this pass's tensors
+            raise UserError("the condition path's auxiliary loss does not work with activation checkpointing; "
+                            "switch one of them off")
         for block, kv in zip(self.blocks, kvs):
             if recompute:  # drop-path's draw is replayed: the RNG state is saved with the inputs
                 x_BLC = torch.utils.checkpoint.checkpoint(block, x_BLC, rope, kv, self.mask_LL, use_reentrant=False)
             else:
-                x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL)
+                x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL, reads=reads)
         logits_BLV = self.logits(x_BLC)
         return (logits_BLV, x_BLC) if return_hidden else logits_BLV
 

@@ -108,8 +108,10 @@ def build_report(results: Path, out_dir: Path, title: str = "RestoreVAR suite re
               f"{proto['size']} px; LPIPS {proto['lpips']}; SSIM {proto['ssim']}; values in {proto['range']}",
               "methods": ", ".join(f"`{m}`" for m in methods),
               "metrics": "; ".join(f"{m}: {v['reason']}" for m, v in info["metrics"].items())})
-    doc.text("`identity` is the degraded input itself; `vqvae_roundtrip` is the clean image encoded to tokens by "
-             "the tokenizer and decoded again, the upper bound of token prediction the paper discusses. "
+    doc.text("`identity` is the degraded input itself; `copy_input` is the degraded image's own tokens decoded by "
+             "the study's decoder, what a model that only copies its input would score; `vqvae_roundtrip` is the "
+             "clean image encoded to tokens by the tokenizer and decoded again, the upper bound of token prediction "
+             "the paper discusses. "
              "Every number below is computed from the per-image rows in `results/per_image/`.", note=True)
 
     # Table 1: the degradations trained on; Table 2: datasets seen only at test time (older results say nothing)

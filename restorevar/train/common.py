@@ -35,6 +35,9 @@ class DataConfig:
     photos: str = "shipped"
     min_crop_fraction: float = 0.4  # onthefly: crop side as a fraction of the photo's shorter side
     val_scenes: int = 0  # onthefly: whole scenes held out for validation (0: validate on its own pair stream)
+    # onthefly: "unseen" validates on the shipped validation scenes (restorevar.data.photos: never trained on, never
+    # the test split), so that what is chosen generalises; "" on held-out scenes of `photos` or its own stream
+    val_photos: str = ""
     train_manifest: str = "data/synth/train.json"
     val_fraction: float = 0.1  # held out of the training manifest for validation; the test split is never used
     val_per_group: int | None = None  # at most this many per (dataset, degradation); the official holds out 100
@@ -56,6 +59,7 @@ class LoopConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 2.0
+    warmup_steps: int = 0  # linear LR ramp from lr / warmup_steps over the first steps, then the schedule below
     flat_fraction: float = 0.05  # flat LR for this fraction of steps, then linear decay
     final_lr_fraction: float = 0.01
     seed: int = 0
@@ -79,6 +83,8 @@ class LoopConfig:
                             f"loop.batch_size={self.batch_size}")
         if not 0 <= self.flat_fraction <= 1:
             raise UserError("flat_fraction must be in [0, 1]")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise UserError(f"loop.warmup_steps={self.warmup_steps} must be in [0, loop.steps={self.steps})")
 
 
 @dataclass
@@ -138,10 +144,13 @@ def set_tf32(dev: torch.device, on: bool) -> bool:
 
 
 def lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:
-    """Flat for ``flat_fraction`` of the steps, then linear decay to ``final_lr_fraction`` (no warm-up ramp)."""
+    """A linear ramp over ``warmup_steps`` (none by default), flat up to ``flat_fraction`` of the steps, then linear
+    decay to ``final_lr_fraction``."""
     flat = int(cfg.steps * cfg.flat_fraction)
 
     def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
         if step < flat:
             return 1.0
         t = (step - flat) / max(1, cfg.steps - flat)
@@ -307,6 +316,8 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
     if data.num_workers < 0:
         raise UserError(f"data.num_workers must be >= 0, got {data.num_workers}")
     if data.pairs == "manifest":
+        if data.val_photos:
+            raise UserError("data.val_photos needs data.pairs: onthefly (a manifest holds its own validation share)")
         ds, batches, val_idx = make_data(data, loop)
         val = val_batches(ds, val_idx, loop.batch_size, loop.val_batches, device)
     elif data.pairs == "onthefly":
@@ -314,7 +325,10 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
 
         train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, data.split_seed)
         batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction)
-        val_src = SynthPairs(held_out or train, data.crop, loop.batch_size, data.split_seed,
+        if data.val_photos not in ("", "unseen"):
+            raise UserError(f"data.val_photos must be \"unseen\" or \"\", got {data.val_photos!r}")
+        val_scenes = load_scenes("unseen") if data.val_photos == "unseen" else held_out or train
+        val_src = SynthPairs(val_scenes, data.crop, loop.batch_size, data.split_seed,
                              min_crop_fraction=data.min_crop_fraction)
         val = val_src.fixed_batches(loop.val_batches, device)
     else:
@@ -323,6 +337,18 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
     if data.num_workers:
         batches = PrefetchedBatches(batches, loop.steps, data.num_workers, device)
     return batches, val
+
+
+def seen_val_batches(data: DataConfig, loop: LoopConfig, device) -> list[dict]:
+    """Validation pairs from the training scenes themselves (new crops and degradations, from a stream training
+    never draws): beside the unseen-scene validation, the gap between the two shows overfitting to the scenes."""
+    from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
+
+    if data.pairs != "onthefly":
+        return []
+    train, _ = split_scenes(load_scenes(data.photos), data.val_scenes, data.split_seed)
+    return SynthPairs(train, data.crop, loop.batch_size, data.split_seed,
+                      min_crop_fraction=data.min_crop_fraction).fixed_batches(loop.val_batches, device)
 
 
 def val_batches(ds: PairedDataset, val_idx: list[int], batch_size: int, max_batches: int, device) -> list[dict]:

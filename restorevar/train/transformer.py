@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +26,7 @@ from restorevar.train.common import (
     null_reporter,
     pick_device,
     run_loop,
+    seen_val_batches,
     set_tf32,
 )
 from restorevar.train.distributed import Ranks
@@ -51,10 +53,28 @@ class TransformerTrainConfig:
     # them become useful before the gates, seeing only noise from them, close again
     condition_lr_mult: float = 1.0
     loss_weighting: str = "token"  # token (the paper) or scale: see token_weights
+    # weight of an auxiliary loss on the condition path: each block's ungated cross-attention output, through the
+    # (fixed) head, predicts the clean tokens. With the gates at zero the main loss gives the cross-attention no
+    # gradient, and near zero only a tiny, noisy one that Adam blows up to full-size steps; this one reaches it
+    # directly, so the path learns to fetch what the image says before the gates decide how much of it to use
+    aux_weight: float = 0.0
+    # a curriculum: at step s each training pair is an identity pair (degraded = clean, where copying the
+    # condition is the exact answer) with probability identity_share x (1 - s / identity_steps)
+    identity_share: float = 0.0
+    identity_steps: int = 0
     health: bool = True  # model-health diagnostics (restorevar.analysis.health) at every evaluation
 
     def validate(self) -> None:
         self.loop.validate()
+        if not 0 <= self.aux_weight <= 100:
+            raise UserError(f"aux_weight must be in [0, 100], got {self.aux_weight}")
+        if not 0 <= self.identity_share <= 1 or self.identity_steps < 0:
+            raise UserError(f"identity_share must be in [0, 1] and identity_steps >= 0, got {self.identity_share} "
+                            f"and {self.identity_steps}")
+        if self.identity_share > 0 and self.identity_steps == 0:
+            raise UserError("identity_share > 0 needs identity_steps > 0 (the steps over which it falls to zero)")
+        if self.aux_weight and self.loop.activation_checkpointing:
+            raise UserError("aux_weight does not work with loop.activation_checkpointing; switch one of them off")
         token_weights((1,), self.loss_weighting)  # an unknown weighting fails here, naming the key
         if self.gain_lr_mult <= 0 or self.condition_lr_mult <= 0:
             raise UserError(f"gain_lr_mult and condition_lr_mult must be positive, got {self.gain_lr_mult} and "
@@ -83,15 +103,59 @@ def token_weights(patch_nums, weighting: str) -> torch.Tensor:
 
 
 def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torch.Tensor, label_smoothing: float,
-                     amp: bool, weighting: str = "token"):
-    """Teacher-forced cross-entropy of one batch (bf16 autocast when ``amp``), with the logits and targets."""
+                     amp: bool, weighting: str = "token", aux_weight: float = 0.0):
+    """Teacher-forced cross-entropy of one batch (bf16 autocast when ``amp``), with the logits and targets; plus
+    ``aux_weight`` x the condition path's auxiliary loss (``condition_read_loss``)."""
+    tr = model.transformer
+    reads: list[torch.Tensor] | None = [] if aux_weight else None
     with torch.autocast(deg_B3HW.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits, target = model.teacher_forcing(deg_B3HW, clean_B3HW)
-        ce_BL = F.cross_entropy(logits.float().transpose(1, 2), target, label_smoothing=label_smoothing,
-                                reduction="none")
-        w_L = token_weights(model.transformer.patch_nums, weighting).to(ce_BL.device)
-        loss = (ce_BL * w_L).sum(1).mean()
+        logits, target = model.teacher_forcing(deg_B3HW, clean_B3HW, reads=reads)
+        w_L = token_weights(tr.patch_nums, weighting).to(logits.device)
+        loss = weighted_ce(logits, target, w_L, label_smoothing)
+        if reads:
+            loss = loss + aux_weight * condition_read_loss(tr, reads, target, w_L)
     return loss, logits, target
+
+
+def weighted_ce(logits_BLV: torch.Tensor, target_BL: torch.Tensor, w_L: torch.Tensor, label_smoothing: float = 0.0):
+    ce_BL = F.cross_entropy(logits_BLV.float().transpose(1, 2), target_BL, label_smoothing=label_smoothing,
+                            reduction="none")
+    return (ce_BL * w_L).sum(1).mean()
+
+
+def condition_read_loss(tr, reads: list[torch.Tensor], target_BL: torch.Tensor, w_L: torch.Tensor) -> torch.Tensor:
+    """Mean over blocks of the cross-entropy of the clean tokens predicted from each block's ungated cross-attention
+    output alone, through the head with its weights held fixed: it trains what reads the condition (and the stream
+    below each block, which asks the queries), never the head itself."""
+    weight, bias = tr.head.weight.detach(), tr.head.bias.detach()
+    losses = [weighted_ce(F.linear(tr.head_norm(r_BLC.float()), weight.float(), bias.float()), target_BL, w_L)
+              for r_BLC in reads]
+    return torch.stack(losses).mean()
+
+
+def teacher_forced_eval(model: RestoreVAR, batches: list[dict]) -> dict[str, float]:
+    """Teacher-forced accuracy (per scale and token-weighted) and cross-entropy over validation batches."""
+    tr = model.transformer
+    accs, losses = [], []
+    for b in batches:
+        logits, target = model.teacher_forcing(b["degraded"], b["clean"])
+        losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten()).item())
+        accs.append(per_scale_accuracy(logits, target, tr.patch_nums))
+    if not accs:
+        return {}
+    per_scale = [sum(a[k] for a in accs) / len(accs) for k in range(len(tr.patch_nums))]
+    out = {f"val_acc_scale_{k}": v for k, v in enumerate(per_scale)}
+    weights = [pn * pn for pn in tr.patch_nums]
+    out["val_acc"] = sum(w * a for w, a in zip(weights, per_scale)) / sum(weights)
+    out["val_loss"] = sum(losses) / len(losses)
+    return out
+
+
+def identity_mask(seed: int, step: int, batch_size: int, share: float, steps: int) -> torch.Tensor:
+    """Which of step ``step``'s ``batch_size`` pairs become identity pairs: a pure function of (seed, step)."""
+    p = share * max(0.0, 1.0 - step / steps) if steps else 0.0
+    u = np.random.default_rng([seed, step, 7919]).random(batch_size)
+    return torch.from_numpy(u < p)
 
 
 def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
@@ -133,31 +197,31 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
 
     def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
         loss, logits, target = transformer_loss(model, b["degraded"], b["clean"], cfg.label_smoothing, amp,
-                                                cfg.loss_weighting)
+                                                cfg.loss_weighting, cfg.aux_weight)
         return loss, {"acc": (logits.argmax(-1) == target).float().mean().item()}
+
+    part = ranks.part(cfg.loop.batch_size)
 
     def step_fn(step: int) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
-        metrics = accumulate_backward(batches.batch(step, device), cfg.loop.grad_accum, micro_loss)
+        batch = batches.batch(step, device)
+        if cfg.identity_share:
+            same_B = identity_mask(cfg.loop.seed, step, cfg.loop.batch_size, cfg.identity_share,
+                                   cfg.identity_steps)[part].to(device)
+            batch["degraded"] = torch.where(same_B[:, None, None, None], batch["clean"], batch["degraded"])
+        metrics = accumulate_backward(batch, cfg.loop.grad_accum, micro_loss)
         ranks.average_grads(tr.parameters())
         gn = torch.nn.utils.clip_grad_norm_(tr.parameters(), cfg.loop.grad_clip)
         opt.step()
         return {**metrics, "grad_norm": float(gn)}
 
+    seen = seen_val_batches(cfg.data, cfg.loop, device) if cfg.data.val_photos else []
+
     def eval_fn() -> dict[str, float]:
-        accs, losses = [], []
-        for b in val:
-            logits, target = model.teacher_forcing(b["degraded"], b["clean"])
-            losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten()).item())
-            accs.append(per_scale_accuracy(logits, target, tr.patch_nums))
-        if not accs:
-            return {}
-        per_scale = [sum(a[k] for a in accs) / len(accs) for k in range(len(tr.patch_nums))]
-        out = {f"val_acc_scale_{k}": v for k, v in enumerate(per_scale)}
-        weights = [pn * pn for pn in tr.patch_nums]
-        out["val_acc"] = sum(w * a for w, a in zip(weights, per_scale)) / sum(weights)
-        out["val_loss"] = sum(losses) / len(losses)
-        if cfg.health:  # the gates, the copy baseline, collapse and use of the condition, over training
+        out = teacher_forced_eval(model, val)
+        if seen:  # the training scenes, for the gap to the unseen ones
+            out.update({k.replace("val_", "val_seen_", 1): v for k, v in teacher_forced_eval(model, seen).items()})
+        if out and cfg.health:  # the gates, the copy baseline, collapse and use of the condition, over training
             out.update(model_health(model, val, seed=cfg.loop.seed))
         return out
 

@@ -1,0 +1,131 @@
+"""The transformer's recipe study: one change at a time against a base recipe, judged on unseen scenes.
+
+Each variant trains the default profile's transformer (the ``cpu`` preset, from the shipped tokenizer and prior,
+pairs drawn afresh from the 7 training photographs) and is validated on the shipped validation scenes, which no
+stage trains on and which are not the test split. One JSON line per variant: teacher-forced accuracy against the
+copy predictor's (overall and scales 0-3), restored (greedy tokens through the tokenizer, no refiner) against
+input PSNR, low-frequency fidelity, the gates, and how many greedy tokens a swapped condition changes.
+
+    python -m benchmarks.recipe_study --out study/ --steps 400 base aux=1 identity gate1
+    python -m benchmarks.recipe_study --list
+
+A variant is a name from ``VARIANTS`` or ``key=value`` settings of TransformerTrainConfig joined by commas
+(``aux_weight=1,loop.warmup_steps=50``); every variant is applied on top of ``--base``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "one_lr": {"gain_lr_mult": 1.0, "condition_lr_mult": 1.0},
+    "warmup": {"loop.warmup_steps": 50},
+    "gate1": {"gate_init": 1.0},
+    "aux": {"aux_weight": 1.0},
+    "identity": {"identity_share": 0.5, "identity_steps": 200},
+    "token_weighting": {"loss_weighting": "token"},
+    "corpus": {"data.photos": "data/corpus/corpus.json"},
+}
+
+# the default profile's train_transformer column as committed, with the validation on unseen scenes
+BASE = {"init_from": "pretrained", "gain_lr_mult": 10.0, "condition_lr_mult": 10.0, "loss_weighting": "scale",
+        "model.preset": "cpu", "tokenizer_checkpoint": "", "data.pairs": "onthefly", "data.photos": "shipped",
+        "data.crop": 64, "data.val_photos": "unseen", "loop.batch_size": 8, "loop.lr": 1e-3, "loop.log_every": 25,
+        "loop.val_batches": 4}
+
+
+def parse_variant(text: str) -> dict:
+    if text in VARIANTS:
+        return dict(VARIANTS[text])
+    out = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise SystemExit(f"recipe_study: unknown variant {text!r}; use a name from --list or key=value settings")
+        key, value = part.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def nested(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def summary(m: dict) -> dict:
+    h = {k.removeprefix("health/"): v for k, v in m.items()}
+    keep = ["val_acc", "val_seen_acc", "tf_acc", "copy_acc", "restored_psnr", "input_psnr", "copy_psnr",
+            "restored_minus_input", "lowfreq_psnr_restored", "lowfreq_psnr_input", "cond_swap_changed", "sos_gain"]
+    out = {k: round(h[k], 4) for k in keep if k in h}
+    for k in range(4):
+        for name in ("tf_acc", "copy_acc"):
+            if f"{name}_scale_{k}" in h:
+                out[f"{name}_scale_{k}"] = round(h[f"{name}_scale_{k}"], 4)
+    gates = [v for k, v in h.items() if k.startswith("cross_gain_")]
+    if gates:
+        out["cross_gain_min"], out["cross_gain_max"] = round(min(gates), 4), round(max(gates), 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("variants", nargs="*")
+    ap.add_argument("--out", default="recipe_study")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--eval-every", type=int, default=0, help="0: at the end only")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", default="", help="settings applied before every variant (key=value,...)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, settings in VARIANTS.items():
+            print(f"{name}: {settings}")
+        return 0
+    import torch
+
+    from restorevar.config import from_dict
+    from restorevar.pretrained import pretrained_path
+    from restorevar.train.transformer import TransformerTrainConfig, train_transformer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.variants or ["base"]:
+        flat = {**BASE, "tokenizer_checkpoint": str(pretrained_path("cpu", "tokenizer")),
+                "loop.steps": args.steps, "loop.seed": args.seed,
+                "loop.eval_every": args.eval_every or args.steps, "loop.ckpt_every": args.steps,
+                **(parse_variant(args.base) if args.base else {}), **parse_variant(name)}
+        cfg = from_dict(TransformerTrainConfig, nested(flat))
+        tag = name.replace("=", "-").replace(",", "_").replace("/", "_")
+        curve: list[dict] = []
+
+        def report(step, metrics, checkpoint=None, curve=curve):
+            if any(k.startswith("health/") for k in metrics) and (not curve or curve[-1]["step"] != step):
+                curve.append({"step": step, **summary(metrics)})
+
+        t0 = time.perf_counter()
+        last = train_transformer(cfg, out / tag, report=report)
+        row = {"variant": name, "steps": args.steps, "seed": args.seed, "seconds": round(time.perf_counter() - t0, 1),
+               **summary(last), "curve": curve}
+        line = json.dumps(row)
+        print(line, flush=True)
+        with open(out / "results.jsonl", "a") as f:
+            f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
