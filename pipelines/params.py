@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
 
 # the pretraining tier (pretrain/dvc.yaml, `make pretrain`): the weights the study's training starts from
-PRETRAIN_STAGES = ("pretrain_tokenizer", "pretrain_prior")
+PRETRAIN_STAGES = ("pretrain_tokenizer", "pretrain_prior", "pretrain_restoration")
 TRAIN_STAGES = ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner")
 # sections that hold one entry per profile; the others are shared by all profiles
 PROFILE_SECTIONS = ("model", "data", *PRETRAIN_STAGES, *TRAIN_STAGES, "evaluate", "stats", "bench", "report",
@@ -40,6 +40,7 @@ PROFILE_SECTIONS = ("model", "data", *PRETRAIN_STAGES, *TRAIN_STAGES, "evaluate"
 # the checkpoint each stage reads, by config key: the stage that makes it
 UPSTREAM = {
     "pretrain_prior": {"tokenizer_checkpoint": "pretrain_tokenizer"},
+    "pretrain_restoration": {"tokenizer_checkpoint": "pretrain_tokenizer", "init_from": "pretrain_prior"},
     "finetune_decoder": {"tokenizer_checkpoint": "train_tokenizer"},
     "train_transformer": {"tokenizer_checkpoint": "train_tokenizer"},
     "train_refiner": {"decoder_checkpoint": "finetune_decoder", "transformer_checkpoint": "train_transformer"},
@@ -59,6 +60,7 @@ def train_config_class(stage: str) -> type:
     from restorevar.train.transformer import TransformerTrainConfig
 
     return {"pretrain_tokenizer": TokenizerTrainConfig, "pretrain_prior": PriorTrainConfig,
+            "pretrain_restoration": TransformerTrainConfig,
             "train_tokenizer": TokenizerTrainConfig, "finetune_decoder": DecoderTrainConfig,
             "train_transformer": TransformerTrainConfig, "train_refiner": RefinerTrainConfig}[stage]
 
@@ -525,9 +527,10 @@ class Params:
         when they are missing or do not match their card."""
         from restorevar.pretrained import pretrained_path
 
-        part = {"train_tokenizer": "tokenizer", "train_transformer": "prior"}
-        for stage, name in part.items():
-            if any(c.get("init_from") == "pretrained" for c in self.stages[stage].variants.values()):
+        part = {("train_tokenizer", "pretrained"): "tokenizer", ("train_transformer", "pretrained"): "prior",
+                ("train_transformer", "pretrained_restoration"): "restoration"}
+        for (stage, init), name in part.items():
+            if any(c.get("init_from") == init for c in self.stages[stage].variants.values()):
                 pretrained_path(self.model.preset, name)
 
     def preflight(self) -> list[str]:

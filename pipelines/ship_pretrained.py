@@ -1,8 +1,10 @@
-"""`make pretrain`'s last step: ship the pretrained tokenizer and prior, weights only, with their model card.
+"""`make pretrain`'s last step: ship the pretrained tokenizer, prior and restoration transformer, weights only, with
+their model card.
 
-Reads checkpoints/pretrain_{tokenizer,prior}.pt and their metrics, data/corpus/corpus.json and params.yaml;
-writes restorevar/pretrained/<preset>/{tokenizer.pt, prior.pt, card.json, MODEL_CARD.md}, each atomically.
-The weights keep their config (a checkpoint describes itself) and drop the optimizer and RNG state.
+Reads checkpoints/pretrain_{tokenizer,prior,restoration}.pt and their metrics, data/corpus/corpus.json and
+params.yaml; writes restorevar/pretrained/<preset>/{tokenizer.pt, prior.pt, restoration.pt, card.json,
+MODEL_CARD.md}, each atomically. The weights keep their config (a checkpoint describes itself) and drop the optimizer
+and RNG state. ``--parts`` ships some parts only (the stages that ran), keeping the card's entries of the others.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.pretrained import ROOT as SHIP_ROOT
 
-PARTS = {"tokenizer": ("pretrain_tokenizer", "vqvae"), "prior": ("pretrain_prior", "transformer")}
+PARTS = {"tokenizer": ("pretrain_tokenizer", "vqvae"), "prior": ("pretrain_prior", "transformer"),
+         "restoration": ("pretrain_restoration", "transformer")}
 
 
 def _commit() -> str:
@@ -44,13 +47,30 @@ def _metrics(stage: str) -> dict[str, Any]:
         raise UserError(f"{path} is missing; run `dvc repro pretrain/dvc.yaml` (make pretrain) first") from None
 
 
-def ship() -> dict[str, Any]:
+def _relative(value: Any) -> Any:
+    """A stage config with the project's paths made relative to it: no card holds the path of the machine it was
+    made on."""
+    if isinstance(value, dict):
+        return {k: _relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v) for v in value]
+    if isinstance(value, str) and value.startswith(str(ROOT) + os.sep):
+        return os.path.relpath(value, ROOT)
+    return value
+
+
+def ship(parts: tuple[str, ...] = tuple(PARTS)) -> dict[str, Any]:
     p = Params()
     preset = p.model.preset
     out = SHIP_ROOT / preset
     out.mkdir(parents=True, exist_ok=True)
     files, stages = {}, {}
-    for part, (stage, component) in PARTS.items():
+    if set(parts) != set(PARTS):  # the other parts stay as the card has them
+        old = json.loads((out / "card.json").read_text()) if (out / "card.json").is_file() else {}
+        files = {k: v for k, v in old.get("files", {}).items() if k not in parts}
+        stages = {k: v for k, v in old.get("stages", {}).items() if k not in {PARTS[q][0] for q in parts}}
+    for part in parts:
+        stage, component = PARTS[part]
         src = checkpoint_path(stage)
         ck = load_checkpoint(src)
         dst = out / f"{part}.pt"
@@ -59,7 +79,9 @@ def ship() -> dict[str, Any]:
         files[part] = {"file": dst.name, "sha256": sha256_of(dst), "bytes": dst.stat().st_size, "component": component}
         m = _metrics(stage)
         stages[stage] = {"steps": ck["step"], "seconds": m.get("seconds"), "metrics": m.get("metrics", {}),
-                         "params": p.stages[stage].config_dict}
+                         "params": _relative(p.stages[stage].config_dict)}
+    files = {k: files[k] for k in PARTS if k in files}
+    stages = {PARTS[k][0]: stages[PARTS[k][0]] for k in PARTS if PARTS[k][0] in stages}
     photos = p.stages["pretrain_tokenizer"].config.data.photos
     corpus = [{k: e[k] for k in ("source", "origin", "scene", "source_sha256", "sha256", "width", "height")}
               for e in load_corpus(photos)]
@@ -75,7 +97,7 @@ def ship() -> dict[str, Any]:
 
 
 def model_card_markdown(card: dict[str, Any]) -> str:
-    lines = [f"# Pretrained `{card['preset']}` tokenizer and prior", "",
+    lines = [f"# Pretrained `{card['preset']}` tokenizer, prior and restoration transformer", "",
              ("Made by `make pretrain` (pretrain/dvc.yaml, then `python -m pipelines.ship_pretrained`); "
               "the default profile's training starts from these files. `card.json` holds everything below "
               "as data."), "", f"- commit: `{card['commit']}`", f"- torch: {card['torch']}", "",
@@ -86,8 +108,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         loop = s["params"].get("loop", {})
         lines += [f"### {stage}", "", f"- steps: {s['steps']} (batch {loop.get('batch_size')}, lr {loop.get('lr')})",
                   f"- wall time: {s['seconds']} s", f"- data: `{json.dumps(s['params'].get('data', {}), sort_keys=True)}`",
-                  "- validation (held-out corpus scenes): " + ", ".join(
-                      f"{k} {v:.4g}" for k, v in sorted(s["metrics"].items()) if k.startswith("val_")), ""]
+                  f"- validation ({_validated_on(s['params'])}): " + ", ".join(
+                      f"{k} {v:.4g}" for k, v in sorted(s["metrics"].items()) if _card_metric(k)), ""]
     lines += ["## Corpus", "", ("No test scene of the benchmark is in it (checked by file and pixel hash); "
                                "the Debian package `mate-backgrounds` is refused."), "",
               "| source | origin | scene | size | source sha256 |", "|---|---|---|---|---|"]
@@ -96,10 +118,28 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def _validated_on(params: dict[str, Any]) -> str:
+    if params.get("data", {}).get("val_photos") == "unseen":
+        return "the shipped validation scenes, never trained on"
+    return "held-out corpus scenes"
+
+
+def _card_metric(key: str) -> bool:
+    return key.startswith("val_") or key in {f"health/{k}" for k in (
+        "tf_acc", "copy_acc", "restored_psnr", "input_psnr", "copy_psnr", "lowfreq_psnr_restored",
+        "lowfreq_psnr_input", "cond_swap_changed", "sos_gain")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="ship the pretrained weights of `make pretrain` with their model card")
+    ap.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS),
+                    help="ship only these (the stages that ran); the card keeps the others' entries")
+    args = ap.parse_args(argv)
     os.chdir(ROOT)
     try:
-        card = ship()
+        card = ship(tuple(args.parts))
     except UserError as e:
         print(f"ship_pretrained: error: {e}", file=sys.stderr)
         return 2

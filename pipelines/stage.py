@@ -22,6 +22,7 @@ from restorevar.train.common import CKPT_NAME, LoopConfig
 TRAINERS = {
     "pretrain_tokenizer": "restorevar.train.tokenizer:train_tokenizer",
     "pretrain_prior": "restorevar.train.prior:train_prior",
+    "pretrain_restoration": "restorevar.train.transformer:train_transformer",
     "train_tokenizer": "restorevar.train.tokenizer:train_tokenizer",
     "finetune_decoder": "restorevar.train.decoder:train_decoder",
     "train_transformer": "restorevar.train.transformer:train_transformer",

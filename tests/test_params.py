@@ -27,7 +27,8 @@ def _params(tmp_path, edit):
 @pytest.mark.parametrize("profile", RAW["profiles"])
 def test_every_shipped_profile_validates(profile, tmp_path):
     p = _params(tmp_path, lambda r: r.update(profile=profile))
-    assert p.profile == profile and set(p.stages) == {"pretrain_tokenizer", "pretrain_prior", "train_tokenizer",
+    assert p.profile == profile and set(p.stages) == {"pretrain_tokenizer", "pretrain_prior", "pretrain_restoration",
+                                                      "train_tokenizer",
                                                       "finetune_decoder", "train_transformer", "train_refiner"}
     assert p.stages["train_transformer"].config.model.preset == p.model.preset
 

@@ -16,6 +16,7 @@ from restorevar.models import VQVAE, RestoreVAR, get_preset
 from restorevar.train.common import CKPT_NAME
 from restorevar.train.prior import PriorTrainConfig, load_prior, reads_condition, train_prior
 from restorevar.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+from restorevar.train.transformer import TransformerTrainConfig, train_transformer
 
 
 def _smooth_photo(seed: int, h: int = 160, w: int = 200) -> np.ndarray:
@@ -114,12 +115,24 @@ def _weights(path):
     return load_checkpoint(path)["components"]
 
 
-@pytest.mark.parametrize("which", ["tokenizer", "prior"])
-def test_pretraining_resumes_bit_exactly_after_a_kill(which, corpus, tokenizer, tmp_path):
+@pytest.fixture(scope="module")
+def prior(corpus, tokenizer, tmp_path_factory):
+    run = tmp_path_factory.mktemp("prior")
+    train_prior(_cfg(PriorTrainConfig, corpus, 4, tokenizer_checkpoint=tokenizer), run)
+    return str(run / CKPT_NAME)
+
+
+@pytest.mark.parametrize("which", ["tokenizer", "prior", "restoration"])
+def test_pretraining_resumes_bit_exactly_after_a_kill(which, corpus, tokenizer, prior, tmp_path):
     if which == "tokenizer":
         cfg, fn = _cfg(TokenizerTrainConfig, corpus, 12), train_tokenizer
-    else:
+    elif which == "prior":
         cfg, fn = _cfg(PriorTrainConfig, corpus, 12, tokenizer_checkpoint=tokenizer), train_prior
+    else:  # the conditional restoration pretraining, with every lever of its recipe on
+        cfg = _cfg(TransformerTrainConfig, corpus, 12, tokenizer_checkpoint=tokenizer, init_from=prior,
+                   aux_weight=1.0, identity_share=0.5, identity_steps=8, loss_weighting="scale")
+        cfg.loop.warmup_steps = 3
+        fn = train_transformer
     whole = Recorder()
     fn(cfg, tmp_path / "whole", whole)
     with pytest.raises(KeyboardInterrupt):

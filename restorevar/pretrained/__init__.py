@@ -14,7 +14,7 @@ from typing import Any
 from restorevar.errors import UserError
 
 ROOT = Path(__file__).resolve().parent
-PARTS = ("tokenizer", "prior")
+PARTS = ("tokenizer", "prior", "restoration")
 REBUILD = "run `make pretrain` to regenerate it (or restore it with `git checkout`)"
 
 
@@ -31,7 +31,8 @@ def card(preset: str) -> dict[str, Any]:
 
 
 def pretrained_path(preset: str, part: str) -> Path:
-    """The shipped ``part`` (tokenizer or prior) for ``preset``, after checking its SHA-256 against the card."""
+    """The shipped ``part`` (tokenizer, prior or restoration) for ``preset``, after checking its SHA-256 against the
+    card."""
     from restorevar.data.fetch import sha256_of
 
     if part not in PARTS:

@@ -403,7 +403,7 @@ def resume_if_possible(run_dir: Path, modules: dict[str, torch.nn.Module], optim
 def progress_line(step: int, total: int, steps_per_s: float, metrics: dict[str, float]) -> str:
     """One line per log step (trials run in Ray workers, where a redrawn bar turns to noise)."""
     eta = (total - step) / max(steps_per_s, 1e-9)
-    shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "l1", "acc", "lr"))
+    shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "l1", "acc", "aux_loss", "lr"))
     return (f"step {step}/{total} ({100 * step / total:.0f}%) {steps_per_s:.2f} step/s "
             f"ETA {int(eta // 60)}m{int(eta % 60):02d}s {shown}")
 

@@ -39,8 +39,9 @@ class TransformerTrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(lr=1e-4))
     tokenizer_checkpoint: str = "checkpoints/tokenizer.pt"
     label_smoothing: float = 0.0
-    # a transformer checkpoint to start from: a path, "pretrained" for the prior shipped for the preset, or
-    # "var_d16" for VAR's published var_d16.pth (the weights cache; the paper preset)
+    # a transformer checkpoint to start from: a path, "pretrained" for the prior shipped for the preset (all but what
+    # reads the condition), "pretrained_restoration" for the shipped conditional restoration pretraining (all of it),
+    # or "var_d16" for VAR's published var_d16.pth (the weights cache; the paper preset)
     init_from: str = ""
     any_resolution: bool = False  # the tokenizer and init_from checkpoints may be from another image size
     # the zero-initialised gates (cross-attention gains, SOS gain) open slowly at the base LR and weight decay
@@ -103,17 +104,23 @@ def token_weights(patch_nums, weighting: str) -> torch.Tensor:
 
 
 def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torch.Tensor, label_smoothing: float,
-                     amp: bool, weighting: str = "token", aux_weight: float = 0.0):
+                     amp: bool, weighting: str = "token", aux_weight: float = 0.0, parts: dict | None = None):
     """Teacher-forced cross-entropy of one batch (bf16 autocast when ``amp``), with the logits and targets; plus
-    ``aux_weight`` x the condition path's auxiliary loss (``condition_read_loss``)."""
+    ``aux_weight`` x the condition path's auxiliary loss (``condition_read_loss``). ``parts``, a dict, receives the
+    two losses' values (``ce``, ``aux``)."""
     tr = model.transformer
     reads: list[torch.Tensor] | None = [] if aux_weight else None
     with torch.autocast(deg_B3HW.device.type, dtype=torch.bfloat16, enabled=amp):
         logits, target = model.teacher_forcing(deg_B3HW, clean_B3HW, reads=reads)
         w_L = token_weights(tr.patch_nums, weighting).to(logits.device)
         loss = weighted_ce(logits, target, w_L, label_smoothing)
+        if parts is not None:
+            parts["ce"] = float(loss.detach())
         if reads:
-            loss = loss + aux_weight * condition_read_loss(tr, reads, target, w_L)
+            aux = condition_read_loss(tr, reads, target, w_L)
+            loss = loss + aux_weight * aux
+            if parts is not None:
+                parts["aux"] = float(aux.detach())
     return loss, logits, target
 
 
@@ -167,7 +174,9 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     model = RestoreVAR(model_cfg)
     load_component(model, cfg.tokenizer_checkpoint, ["vqvae"], cfg.any_resolution)
     # a resumed run then overwrites these weights with its own checkpoint's
-    if cfg.init_from == "pretrained":  # the shipped prior: all but what reads the condition
+    if cfg.init_from == "pretrained_restoration":  # the shipped conditional pretraining: all of it
+        load_component(model, pretrained_path(cfg.model.preset, "restoration"), ["transformer"], cfg.any_resolution)
+    elif cfg.init_from == "pretrained":  # the shipped prior: all but what reads the condition
         from restorevar.train.prior import load_prior
 
         load_prior(model.transformer, pretrained_path(cfg.model.preset, "prior"))
@@ -196,9 +205,13 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     tr.activation_checkpointing = cfg.loop.activation_checkpointing
 
     def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        parts: dict[str, float] = {}
         loss, logits, target = transformer_loss(model, b["degraded"], b["clean"], cfg.label_smoothing, amp,
-                                                cfg.loss_weighting, cfg.aux_weight)
-        return loss, {"acc": (logits.argmax(-1) == target).float().mean().item()}
+                                                cfg.loss_weighting, cfg.aux_weight, parts)
+        metrics = {"acc": (logits.argmax(-1) == target).float().mean().item()}
+        if cfg.aux_weight:  # the main loss alone, and the condition path's own
+            metrics.update(ce=parts["ce"], aux_loss=parts["aux"])
+        return loss, metrics
 
     part = ranks.part(cfg.loop.batch_size)
 

@@ -1,0 +1,8 @@
+"""DVC stage `pretrain_restoration` (pretrain/dvc.yaml): the conditional restoration pretraining of the transformer
+under Ray Tune; exports checkpoints/pretrain_restoration.pt."""
+import sys
+
+from pipelines.stage import main
+
+if __name__ == "__main__":
+    sys.exit(main("pretrain_restoration"))
