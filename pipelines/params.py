@@ -152,7 +152,7 @@ class CostParams:
 @dataclass
 class EvalParams:
     protocol: ProtocolParams = field(default_factory=ProtocolParams)
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "musiq", "clipiqa"])
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lowfreq_psnr", "lpips", "musiq", "clipiqa"])
     baselines: list[str] = field(default_factory=lambda: ["identity", "copy_input", "vqvae_roundtrip"])
     external: dict[str, str] = field(default_factory=dict)  # method name -> folder of its outputs
     batch_size: int = 8
@@ -188,7 +188,7 @@ class EvalParams:
 class StatsParams:
     method: str = "restorevar"
     against: list[str] = field(default_factory=lambda: ["identity", "copy_input", "vqvae_roundtrip"])
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips"])
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lowfreq_psnr", "lpips"])
     confidence: float = 0.95
     n_boot: int = 2000
     n_perm: int = 10000

@@ -192,3 +192,15 @@ def test_cost_reports_every_component_with_device_params_and_flops():
     assert cost["flops_per_image"]["end_to_end"] == pytest.approx(parts, rel=1e-6)
     assert cost["params"]["end_to_end"] == sum(cost["params"][c] for c in comps[:-1])
     json.dumps(cost)  # serialisable as is
+
+
+def test_the_lowfreq_metric_is_the_imaging_modules_thumbnail_psnr_in_any_protocol(photos):
+    from restorevar.imaging import lowfreq_psnr_per_image
+
+    clean, deg = (_t(x) for x in photos)
+    for colour in ("rgb", "y"):
+        suite = _suite(colour, names=("lowfreq_psnr",))
+        got = suite.score(deg, clean)["lowfreq_psnr"]
+        want = lowfreq_psnr_per_image(deg * 2 - 1, clean * 2 - 1).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert suite.available["lowfreq_psnr"] == (True, "available")  # it needs no weights

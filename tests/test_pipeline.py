@@ -96,11 +96,11 @@ def test_repro_runs_every_stage_and_writes_metrics(done):
     assert set(per) == {"restorevar", "identity", "copy_input", "vqvae_roundtrip"}
     for method in per.values():
         assert len(method) == 8  # 7 degradations + overall
-        assert all(set(v) == {"psnr", "ssim"} for v in method.values())
+        assert all(set(v) == {"psnr", "ssim", "lowfreq_psnr"} for v in method.values())
     assert m["gflops"]["end_to_end"] > 0
     stats = json.loads((project / "results" / "stats.json").read_text())
     assert {(c["metric"], c["b"]) for c in stats["comparisons"]} == {
-        (mt, b) for mt in ("psnr", "ssim") for b in ("identity", "copy_input", "vqvae_roundtrip")}
+        (mt, b) for mt in ("psnr", "ssim", "lowfreq_psnr") for b in ("identity", "copy_input", "vqvae_roundtrip")}
     assert "lpips" in stats["not_measured"]
     page = (project / "reports" / "report.html").read_text()
     assert "rgb-crop0-resize32" in page and "data:image/png;base64," in page and "unavailable" in page

@@ -26,10 +26,12 @@ from restorevar.data import weights
 from restorevar.data.weights import WeightRefused, default_cache, load_problem, load_verified, unavailable_reason
 from restorevar.metrics.protocol import MetricProtocol
 
-FULL_REFERENCE = ("psnr", "ssim", "lpips")
+# lowfreq_psnr: low-frequency fidelity, the PSNR of the 8 x 8 area-average thumbnails (restorevar.imaging), always
+# on RGB whatever the protocol's colour: it asks whether the colours and tones follow the image
+FULL_REFERENCE = ("psnr", "ssim", "lpips", "lowfreq_psnr")
 NO_REFERENCE = ("musiq", "clipiqa")
 KNOWN = FULL_REFERENCE + NO_REFERENCE
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "musiq": True, "clipiqa": True}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "lowfreq_psnr": True, "musiq": True, "clipiqa": True}
 NEEDS_WEIGHTS = {"lpips", "musiq", "clipiqa"}
 
 
@@ -85,6 +87,8 @@ class MetricSuite:
             return SkimageSSIM(self.protocol.crop_border, self.protocol.colour == "y")
         if name == "lpips":
             return _LpipsMetric(lpips_alex(self.cache)).to(self.device).eval()
+        if name == "lowfreq_psnr":
+            return _LowFreqPSNR()
         pyiqa = _pyiqa()
         y = self.protocol.colour == "y"
         kwargs: dict = {}
@@ -121,6 +125,15 @@ class MetricSuite:
                 v = metric(pred if self.protocol.convention == "basicsr" else (pred * 255).round() / 255)
             out[name] = v.detach().reshape(-1).double().cpu().numpy()
         return out
+
+
+class _LowFreqPSNR(torch.nn.Module):
+    """Per-image low-frequency fidelity of images in [0, 1] (restorevar.imaging's one definition)."""
+
+    def forward(self, pred_B3HW: torch.Tensor, target_B3HW: torch.Tensor) -> torch.Tensor:
+        from restorevar.imaging import lowfreq_psnr_per_image
+
+        return lowfreq_psnr_per_image(pred_B3HW * 2 - 1, target_B3HW * 2 - 1)
 
 
 class SkimageSSIM(torch.nn.Module):
