@@ -80,6 +80,18 @@ def _methods(stage: str, checkpoints: dict[str, Path], device: torch.device) -> 
     return methods
 
 
+def _init_name(init_from: str) -> str:
+    """What a variant starts from, in words that hold on any machine (a path is named relative to the project)."""
+    if not init_from:
+        return "a fresh initialisation"
+    if init_from in ("pretrained", "pretrained_restoration", "var_d16"):
+        return {"pretrained": "the shipped prior (what reads the condition fresh)",
+                "pretrained_restoration": "the shipped conditional restoration pretraining",
+                "var_d16": "VAR's published d16"}[init_from]
+    path = Path(init_from)
+    return f"`{path.relative_to(ROOT) if path.is_absolute() and path.is_relative_to(ROOT) else path}`"
+
+
 def run(family: str) -> dict:
     started = time.perf_counter()
     p = Params()
@@ -161,6 +173,7 @@ def run(family: str) -> dict:
     summary = {
         "family": family, "stage": fam.stage, "profile": p.profile, "paper_choice": fam.paper_choice,
         "reference": reference, "claim": fam.claim, "steps": {v: c["loop"]["steps"] for v, c in to_run.items()},
+        "init_from": sorted({_init_name(c.get("init_from", "")) for c in to_run.values()}),
         "pretrain": _pretrain_summary(next(iter(pretrain.values())), size) if pretrain else None,
         "seeds": seeds, "variants": trained, "not_run": not_run, "methods": methods,
         "protocol": protocol.describe(),

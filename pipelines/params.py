@@ -647,6 +647,11 @@ class Params:
                 _set_dotted(d, k, copy.deepcopy(val))
             from_dict(cls, d, where=f"ablations.{self.profile}.families.{family}.variants.{vname}")
             out[vname] = d
+        inits = {d.get("init_from", "") for d in out.values()}
+        if len(inits) > 1:  # otherwise the family compares starting points, not the variants
+            raise UserError(f"ablations.{self.profile}.families.{family}: every variant must start from the same "
+                            f"weights, but init_from is {' / '.join(sorted(map(repr, inits)))}; set one init_from "
+                            "in the family's `set`")
         return out
 
     def _ablation_pretrain(self, family: str) -> dict[str, dict[str, Any]] | None:

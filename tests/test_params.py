@@ -110,6 +110,12 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
         {"loop.stepz": 3}), "families.refiner.variants.lrt"),
     (lambda r: r.update(ablation_families=["refiner", "positions"]), "ablation_families"),
+    (lambda r: r["ablations"]["default"]["families"]["conditioning"]["variants"]["discrete"]["set"].update(
+        init_from=""), "families.conditioning: every variant must start from the same weights"),
+    (lambda r: r["pretrain_restoration"]["default"].update(identity_share=0.5, identity_steps=0),
+     "identity_share > 0 needs identity_steps"),
+    (lambda r: r["pretrain_restoration"]["default"]["data"].update(val_photos="test"),
+     "val_photos must be"),
     (lambda r: r["ablations"]["default"].update(seeds=[0, 0]), "ablations.default.seeds must be a non-empty list"),
     (lambda r: r["ablations"]["default"].update(seeds=[]), "ablations.default.seeds must be a non-empty list"),
     (lambda r: r["ablations"]["default"].update(seeds=[-1]), "distinct integers >= 0"),

@@ -137,6 +137,8 @@ def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
         meta = {"profile": f"`{s['profile']}`", "trains": f"`{s['stage']}` for {', '.join(map(str, steps))} steps "
                 "per variant and seed", "seeds": ", ".join(map(str, s["seeds"])), "test images": str(s["images"]), "protocol": f"`{s['protocol']['id']}`",
                 "paper's choice": f"`{s['paper_choice']}`"}
+        if s.get("init_from"):  # every variant of a family starts from the same weights
+            meta["starts from"] = " / ".join(s["init_from"])
         pre = s.get("pretrain")
         if pre:
             meta["trains"] = (f"`{s['stage']}` for {pre['steps']} steps at {pre['size']} px (scales {pre['patch_nums']}), "

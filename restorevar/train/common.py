@@ -50,6 +50,12 @@ class DataConfig:
     skip_corrupt: bool = False
     num_workers: int = 0  # processes that build the next batches while the model trains (0: in the loop itself)
 
+    def validate(self) -> None:
+        if self.val_photos not in ("", "unseen"):
+            raise UserError(f"data.val_photos must be \"unseen\" or \"\", got {self.val_photos!r}")
+        if self.val_photos and self.pairs != "onthefly":
+            raise UserError("data.val_photos needs data.pairs: onthefly (a manifest holds its own validation share)")
+
 
 @dataclass
 class LoopConfig:
@@ -315,9 +321,8 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
     """The step-indexed training batches and the fixed validation batches that ``data`` describes."""
     if data.num_workers < 0:
         raise UserError(f"data.num_workers must be >= 0, got {data.num_workers}")
+    data.validate()
     if data.pairs == "manifest":
-        if data.val_photos:
-            raise UserError("data.val_photos needs data.pairs: onthefly (a manifest holds its own validation share)")
         ds, batches, val_idx = make_data(data, loop)
         val = val_batches(ds, val_idx, loop.batch_size, loop.val_batches, device)
     elif data.pairs == "onthefly":
@@ -325,8 +330,6 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
 
         train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, data.split_seed)
         batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction)
-        if data.val_photos not in ("", "unseen"):
-            raise UserError(f"data.val_photos must be \"unseen\" or \"\", got {data.val_photos!r}")
         val_scenes = load_scenes("unseen") if data.val_photos == "unseen" else held_out or train
         val_src = SynthPairs(val_scenes, data.crop, loop.batch_size, data.split_seed,
                              min_crop_fraction=data.min_crop_fraction)

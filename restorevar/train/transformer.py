@@ -67,6 +67,7 @@ class TransformerTrainConfig:
 
     def validate(self) -> None:
         self.loop.validate()
+        self.data.validate()
         if not 0 <= self.aux_weight <= 100:
             raise UserError(f"aux_weight must be in [0, 100], got {self.aux_weight}")
         if not 0 <= self.identity_share <= 1 or self.identity_steps < 0:
