@@ -194,3 +194,46 @@ def test_model_health_reports_restored_input_and_copy_psnr_and_lowfreq_fidelity(
     assert d["health/copy_psnr"] == pytest.approx(float(psnr_per_image(copy, clean).mean()))
     assert d["health/lowfreq_psnr_restored"] == pytest.approx(float(lowfreq_psnr_per_image(restored, clean).mean()))
     assert d["health/restored_minus_input"] == pytest.approx(d["health/restored_psnr"] - d["health/input_psnr"])
+
+
+# -- a cross-attention that starts local --------------------------------------------------------------
+def _finest_attention(tr):
+    """Block 0's cross-attention weights of the finest scale's queries over the condition tokens (B, H, N, N)."""
+    from restorevar.models.attention import _heads
+    from restorevar.models.rope import apply_rope
+
+    g = torch.Generator().manual_seed(0)
+    cond_BNC, _ = tr.embed_condition(torch.randn(2, tr.n_cond, tr.cvae, generator=g))
+    ca = tr.blocks[0].cross_attn
+    k, _ = ca.compute_kv(cond_BNC, tr._cond_rope())
+    q = ca.cos_scale.q(_heads(ca.q_proj(ca.norm_q(torch.randn(2, tr.L, tr.cfg.width, generator=g))), ca.n_heads))
+    q = apply_rope(q, *tr._rope(0, tr.L))
+    n = tr.grid**2
+    return (q @ k.transpose(-1, -2)).softmax(-1)[:, :, -n:, :]
+
+
+def test_a_local_start_makes_each_query_read_the_condition_around_its_own_position():
+    from restorevar.models import RestoreVAR, get_preset
+    from restorevar.train.transformer import local_cross_attention
+
+    torch.manual_seed(0)
+    tr = RestoreVAR(get_preset("tiny")).transformer
+    G = tr.grid
+    r, c = torch.arange(G * G) // G, torch.arange(G * G) % G
+    near = ((r[:, None] - r[None]).abs() <= 1) & ((c[:, None] - c[None]).abs() <= 1)
+    with torch.no_grad():
+        before = float((_finest_attention(tr) * near).sum(-1).mean())
+        prior = {n: p.clone() for n, p in tr.named_parameters() if "cross_attn" not in n}
+        local_cross_attention(tr, 50.0)
+        after = float((_finest_attention(tr) * near).sum(-1).mean())
+    uniform = float(near.float().sum(-1).mean()) / (G * G)
+    assert before < 2 * uniform and after > 0.5, (before, after, uniform)
+    assert all(torch.equal(p, prior[n]) for n, p in tr.named_parameters() if n in prior)  # nothing else touched
+    assert all(float(b.cross_attn.gain) == 0.0 for b in tr.blocks)  # the gates stay shut: the paper's start
+
+
+def test_the_local_start_takes_a_temperature_within_the_cap():
+    with pytest.raises(UserError, match="cross_init_scale"):
+        TransformerTrainConfig(cross_init_scale=0.5).validate()
+    with pytest.raises(UserError, match="cross_init_scale"):
+        TransformerTrainConfig(cross_init_scale=101).validate()

@@ -1,6 +1,7 @@
 """Train the RestoreVAR transformer: teacher-forced cross-entropy over all scales (weight 1/L per token)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,14 @@ class TransformerTrainConfig:
     # condition is the exact answer) with probability identity_share x (1 - s / identity_steps)
     identity_share: float = 0.0
     identity_steps: int = 0
+    # a fresh cross-attention that starts local (0: the architecture's own initialisation). Its cosine attention
+    # finds the condition tokens at a query's own position only once the q and k projections share a component
+    # that RoPE's relative phase can act on and its temperature has grown, and under Adam each of those weights
+    # moves about one LR per step: thousands of steps. With a temperature here, the q and k projections start
+    # tied, the q/kv norms' biases at a constant (so every query and key share that component) and the
+    # temperature at this value, so each query reads the condition around its own position from the first step.
+    # Only what reads the condition is touched (a prior has none of it; a resumed run restores its own).
+    cross_init_scale: float = 0.0
     health: bool = True  # model-health diagnostics (restorevar.analysis.health) at every evaluation
 
     def validate(self) -> None:
@@ -75,6 +84,9 @@ class TransformerTrainConfig:
                             f"and {self.identity_steps}")
         if self.identity_share > 0 and self.identity_steps == 0:
             raise UserError("identity_share > 0 needs identity_steps > 0 (the steps over which it falls to zero)")
+        if not (self.cross_init_scale == 0 or 1 <= self.cross_init_scale <= 100):
+            raise UserError(f"cross_init_scale must be 0 (off) or in [1, 100] (the cosine attention's temperature "
+                            f"cap), got {self.cross_init_scale}")
         if self.aux_weight and self.loop.activation_checkpointing:
             raise UserError("aux_weight does not work with loop.activation_checkpointing; switch one of them off")
         token_weights((1,), self.loss_weighting)  # an unknown weighting fails here, naming the key
@@ -141,6 +153,21 @@ def condition_read_loss(tr, reads: list[torch.Tensor], target_BL: torch.Tensor, 
     return torch.stack(losses).mean()
 
 
+LOCAL_BIAS = 4.0  # the shared component's size against the normalised content's unit variance per channel
+
+
+@torch.no_grad()
+def local_cross_attention(tr, scale: float) -> None:
+    """Every block's cross-attention starts local (see ``TransformerTrainConfig.cross_init_scale``)."""
+    for b in tr.blocks:
+        ca = b.cross_attn
+        C = ca.q_proj.weight.shape[0]
+        ca.kv_proj.weight[:C].copy_(ca.q_proj.weight)  # the key projection is the query's
+        ca.norm_q.bias.fill_(LOCAL_BIAS)
+        ca.norm_kv.bias.fill_(LOCAL_BIAS)
+        ca.cos_scale.log_scale_1H11.fill_(math.log(scale))
+
+
 def teacher_forced_eval(model: RestoreVAR, batches: list[dict]) -> dict[str, float]:
     """Teacher-forced accuracy (per scale and token-weighted) and cross-entropy over validation batches."""
     tr = model.transformer
@@ -189,6 +216,8 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
               f"{len(summary['newly_initialised'])} newly initialised", flush=True)
     elif cfg.init_from:  # another transformer checkpoint (the positions ablation's pre-training): all of it
         load_component(model, cfg.init_from, ["transformer"], cfg.any_resolution)
+    if cfg.cross_init_scale:  # a resumed run then overwrites these with its own checkpoint's
+        local_cross_attention(model.transformer, cfg.cross_init_scale)
     if cfg.gate_init:  # a resumed run then overwrites these with its own checkpoint's
         with torch.no_grad():
             for name, p in model.transformer.named_parameters():
