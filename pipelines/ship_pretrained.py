@@ -68,7 +68,8 @@ def ship(parts: tuple[str, ...] = tuple(PARTS)) -> dict[str, Any]:
     if set(parts) != set(PARTS):  # the other parts stay as the card has them
         old = json.loads((out / "card.json").read_text()) if (out / "card.json").is_file() else {}
         files = {k: v for k, v in old.get("files", {}).items() if k not in parts}
-        stages = {k: v for k, v in old.get("stages", {}).items() if k not in {PARTS[q][0] for q in parts}}
+        stages = {k: {**v, "params": _relative(v.get("params", {}))} for k, v in old.get("stages", {}).items()
+                  if k not in {PARTS[q][0] for q in parts}}
     for part in parts:
         stage, component = PARTS[part]
         src = checkpoint_path(stage)

@@ -12,7 +12,7 @@ from restorevar.data.fetch import sha256_of
 from restorevar.data.synth import SynthConfig, synth
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR, get_preset
-from restorevar.train.common import load_vqvae
+from restorevar.train.common import load_component, load_vqvae
 from restorevar.train.prior import load_prior
 
 CARD = pretrained.ROOT / "cpu" / "card.json"
@@ -20,7 +20,8 @@ CARD = pretrained.ROOT / "cpu" / "card.json"
 
 def test_shipped_files_match_their_card_and_load():
     card = json.loads(CARD.read_text())
-    assert set(card["files"]) == {"tokenizer", "prior"} and card["preset"] == "cpu"
+    # the conditional restoration pretraining is shipped only once it beats the prior on the unseen scenes
+    assert {"tokenizer", "prior"} <= set(card["files"]) <= set(pretrained.PARTS) and card["preset"] == "cpu"
     total = 0
     for part, entry in card["files"].items():
         path = pretrained.pretrained_path("cpu", part)
@@ -32,6 +33,9 @@ def test_shipped_files_match_their_card_and_load():
     model = RestoreVAR(cfg)
     load_prior(model.transformer, pretrained.pretrained_path("cpu", "prior"))
     assert vae.cfg.shortcut and all(float(b.cross_attn.gain) == 0.0 for b in model.transformer.blocks)
+    if "restoration" in card["files"]:  # all of the transformer, the condition path included
+        load_component(model, pretrained.pretrained_path("cpu", "restoration"), ["transformer"])
+        assert card["stages"]["pretrain_restoration"]["steps"] > 0
     # the card says where the weights came from
     assert card["commit"] and card["corpus"] and all(len(e["source_sha256"]) == 64 for e in card["corpus"])
     assert not any("mate" in e["source"] for e in card["corpus"])
@@ -76,3 +80,13 @@ def test_a_missing_file_or_card_is_a_one_line_error_naming_make_pretrain(shipped
         pretrained.pretrained_path("cpu", "prior")
     with pytest.raises(UserError, match="unknown pretrained part"):
         pretrained.pretrained_path("cpu", "decoder")
+
+
+def test_a_shipped_card_names_the_projects_files_relative_to_it():
+    from pipelines.params import ROOT
+    from pipelines.ship_pretrained import _relative
+
+    cfg = {"data": {"train_manifest": str(ROOT / "data" / "prepared" / "train.json"), "photos": "data/corpus/corpus.json"},
+           "init_from": str(ROOT / "checkpoints" / "pretrain_prior.pt"), "elsewhere": "/opt/x.pt", "n": [3, str(ROOT / "a")]}
+    assert _relative(cfg) == {"data": {"train_manifest": "data/prepared/train.json", "photos": "data/corpus/corpus.json"},
+                              "init_from": "checkpoints/pretrain_prior.pt", "elsewhere": "/opt/x.pt", "n": [3, "a"]}
