@@ -80,6 +80,17 @@ def _methods(stage: str, checkpoints: dict[str, Path], device: torch.device) -> 
     return methods
 
 
+# what a family's variants start from when the stage has no init_from of its own
+STARTS = {"finetune_decoder": "the study's tokenizer (train_tokenizer)",
+          "train_refiner": "a fresh refiner on the study's transformer (train_transformer)"}
+
+
+def _starts_from(stage: str, configs: list[dict]) -> list[str]:
+    if stage in STARTS:
+        return [STARTS[stage]]
+    return sorted({_init_name(c.get("init_from", "")) for c in configs})
+
+
 def _init_name(init_from: str) -> str:
     """What a variant starts from, in words that hold on any machine (a path is named relative to the project)."""
     if not init_from:
@@ -173,7 +184,7 @@ def run(family: str) -> dict:
     summary = {
         "family": family, "stage": fam.stage, "profile": p.profile, "paper_choice": fam.paper_choice,
         "reference": reference, "claim": fam.claim, "steps": {v: c["loop"]["steps"] for v, c in to_run.items()},
-        "init_from": sorted({_init_name(c.get("init_from", "")) for c in to_run.values()}),
+        "init_from": _starts_from(fam.stage, list(to_run.values())),
         "pretrain": _pretrain_summary(next(iter(pretrain.values())), size) if pretrain else None,
         "seeds": seeds, "variants": trained, "not_run": not_run, "methods": methods,
         "protocol": protocol.describe(),

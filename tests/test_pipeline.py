@@ -156,6 +156,8 @@ def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(don
         assert all(m["rgb-crop0-resize32"][v]["psnr"]["seeds"] == 3 for v in variants)
     s = json.loads((project / "results" / "ablations" / "decoder_losses" / "summary.json").read_text())
     assert "perceptual" in s["not_run"] and "weights not cached" in s["not_run"]["perceptual"]
+    assert s["init_from"] == ["the study's tokenizer (train_tokenizer)"]  # the report says what variants start from
+    assert "starts from" in (project / "reports" / "report.md").read_text()
     curves = json.loads((project / "results" / "ablations" / "conditioning" / "curves.json").read_text())
     assert [r["step"] for r in curves["discrete"]["1"] if "val_acc" in r] == [2, 4]
     losses = [c.get_metric_history(r.info.run_id, "loss")[-1].value
