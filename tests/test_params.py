@@ -136,7 +136,10 @@ def _center_crop_of_small_images(raw):
     (lambda r: (r["data"]["default"].update(size=48), r["train_tokenizer"]["default"]["data"].update(pairs="manifest")),
      "train_tokenizer.default.data.crop 64 is larger than the 48 px synthetic images (data.default.size)"),
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
-        {"data.crop": 96, "data.pairs": "manifest"}), "families.refiner.variants.lrt.data.crop 96 is larger than the 64 px"),
+        {"data.crop": 96, "data.pairs": "manifest", "data.val_photos": ""}),
+     "families.refiner.variants.lrt.data.crop 96 is larger than the 64 px"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
+        {"data.pairs": "manifest"}), "data.val_photos needs data.pairs: onthefly"),
     (_center_crop_of_small_images, "center_crop needs test images of at least the model's 64 px"),
     (lambda r: r.update(evaluate=None), "section 'evaluate' is empty (null)"),
     (lambda r: r["stats"].update(default=None), "stats.default is empty (null); write {} for the defaults"),
