@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from restorevar.errors import UserError
+
 VARIANTS: dict[str, dict] = {
     "base": {},
     "one_lr": {"gain_lr_mult": 1.0, "condition_lr_mult": 1.0},
@@ -46,7 +48,7 @@ def parse_variant(text: str) -> dict:
     out = {}
     for part in text.split(","):
         if "=" not in part:
-            raise SystemExit(f"recipe_study: unknown variant {text!r}; use a name from --list or key=value settings")
+            raise UserError(f"unknown variant {text!r}; use a name from --list or key=value settings")
         key, value = part.split("=", 1)
         out[key] = yaml.safe_load(value)
     return out
@@ -79,6 +81,17 @@ def summary(m: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UserError as e:  # a bad variant or setting: one line, naming it
+        print(f"recipe_study: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # --out not writable, or a file
+        print(f"recipe_study: error: cannot write the results: {e}; choose another --out", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variants", nargs="*")
     ap.add_argument("--out", default="recipe_study")

@@ -237,3 +237,17 @@ def test_the_local_start_takes_a_temperature_within_the_cap():
         TransformerTrainConfig(cross_init_scale=0.5).validate()
     with pytest.raises(UserError, match="cross_init_scale"):
         TransformerTrainConfig(cross_init_scale=101).validate()
+
+
+# -- the recipe study's command -----------------------------------------------------------------------
+def test_the_recipe_study_answers_a_bad_variant_or_folder_in_one_line(tmp_path, capsys):
+    from benchmarks.recipe_study import main
+
+    assert main(["--out", str(tmp_path / "s"), "nonsense"]) == 2
+    assert main(["--out", str(tmp_path / "s"), "loop.stepz=3"]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["--out", str(tmp_path / "file"), "base"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and "unknown variant 'nonsense'" in err[0] and "loop.stepz" in err[1]
+    assert "choose another --out" in err[2]
+    assert not (tmp_path / "s" / "results.jsonl").exists()
