@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from restorevar.checkpoint import check_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from restorevar.data.dataset import PairedDataset, PairedTransform
@@ -352,6 +353,26 @@ def seen_val_batches(data: DataConfig, loop: LoopConfig, device) -> list[dict]:
     train, _ = split_scenes(load_scenes(data.photos), data.val_scenes, data.split_seed)
     return SynthPairs(train, data.crop, loop.batch_size, data.split_seed,
                       min_crop_fraction=data.min_crop_fraction).fixed_batches(loop.val_batches, device)
+
+
+def teacher_forced_eval(patch_nums, batches: list[dict],
+                        logits_fn: Callable[[dict], tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Teacher-forced accuracy (per scale and token-weighted) and cross-entropy over validation batches, from
+    ``logits_fn(batch) -> (logits (B, L, V), targets (B, L))``; empty without batches."""
+    from restorevar.analysis.health import per_scale_accuracy
+
+    accs, losses = [], []
+    for b in batches:
+        logits, target = logits_fn(b)
+        losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten()).item())
+        accs.append(per_scale_accuracy(logits, target, patch_nums))
+    if not accs:
+        return {}
+    per_scale = [sum(a[k] for a in accs) / len(accs) for k in range(len(patch_nums))]
+    weights = [pn * pn for pn in patch_nums]
+    return {**{f"val_acc_scale_{k}": v for k, v in enumerate(per_scale)},
+            "val_acc": sum(w * a for w, a in zip(weights, per_scale)) / sum(weights),
+            "val_loss": sum(losses) / len(losses)}
 
 
 def val_batches(ds: PairedDataset, val_idx: list[int], batch_size: int, max_batches: int, device) -> list[dict]:

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from restorevar.analysis.health import per_scale_accuracy
 from restorevar.checkpoint import load_checkpoint, seed_rngs
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
@@ -32,6 +31,7 @@ from restorevar.train.common import (
     pick_device,
     run_loop,
     set_tf32,
+    teacher_forced_eval,
 )
 from restorevar.train.distributed import Ranks
 
@@ -122,18 +122,7 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
         return {**metrics, "grad_norm": float(gn)}
 
     def eval_fn() -> dict[str, float]:
-        accs, losses = [], []
-        for b in val:
-            logits, target = prior_logits(model, b["clean"])
-            losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten()).item())
-            accs.append(per_scale_accuracy(logits, target, tr.patch_nums))
-        if not accs:
-            return {}
-        per_scale = [sum(a[k] for a in accs) / len(accs) for k in range(len(tr.patch_nums))]
-        weights = [pn * pn for pn in tr.patch_nums]
-        return {**{f"val_acc_scale_{k}": v for k, v in enumerate(per_scale)},
-                "val_acc": sum(w * a for w, a in zip(weights, per_scale)) / sum(weights),
-                "val_loss": sum(losses) / len(losses)}
+        return teacher_forced_eval(tr.patch_nums, val, lambda b: prior_logits(model, b["clean"]))
 
     return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
                     trained={"transformer": tr}, optimizers={"transformer": opt}, step_fn=step_fn, eval_fn=eval_fn,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restorevar.analysis.health import model_health, per_scale_accuracy
+from restorevar.analysis.health import model_health
 from restorevar.checkpoint import seed_rngs
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
@@ -29,6 +29,7 @@ from restorevar.train.common import (
     run_loop,
     seen_val_batches,
     set_tf32,
+    teacher_forced_eval,
 )
 from restorevar.train.distributed import Ranks
 
@@ -168,24 +169,6 @@ def local_cross_attention(tr, scale: float) -> None:
         ca.cos_scale.log_scale_1H11.fill_(math.log(scale))
 
 
-def teacher_forced_eval(model: RestoreVAR, batches: list[dict]) -> dict[str, float]:
-    """Teacher-forced accuracy (per scale and token-weighted) and cross-entropy over validation batches."""
-    tr = model.transformer
-    accs, losses = [], []
-    for b in batches:
-        logits, target = model.teacher_forcing(b["degraded"], b["clean"])
-        losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten()).item())
-        accs.append(per_scale_accuracy(logits, target, tr.patch_nums))
-    if not accs:
-        return {}
-    per_scale = [sum(a[k] for a in accs) / len(accs) for k in range(len(tr.patch_nums))]
-    out = {f"val_acc_scale_{k}": v for k, v in enumerate(per_scale)}
-    weights = [pn * pn for pn in tr.patch_nums]
-    out["val_acc"] = sum(w * a for w, a in zip(weights, per_scale)) / sum(weights)
-    out["val_loss"] = sum(losses) / len(losses)
-    return out
-
-
 def identity_mask(seed: int, step: int, batch_size: int, share: float, steps: int) -> torch.Tensor:
     """Which of step ``step``'s ``batch_size`` pairs become identity pairs: a pure function of (seed, step)."""
     p = share * max(0.0, 1.0 - step / steps) if steps else 0.0
@@ -260,10 +243,14 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
 
     seen = seen_val_batches(cfg.data, cfg.loop, device) if cfg.data.val_photos else []
 
+    def tf_logits(b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.teacher_forcing(b["degraded"], b["clean"])
+
     def eval_fn() -> dict[str, float]:
-        out = teacher_forced_eval(model, val)
+        out = teacher_forced_eval(tr.patch_nums, val, tf_logits)
         if seen:  # the training scenes, for the gap to the unseen ones
-            out.update({k.replace("val_", "val_seen_", 1): v for k, v in teacher_forced_eval(model, seen).items()})
+            out.update({k.replace("val_", "val_seen_", 1): v
+                        for k, v in teacher_forced_eval(tr.patch_nums, seen, tf_logits).items()})
         if out and cfg.health:  # the gates, the copy baseline, collapse and use of the condition, over training
             out.update(model_health(model, val, seed=cfg.loop.seed))
         return out
