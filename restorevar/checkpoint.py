@@ -165,6 +165,9 @@ def stored_config(ckpt: dict[str, Any]) -> dict[str, Any]:
 
         # before cross_norm_eps existed, the cross-attention LayerNorms used norm_eps
         cfg = {**cfg, "transformer": {**t, "cross_norm_eps": t.get("norm_eps", TransformerConfig.norm_eps)}}
+        t = cfg["transformer"]
+    if isinstance(t, dict) and "condition_inject" not in t:  # before it existed, every model was the paper's
+        cfg = {**cfg, "transformer": {**t, "condition_inject": "none"}}
     return cfg
 
 

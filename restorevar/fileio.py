@@ -160,6 +160,42 @@ def _open_regular(path: Path):
     return os.fdopen(fd, "rb")
 
 
+# A JSON, CSV or YAML input this large is not one the suite wrote; reading it would only cost memory.
+MAX_TEXT_BYTES = 512 * 1024 * 1024
+
+
+def read_regular_text(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of ``path``, which must be a regular file (a FIFO would block forever, a device may act
+    on being opened): anything else, a missing or unreadable file, or bytes that are not UTF-8 is a UserError
+    naming ``what`` (e.g. "baseline") and the file."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found; check the path") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}; check the path and its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{what} {path} is a folder; give the file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{what} {path} is not a regular file (a FIFO, socket or device); give a file")
+    if st.st_size > max_bytes:
+        raise UserError(f"{what} {path} is {st.st_size} bytes, over the limit of {max_bytes}; give the right file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}; check its permissions") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped between the stat and the open
+            raise UserError(f"{what} {path} is not a regular file (a FIFO, socket or device); give a file")
+        data = f.read(max_bytes + 1)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {e.start}); give the text file the suite "
+                        "wrote") from None
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     """8-bit RGB from any mode PIL decodes, each by its real range.
 

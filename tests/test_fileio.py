@@ -28,3 +28,21 @@ def test_publish_copies_where_no_link_can_be_made(tmp_path, monkeypatch):
     publish_copy(src, dst)
     assert dst.read_bytes() == b"weights" and not os.path.samefile(src, dst)
     assert sorted(p.name for p in dst.parent.iterdir()) == ["b.pt"]
+
+
+def test_read_regular_text_refuses_what_is_not_a_regular_utf8_file(tmp_path):
+    import os
+
+    from restorevar.errors import UserError
+    from restorevar.fileio import read_regular_text
+
+    (tmp_path / "ok.json").write_text("{}")
+    assert read_regular_text(tmp_path / "ok.json", "baseline") == "{}"
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "bin").write_bytes(b"\xff\xfe{")
+    for name, fragment in (("fifo", "not a regular file"), ("bin", "not UTF-8"), ("missing", "not found"),
+                           (".", "is a folder")):
+        with pytest.raises(UserError, match=fragment):
+            read_regular_text(tmp_path / name, "baseline")
+    with pytest.raises(UserError, match="over the limit"):
+        read_regular_text(tmp_path / "ok.json", "baseline", max_bytes=1)

@@ -49,6 +49,62 @@ def test_precomputed_cross_kv_changes_nothing(images):
     assert all(torch.equal(x, y) for x, y in zip(a.idx_list, b.idx_list))
 
 
+@pytest.mark.parametrize("conditioning", ["continuous", "discrete"])
+def test_colocated_injection_matches_between_cached_and_teacher_forced(conditioning, images):
+    m = make_tiny([f"transformer.conditioning={conditioning}", "transformer.condition_inject=colocated"], gains=0.3)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        m.transformer.cond_inject.weight.normal_(0, 0.5)
+    cond = m.condition(images[0])
+    gen = m.transformer.generate(cond, m.vqvae.quantizer, return_logits=True)
+    with torch.no_grad():
+        logits = m.transformer(cond, m.vqvae.quantizer.idx_to_teacher_input(gen.idx_list))
+    torch.testing.assert_close(logits, torch.cat(gen.logits_list, dim=1), atol=2e-5, rtol=1e-5)
+
+
+def test_colocated_injection_is_the_area_mean_at_each_scale(images):
+    """Each token's input gets the projected degraded latent averaged over exactly its own cell."""
+    m = make_tiny(["transformer.condition_inject=colocated"])
+    t = m.transformer
+    with torch.no_grad():
+        t.cond_inject.weight.zero_()
+        t.cond_inject.weight[: t.cvae, : t.cvae] = torch.eye(t.cvae)
+        cond = m.condition(images[0])
+        got_BLC = t.colocated_BLC(cond)
+    f = cond.transpose(1, 2).reshape(cond.shape[0], t.cvae, t.grid, t.grid)
+    begin = 0
+    for pn in t.patch_nums:
+        step = -(-t.grid // pn)  # the top-left cell of this scale; cells overlap where pn does not divide the grid
+        want = f[:, :, :step, :step].mean(dim=(2, 3))
+        torch.testing.assert_close(got_BLC[:, begin, : t.cvae], want, atol=1e-5, rtol=1e-5)
+        begin += pn * pn
+
+
+def test_colocated_injection_starts_as_the_paper_model_and_learns_from_step_one(images):
+    """Zero-initialised, it changes nothing at the start; its projection gets a gradient at once, unlike
+    the gated cross-attention's weights."""
+    plain = make_tiny()
+    m = make_tiny(["transformer.condition_inject=colocated"])
+    m.load_state_dict({**plain.state_dict(), **{k: v for k, v in m.state_dict().items() if "cond_inject" in k}})
+    deg, clean = images
+    with torch.no_grad():
+        torch.testing.assert_close(m.teacher_forcing(deg, clean)[0], plain.teacher_forcing(deg, clean)[0],
+                                   atol=0, rtol=0)
+    m.train()
+    logits, target = m.teacher_forcing(deg, clean)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten()).backward()
+    assert m.transformer.cond_inject.weight.grad.abs().max() > 1e-6
+    assert m.transformer.blocks[0].cross_attn.q_proj.weight.grad.abs().max() == 0
+
+
+def test_condition_inject_is_refused_when_unknown():
+    from restorevar.errors import UserError
+    from restorevar.models.transformer import TransformerConfig
+
+    with pytest.raises(UserError, match="condition_inject"):
+        TransformerConfig(condition_inject="sideways").validate()
+
+
 @pytest.mark.parametrize("positions,conditioning", VARIANTS)
 def test_output_ignores_condition_at_init(positions, conditioning, images):
     m = make_tiny([f"transformer.positions={positions}", f"transformer.conditioning={conditioning}"])

@@ -3,6 +3,12 @@
 Differences from VAR (spec section 3): cross-attention to the degraded latent after every FFN,
 behind a zero-initialised gain; an SOS token nudged by the pooled degraded latent; no AdaLN; 2D RoPE
 instead of absolute positions. ``positions`` and ``conditioning`` switch to the ablation variants.
+
+``condition_inject="colocated"`` is this suite's deviation from the paper: each token's input also gets the
+degraded latent at its own scale and place (area-downsampled for continuous conditioning, the degraded image's
+own token vectors for discrete), through a zero-initialised projection. Cross-attention behind a zero gate learns
+to read the condition too slowly for a CPU budget; a co-located sum gives every weight of that projection a
+gradient from the first step, and copying the input becomes one linear map away.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ class TransformerConfig:
     drop_path_rate: float = 0.1 * 16 / 24
     positions: Literal["rope2d", "ape"] = "rope2d"
     conditioning: Literal["continuous", "discrete"] = "continuous"
+    condition_inject: Literal["none", "colocated"] = "none"  # "none" is the paper's model
     num_classes: int = 1000  # kept so VAR's class table loads; the null class is the SOS
     rope_theta: float = 1e4
     norm_eps: float = 1e-6
@@ -50,6 +57,8 @@ class TransformerConfig:
             raise UserError(f"transformer: rope2d needs a head dim divisible by 4, got {self.head_dim}")
         if not 0 <= self.drop_path_rate < 1:
             raise UserError(f"transformer.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if self.condition_inject not in ("none", "colocated"):
+            raise UserError(f"transformer.condition_inject must be 'none' or 'colocated', got {self.condition_inject!r}")
         for name in ("norm_eps", "cross_norm_eps"):
             if not getattr(self, name) > 0:
                 raise UserError(f"transformer.{name} must be positive, got {getattr(self, name)}")
@@ -129,6 +138,8 @@ class RestoreVARTransformer(nn.Module):
         self.cond_lvl_embed = nn.Embedding(1 if cfg.conditioning == "continuous" else K, C)
         self.sos_cond_embed = nn.Linear(cvae, C)
         self.sos_gain = nn.Parameter(torch.zeros(()))  # zero: SOS starts as VAR's null-class token
+        if cfg.condition_inject == "colocated":
+            self.cond_inject = nn.Linear(cvae, C)
         if cfg.positions == "ape":
             self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))
             self.pos_1LC = nn.Parameter(torch.zeros(1, self.L, C))
@@ -174,6 +185,9 @@ class RestoreVARTransformer(nn.Module):
         if self.cfg.positions == "ape":
             for p in (self.pos_start, self.pos_1LC, self.cond_pos_1NC):
                 nn.init.trunc_normal_(p, std=std)
+        if self.cfg.condition_inject == "colocated":  # zero: training starts from the prior's behaviour
+            nn.init.zeros_(self.cond_inject.weight)
+            nn.init.zeros_(self.cond_inject.bias)
 
     # -- pieces --------------------------------------------------------------------------------
     def _rope(self, begin: int, end: int):
@@ -198,6 +212,17 @@ class RestoreVARTransformer(nn.Module):
             cond_BNC = cond_BNC + self.cond_pos_1NC
             sos_BlC = sos_BlC + self.pos_start
         return cond_BNC, sos_BlC
+
+    def colocated_BLC(self, cond_BNCv: torch.Tensor) -> torch.Tensor | None:
+        """The degraded latent at every token's own scale and place, projected: ``(B, L, C)``, or None."""
+        if self.cfg.condition_inject == "none":
+            return None
+        if self.cfg.conditioning == "discrete":  # already one vector per token, scale by scale
+            return self.cond_inject(cond_BNCv)
+        B = cond_BNCv.shape[0]
+        f_BCvhw = cond_BNCv.transpose(1, 2).reshape(B, self.cvae, self.grid, self.grid)
+        per_scale = [F.interpolate(f_BCvhw, size=(pn, pn), mode="area").flatten(2) for pn in self.patch_nums]
+        return self.cond_inject(torch.cat(per_scale, dim=2).transpose(1, 2))
 
     def cross_kv(self, cond_BNC: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rope = self._cond_rope()
@@ -227,6 +252,9 @@ class RestoreVARTransformer(nn.Module):
         cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
         x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCv_wo_first)], dim=1)
         x_BLC = self._add_positions(x_BLC, 0, self.L)
+        inject_BLC = self.colocated_BLC(cond_BNCv)
+        if inject_BLC is not None:
+            x_BLC = x_BLC + inject_BLC
         kvs, rope = self.cross_kv(cond_BNC), self._rope(0, self.L)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         if recompute and reads is not None:  # a recomputed block's outputs are not this pass's tensors
@@ -270,6 +298,7 @@ class RestoreVARTransformer(nn.Module):
         cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
         kvs = self.cross_kv(cond_BNC) if precompute_cross_kv else None
         crope = self._cond_rope()
+        inject_BLC = self.colocated_BLC(cond_BNCv)
         caches: list[KVCache] = [StaticKVCache(self.L) if kv_cache == "static" else GrowingKVCache()
                                  for _ in self.blocks]
         f_hat = cond_BNCv.new_zeros(B, self.cvae, self.grid, self.grid)
@@ -278,6 +307,8 @@ class RestoreVARTransformer(nn.Module):
         for k, pn in enumerate(self.patch_nums):
             end = begin + pn * pn
             x_BlC = self._add_positions(x_BlC, begin, end)
+            if inject_BLC is not None:
+                x_BlC = x_BlC + inject_BLC[:, begin:end]
             rope = self._rope(begin, end)
             for i, block in enumerate(self.blocks):
                 kv = kvs[i] if kvs is not None else block.cross_attn.compute_kv(cond_BNC, crope)
