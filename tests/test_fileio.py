@@ -3,6 +3,8 @@ and a later replacement of the source never reaches the published name."""
 import os
 from pathlib import Path
 
+import pytest
+
 from restorevar import fileio
 from restorevar.fileio import atomic_write, publish_copy
 
