@@ -43,6 +43,22 @@ class ImageTooLargeError(ImageReadError):
         return type(self), (self.path, self.size, self.limit)
 
 
+def path_inside(root: str | Path, *names: str) -> Path:
+    """``root / name / ...``, refused unless every name is one plain component and the result stays inside
+    ``root``: the names come from files a user wrote (a manifest's ids), and a '..' or an absolute path among
+    them would write anywhere on disk."""
+    root = Path(root)
+    for name in names:
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name:
+            raise UserError(f"{name!r} cannot name a file inside {root}; an id or dataset name must be one plain "
+                            "name (run `restorevar data check` on the manifest)")
+    out = root.joinpath(*names)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(out)]) != real_root:
+        raise UserError(f"{out} leads outside {root} (through a link); remove the link or choose another folder")
+    return out
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``; the old file survives any failure."""
     path = Path(path)

@@ -57,8 +57,7 @@ class Entry:
         """
         if "id" in self.extra:
             return str(self.extra["id"])
-        parts = Path(self.image_path).with_suffix("").parts
-        parts = tuple(p for p in parts if p not in ("/", "..", "."))
+        parts = _name_parts(self.image_path)
         lowered = [p.lower() for p in parts]
         below = len(parts) - 1 - lowered[::-1].index(self.dataset.lower()) if self.dataset.lower() in lowered else -1
         return "-".join(parts[below + 1:]) if below + 1 < len(parts) else parts[-1]
@@ -94,6 +93,8 @@ def _load(path: Path) -> list[Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"manifest {path} is not valid JSON: {e}") from None
+    except ValueError as e:  # an integer of thousands of digits exceeds Python's conversion limit
+        raise UserError(f"manifest {path} holds a value that cannot be read ({e}); check the file") from None
     except RecursionError:
         raise UserError(f"manifest {path} nests too deeply to be a list of entries; check the file") from None
     except OSError as e:
@@ -112,6 +113,31 @@ def _show(value: Any) -> str:
 
 def _is_path(value: Any) -> bool:
     return isinstance(value, str) and value != "" and "\x00" not in value
+
+
+def _name_parts(image_path: str) -> tuple[str, ...]:
+    """The parts of an image path an id is made of: no root, no '.' or '..' (they would name folders)."""
+    path = Path(image_path)
+    parts = [p for p in path.parts if p not in ("..", ".") and p != path.anchor]
+    if parts:
+        parts[-1] = os.path.splitext(parts[-1])[0] or parts[-1]  # ".png" alone keeps its name
+    return tuple(parts)
+
+
+def unsafe_component(value: str) -> str | None:
+    """Why ``value`` cannot name one file or folder inside an output folder (None if it can).
+
+    Evaluation writes each image's samples under ``<dataset>/<degradation>/<id>``: a separator, '..' or an
+    absolute path there would write anywhere on disk."""
+    if value.strip() in ("", ".", ".."):
+        return f"is {value!r}, which names no file"
+    if "/" in value or "\\" in value:
+        return "holds a path separator"
+    if "\x00" in value or any(ord(c) < 32 for c in value):
+        return "holds a control character"
+    if len(value.encode("utf-8", "surrogatepass")) > 200:
+        return "is longer than 200 bytes"
+    return None
 
 
 def _field_problems(d: Any) -> list[str]:
@@ -134,8 +160,15 @@ def _field_problems(d: Any) -> list[str]:
     ds = d.get("dataset")
     if "dataset" in d and not (isinstance(ds, str) and ds.strip()):
         out.append(f"dataset must be a non-empty string naming the entry's dataset, got {_show(ds)}")
+    if "dataset" in d and isinstance(ds, str) and ds.strip() and (why := unsafe_component(ds)):
+        out.append(f"dataset {_show(ds)} {why}; a dataset is named by one plain folder name")
     if "id" in d and (isinstance(d["id"], bool) or not isinstance(d["id"], int | str)):
         out.append(f"id must be a string or an integer, got {_show(d['id'])}")
+    elif "id" in d and (why := unsafe_component(str(d["id"]))):
+        out.append(f"id {_show(d['id'])} {why}; an id must be one plain file name (no '/', not '..')")
+    elif "id" not in d and _is_path(d.get("image_path")) and not _name_parts(d["image_path"]):
+        out.append(f"image_path {_show(d['image_path'])} names no file, so the entry has no id; give the image's "
+                   "path")
     return out
 
 

@@ -8,6 +8,7 @@ leaves the output folder as it was, and an existing benchmark is replaced only w
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from restorevar.data.degrade import DEGRADATIONS
-from restorevar.data.manifest import Entry, write_manifest
+from restorevar.data.manifest import Entry, read_manifest, write_manifest
 from restorevar.data.photos import Photo, load_photo, photos_for
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, check_output_folder, move_into_place, staging_folder_beside, write_png
@@ -28,6 +29,7 @@ SYNTH_VERSION = 1
 SPLITS = ("train", "test")
 DATASET_NAMES = {"haze": "synth-haze", "rain": "synth-rain", "snow": "synth-snow", "lowlight": "synth-lowlight",
                  "motion_blur": "synth-blur", "haze_rain": "synth-cdd", "lowlight_blur": "synth-lolblur"}
+MAX_PER_DEGRADATION = 100_000  # pairs of one split and degradation: a full benchmark's worth and more
 
 
 @dataclass
@@ -41,10 +43,12 @@ class SynthConfig:
     def validate(self) -> None:
         if self.size < 16 or self.size > 1024:
             raise UserError(f"--size must be between 16 and 1024 pixels, got {self.size}")
-        if self.train_per_degradation < 0 or self.test_per_degradation < 0:
-            raise UserError("--train-per-degradation and --test-per-degradation must be >= 0")
+        for flag, n in (("--train-per-degradation", self.train_per_degradation),
+                        ("--test-per-degradation", self.test_per_degradation)):
+            if not 0 <= n <= MAX_PER_DEGRADATION:
+                raise UserError(f"{flag} must be between 0 and {MAX_PER_DEGRADATION}, got {n}")
         if not 0 < self.min_crop_fraction <= 1:
-            raise UserError("min_crop_fraction must be in (0, 1]")
+            raise UserError(f"min_crop_fraction must be in (0, 1], got {self.min_crop_fraction}")
         check_seed(self.seed)
 
 
@@ -83,6 +87,8 @@ def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: b
     cfg.validate()
     out = Path(out)
     check_output_folder(out, overwrite, "benchmark", "synth_info.json")
+    if overwrite and out.is_dir():
+        _check_only_own_files(out)
     staged = staging_folder_beside(out, "synth")
     try:
         info = _write(staged, cfg, progress)
@@ -95,6 +101,28 @@ def synth(out: str | Path, cfg: SynthConfig, progress: bool = True, overwrite: b
         raise
     move_into_place(staged, out, OUTPUTS, "the benchmark")
     return info
+
+
+def _check_only_own_files(out: Path) -> None:
+    """Refuse to replace an earlier benchmark whose split folders hold a file its manifests do not list: it is
+    someone's own, and replacing a split folder would delete it."""
+    listed: set[str] = set()
+    for split in SPLITS:
+        manifest = out / f"{split}.json"
+        if not manifest.is_file():
+            continue
+        for e in read_manifest(manifest):
+            listed.update(os.path.normpath(p) for p in (e.image_path, e.target_path) if p)
+    for split in SPLITS:
+        folder = out / split
+        if folder.is_symlink() or not folder.exists():
+            continue
+        for dirpath, _, filenames in os.walk(folder):
+            for name in sorted(filenames):
+                rel = os.path.relpath(os.path.join(dirpath, name), out)
+                if os.path.normpath(rel) not in listed:
+                    raise UserError(f"--out {out} holds {rel}, which the earlier benchmark there did not write, "
+                                    "so --overwrite will not delete it; move it away or choose another --out")
 
 
 def _write(out: Path, cfg: SynthConfig, progress: bool) -> dict[str, Any]:

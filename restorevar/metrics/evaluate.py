@@ -17,7 +17,7 @@ from tqdm import tqdm
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.data.manifest import CLASS_NAMES
 from restorevar.errors import UserError
-from restorevar.fileio import ImageReadError, read_image, write_png
+from restorevar.fileio import ImageReadError, path_inside, read_image, write_png
 from restorevar.imaging import from_uint8, to_uint8
 from restorevar.inference.engine import Engine, InferenceOptions
 from restorevar.metrics.iqa import MetricSuite
@@ -160,7 +160,7 @@ def evaluate(manifest: str | Path, methods: dict[str, Method], suite: MetricSuit
                 if saved[key] >= samples_per_stratum:
                     continue
                 saved[key] += 1
-                folder = Path(sample_dir) / it["dataset"] / CLASS_NAMES[it["degradation"]] / str(it["id"])
+                folder = path_inside(sample_dir, it["dataset"], CLASS_NAMES[it["degradation"]], str(it["id"]))
                 write_png(folder / "input.png", to_uint8(it["degraded"]))
                 if "clean" in it:
                     write_png(folder / "target.png", to_uint8(it["clean"]))

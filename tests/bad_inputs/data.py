@@ -80,6 +80,24 @@ def _dotdot_escape(tmp: Path) -> list[str]:
     return ["data", "check", "set/m.json"]
 
 
+def _huge_integer_id(tmp: Path) -> list[str]:
+    _row(tmp, "a", 1)
+    row = json.dumps(_row(tmp, "a", 1))[:-1] + ', "id": ' + "9" * 5000 + "}"
+    (tmp / "m.json").write_text(f"[{row}]")
+    return ["data", "check", "m.json"]
+
+
+def _synth_overwrite_keeps_own_files(tmp: Path) -> list[str]:
+    """An earlier benchmark, then a file of the user's own inside it: --overwrite must not delete it."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "restorevar.cli", "data", "synth", "--out", "bench", *SMALL], cwd=tmp,
+                   check=True, capture_output=True)
+    _img(tmp / "bench" / "train" / "my_notes.png", 9)
+    return ["data", "synth", "--out", "bench", *SMALL, "--overwrite"]
+
+
 # -- fetch -----------------------------------------------------------------------------------------
 def _tar_gz(path: Path, members: dict[str, bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +160,20 @@ CASES = [
     Case("data-check-dataset-null", _check(lambda t: [_row(t, "a", 1, dataset=None)]),
          "dataset must be a non-empty string"),
     Case("data-check-empty-manifest", _check(lambda t: []), "holds no entries"),
+    # an id or dataset names a folder that evaluation writes samples into: it must be one plain name
+    Case("data-check-id-climbs-out", _check(lambda t: [_row(t, "a", 1, id="../../../../escaped")]),
+         "id str \"../../../../escaped\" holds a path separator"),
+    Case("data-check-id-absolute", _check(lambda t: [_row(t, "a", 1, id="/tmp/escaped")]),
+         "holds a path separator"),
+    Case("data-check-id-dotdot", _check(lambda t: [_row(t, "a", 1, id="..")]), "which names no file"),
+    Case("data-check-dataset-absolute", _check(lambda t: [_row(t, "a", 1, dataset="/tmp/escaped")]),
+         "a dataset is named by one plain folder name"),
+    Case("data-check-dataset-dotdot", _check(lambda t: [_row(t, "a", 1, dataset="..")]), "which names no file"),
+    Case("data-check-image-path-root", _check(lambda t: [_row(t, "a", 1, image_path="/")]), "names no file"),
+    Case("data-check-image-path-dot", _check(lambda t: [_row(t, "a", 1, image_path=".")]), "names no file"),
+    Case("data-check-image-path-dotdot", _check(lambda t: [_row(t, "a", 1, image_path="..")]), "names no file"),
+    Case("data-check-huge-integer", _huge_integer_id, "holds a value that cannot be read"),
+    Case("data-synth-overwrite-keeps-the-users-files", _synth_overwrite_keeps_own_files, "my_notes.png"),
     Case("data-fetch-archive-over-a-folder-placed-by-hand",
          _snow_archive({"all/synthetic/a.jpg": PNG, "all/gt/a.jpg": PNG}, existing={"all/gt/mine.jpg": PNG}),
          "all already exists and did not come from this archive"),
