@@ -25,33 +25,65 @@ refreshes the spread with the values.
 Every baseline value, tolerance and current value of a baseline metric must be a finite number: NaN
 compares false with everything, so a NaN anywhere would pass the gate whatever the run did. A non-number
 is bad input (a UserError naming the metric and the file), never a pass.
+
+The comparison rounds: how much worse the value is and how much it may be worse are each rounded to
+``COMPARE_DECIMALS`` (9) decimal places before they are compared, so a value worse by exactly its tolerance
+passes, whatever binary float subtraction makes of it (0.4 - 0.3 is 0.10000000000000003). Nine places are
+far below the five or six that metrics.json and the baseline store, so no real change is rounded away.
+
+Each file must say every value once. A key that JSON would keep only the last of (the same key twice in
+one object), or a dotted key that spells the same path as nested keys (``"p.model.overall.psnr"`` beside
+``{"p": {"model": ...}}``, in either order, at any depth), is bad input: one of the two would hide the
+other. So is a file that is not a regular UTF-8 file (a FIFO, a folder), nesting too deep to read, or an
+integer literal too long to convert.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from restorevar.errors import UserError
+from restorevar.fileio import read_regular_text
+
+
+def _unique_keys(what: str, path: Path):
+    """An ``object_pairs_hook`` refusing a key given twice in one object: json keeps the last silently."""
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise UserError(f"{what} {path} gives the key {_show(k)} twice in one object, and JSON keeps only "
+                                "the last; keep one of them")
+            out[k] = v
+        return out
+
+    return hook
 
 
 def _read_json(path: str | Path, what: str) -> Any:
     path = Path(path)
+    text = read_regular_text(path, what)  # a FIFO, a folder or non-UTF-8 bytes: a UserError naming the file
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}; check the path") from None
-    except OSError as e:  # a directory, no permission
-        raise UserError(f"cannot read {what} {path}: {e.strerror or e}; give a readable JSON file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not valid JSON: not UTF-8 text") from None
+        return json.loads(text, object_pairs_hook=_unique_keys(what, path))
     except json.JSONDecodeError as e:
         raise UserError(f"{what} {path} is not valid JSON: {e}") from None
+    except ValueError as e:  # an integer literal past Python's limit on int-string conversion
+        if "integer string conversion" not in str(e):
+            raise UserError(f"{what} {path} is not valid JSON: {e}") from None
+        raise UserError(f"{what} {path} holds an integer literal of over {sys.get_int_max_str_digits()} digits, "
+                        "too long to read; no metric has that many digits, fix the file") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} is nested too deeply to read (no metrics file nests that far); "
+                        "fix the file") from None
 
 
 SEED_FALSE_ALARM = 0.01  # how often a healthy re-run may fail a metric that carries its seed spread
+MAX_SEEDS = 10_000  # more "seeds" than any study trains is a damaged file, and scipy cannot take huge counts
+COMPARE_DECIMALS = 9  # see the module docstring: exactly-at-tolerance passes, whatever the float rounding
 
 
 @dataclass
@@ -90,16 +122,20 @@ class Check:
     def status(self) -> str:
         if self.current is None or not math.isfinite(self.current):
             return "missing"
-        worse = -self.delta if self.better == "higher" else self.delta
-        return "regressed" if worse > self.allowed else ("improved" if worse < -self.allowed else "ok")
+        # rounded, so that a value worse by exactly the tolerance passes however the subtraction rounds
+        worse = round(-self.delta if self.better == "higher" else self.delta, COMPARE_DECIMALS)
+        allowed = round(self.allowed, COMPARE_DECIMALS)
+        return "regressed" if worse > allowed else ("improved" if worse < -allowed else "ok")
 
 
-def _show(v: Any) -> str:
-    """A value as the JSON file spells it: NaN, Infinity, null, true, "ten"."""
+def _show(v: Any, limit: int = 60) -> str:
+    """A value as the JSON file spells it: NaN, Infinity, null, true, "ten"; cut short past ``limit``
+    characters so that the error stays one readable line."""
     try:
-        return json.dumps(v)
-    except (TypeError, ValueError):
-        return repr(v)
+        text = json.dumps(v)
+    except (TypeError, ValueError, RecursionError):  # a nesting or an integer too large to write back
+        return f"a {type(v).__name__} too large to show"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _is_finite_number(v: Any) -> bool:
@@ -133,22 +169,40 @@ def load_baseline(path: str | Path, check_values: bool = True) -> dict[str, dict
                             "use true or false")
         if "seed_sd" in spec or "seeds" in spec:
             sd, k = spec.get("seed_sd"), spec.get("seeds")
-            if not _is_finite_number(sd) or sd < 0 or isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            if (not _is_finite_number(sd) or sd < 0 or isinstance(k, bool) or not isinstance(k, int)
+                    or not 2 <= k <= MAX_SEEDS):
                 raise UserError(f"baseline {path}: metric {name!r} has seed_sd={_show(sd)}, seeds={_show(k)}; "
-                                "a seed spread needs seed_sd >= 0 measured over seeds >= 2 training runs")
+                                f"a seed spread needs seed_sd >= 0 measured over seeds >= 2 training runs "
+                                f"(at most {MAX_SEEDS})")
         if spec.get("better", "higher") not in ("higher", "lower"):
             raise UserError(f"baseline {path}: metric {name!r} has better={_show(spec['better'])}; "
                             "use 'higher' or 'lower'")
     return metrics
 
 
-def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Every non-mapping value by dotted path, numbers or not, so that a bad value is named, not skipped."""
-    if not isinstance(obj, dict):
-        return {prefix: obj}
+def _leaves(obj: dict[str, Any], what: str, path: str | Path) -> dict[str, Any]:
+    """Every non-mapping value by dotted path, numbers or not, so that a bad value is named, not skipped.
+
+    A dotted path reached by two routes (a dotted key and nested keys that spell it, in either order, at any
+    depth) is a UserError: whichever came last would hide the other's value. Walked with a stack, not by
+    recursion, so that deep nesting cannot overflow Python's stack.
+    """
     out: dict[str, Any] = {}
-    for k, v in obj.items():
-        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    routes: dict[str, tuple[str, ...]] = {}  # every path met so far (mappings too) -> the keys that led there
+    stack: list[tuple[tuple[str, ...], Any]] = [((k,), v) for k, v in reversed(obj.items())]
+    while stack:
+        route, value = stack.pop()
+        name = ".".join(route)
+        if name in routes:
+            first, second = sorted([routes[name], route], key=len)
+            raise UserError(f"{what} {path}: {_show(name)} is given twice, as the keys {_show(list(first), 200)} and "
+                            f"{_show(list(second), 200)}, so one would hide the other; write each metric once "
+                            "(nested, without dots in its keys)")
+        routes[name] = route
+        if isinstance(value, dict):
+            stack.extend((route + (k,), v) for k, v in reversed(value.items()))
+        else:
+            out[name] = value
     return out
 
 
@@ -156,7 +210,7 @@ def current_values(current: str | Path, names: list[str]) -> dict[str, float | N
     """The run's value of each baseline metric, None where the run lacks it; a value that is there but is
     not a finite number is a UserError (it would otherwise compare as "within tolerance" or vanish)."""
     data = _read_json(current, "current metrics")
-    leaves = _leaves(data) if isinstance(data, dict) else {}
+    leaves = _leaves(data, "current metrics", current) if isinstance(data, dict) else {}
     out: dict[str, float | None] = {}
     for name in names:
         if name not in leaves:
@@ -205,7 +259,8 @@ def verdict_line(checks: list[Check]) -> str:
 def report_markdown(checks: list[Check], baseline: str | Path, current: str | Path) -> str:
     """The file a pull request shows (``restorevar regress --report``): the verdict, then the table."""
     return (f"# Regression report\n\n{verdict_line(checks)}\n\nBaseline `{baseline}`, current run `{current}`. "
-            "A metric fails when it is worse than its baseline by more than its tolerance, or is missing; "
+            "A metric fails when it is worse than its baseline by more than its tolerance (both rounded to "
+            f"{COMPARE_DECIMALS} decimal places, so exactly the tolerance passes), or is missing; "
             "improvements never fail.\n\n" + markdown(checks) + "\n")
 
 
@@ -227,5 +282,7 @@ def make_baseline(current: str | Path, metrics: dict[str, dict[str, Any]], note:
     for m, (sd, k) in spread.items():
         if int(cur[k]) < 2:
             raise UserError(f"{current}: {m} was measured over {int(cur[k])} seed(s); a seed spread needs two or more")
+        if int(cur[k]) > MAX_SEEDS:  # the baseline would be refused when next read
+            raise UserError(f"{current}: {k} is {cur[k]:g}, over {MAX_SEEDS} seeds; fix the run that wrote it")
         out[m].update(seed_sd=round(cur[sd], 6), seeds=int(cur[k]))
     return {"note": note, "metrics": out}

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from restorevar.cli import main
+from restorevar.errors import UserError
 from restorevar.regress import compare
 
 
@@ -65,7 +66,7 @@ def test_update_rewrites_values_but_keeps_tolerances(files):
 def test_bad_files_are_one_line_errors(files, tmp_path, capsys):
     base, current = files
     assert main(["regress", "--baseline", str(tmp_path / "nope.json"), "--current", str(current())]) == 2
-    assert "baseline not found" in capsys.readouterr().err
+    assert f"baseline {tmp_path / 'nope.json'} not found" in capsys.readouterr().err
     (tmp_path / "broken.json").write_text("{")
     assert main(["regress", "--baseline", str(base), "--current", str(tmp_path / "broken.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
@@ -201,3 +202,59 @@ def test_the_report_file_starts_with_a_verdict_and_holds_the_table(files, tmp_pa
     assert main(["regress", "--baseline", str(base), "--current", str(current(psnr=19.0)), "--report", str(out)]) == 1
     assert out.read_text().splitlines()[2] == ("**FAIL**: 1 of 3 metrics regressed or missing: "
                                               "`p.model.overall.psnr` (regressed)")
+
+
+# -- the tolerance boundary: worse by exactly the tolerance passes, however the float subtraction rounds -------
+def _one(tmp_path, baseline, current, tolerance, better="higher", relative=False):
+    spec = {"value": baseline, "tolerance": tolerance, "better": better, "relative": relative}
+    (tmp_path / "b.json").write_text(json.dumps({"metrics": {"m.x": spec}}))
+    (tmp_path / "c.json").write_text(json.dumps({"m": {"x": current}}))
+    [check] = compare(tmp_path / "b.json", tmp_path / "c.json")
+    return check.status
+
+
+# (baseline, current, tolerance): each exactly at the tolerance in decimal, while the float difference lands
+# above it (0.4 - 0.3 = 0.10000000000000003, 1.1 - 1.0 = 0.10000000000000009), below it (0.7 - 0.6) or on it
+AT_TOLERANCE = [(0.4, 0.3, 0.1), (1.1, 1.0, 0.1), (0.7, 0.6, 0.1), (20.0, 19.5, 0.5), (0.33, 0.31, 0.02),
+                (9.81, 9.31, 0.5), (0.3, 0.2, 0.1)]
+
+
+@pytest.mark.parametrize("baseline, current, tolerance", AT_TOLERANCE)
+def test_a_value_worse_by_exactly_the_tolerance_passes_in_either_direction(tmp_path, baseline, current, tolerance):
+    assert _one(tmp_path, baseline, current, tolerance, "higher") == "ok"
+    assert _one(tmp_path, current, baseline, tolerance, "lower") == "ok"
+    # one step of the stored precision (metrics.json keeps 5 decimals) beyond the tolerance still fails
+    assert _one(tmp_path, baseline, round(current - 1e-5, 5), tolerance, "higher") == "regressed"
+    assert _one(tmp_path, current, round(baseline + 1e-5, 5), tolerance, "lower") == "regressed"
+    # and better by exactly the tolerance is "ok", not "improved", by the same rule
+    assert _one(tmp_path, current, baseline, tolerance, "higher") == "ok"
+
+
+def test_every_decimal_pair_at_the_tolerance_is_treated_alike(tmp_path):
+    statuses = {_one(tmp_path, b / 100, round(b / 100 - t, 2), t) for b in range(50, 100, 7) for t in (0.01, 0.1, 0.3)}
+    assert statuses == {"ok"}
+
+
+def test_a_relative_tolerance_is_rounded_the_same_way(tmp_path):
+    # 0.1 * 3.0 = 0.30000000000000004 allowed and 3.0 - 2.7 = 0.2999999999999998 lost: exactly 10 %, passes
+    assert _one(tmp_path, 3.0, 2.7, 0.1, "higher", relative=True) == "ok"
+    assert _one(tmp_path, 3.0, 3.3, 0.1, "lower", relative=True) == "ok"
+    assert _one(tmp_path, 3.0, 3.30001, 0.1, "lower", relative=True) == "regressed"
+
+
+# -- a value said twice: a dotted key beside the nested path it spells would hide one of them -------------------
+def test_a_dotted_key_that_repeats_a_nested_path_is_an_input_error_in_either_order(files, tmp_path):
+    base, _ = files
+    nested = {"p": {"model": {"overall": {"psnr": 10.0, "lpips": 0.3}}}, "cost": {"ratio_to_decode": {"transformer": 4}}}
+    for cur in ({**nested, "p.model.overall.psnr": 99}, {"p.model.overall.psnr": 99, **nested},
+                {**nested, "p": {**nested["p"], "model.overall": {"psnr": 99}}}):
+        (tmp_path / "cur.json").write_text(json.dumps(cur))
+        with pytest.raises(UserError, match=r"is given twice, as the keys \["):
+            compare(base, tmp_path / "cur.json")
+
+
+def test_dotted_keys_that_repeat_nothing_are_read_as_before(files, tmp_path):
+    base, _ = files
+    flat = {"p.model.overall.psnr": 19.0, "p.model.overall.lpips": 0.3, "cost.ratio_to_decode.transformer": 4.0}
+    (tmp_path / "flat.json").write_text(json.dumps(flat))
+    assert [c.status for c in compare(base, tmp_path / "flat.json")] == ["regressed", "ok", "ok"]

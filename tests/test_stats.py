@@ -1,6 +1,8 @@
 """Paired statistics against values computed independently here: scipy calls, formulas and toy cases."""
 from __future__ import annotations
 
+import csv
+import json
 import math
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from restorevar.errors import UserError
+from restorevar.metrics.results import read_results
 from restorevar.stats.compare import compare_methods, comparison_table, holm
 from restorevar.stats.paired import paired_test
 from restorevar.stats.weighted import dataset_weighted_test
@@ -208,3 +211,40 @@ def test_stats_compare_command_reports_bad_input_on_one_line(tmp_path, capsys):
     assert main(["stats", "compare", "model", "input", "--metric", "psnr", "--results", str(tmp_path),
                  "--n-boot", "0"]) == 2
     assert "n_boot must be an integer >= 100" in capsys.readouterr().err
+
+
+# -- image ids are text: "01" and "1" are two images, "NA" and "" are ids, not missing values ---------------
+def _csv_results(folder, values: dict[str, dict[str, str]]) -> None:
+    """``folder/<method>.csv`` for each method: one psnr row per {id: value}, both written as text."""
+    folder.mkdir(exist_ok=True)
+    for method, rows in values.items():
+        with open(folder / f"{method}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["method", "dataset", "degradation", "image_id", "metric", "value", "protocol"])
+            w.writerows([method, "synth", "haze", i, "psnr", v, "p1"] for i, v in rows.items())
+
+
+def test_ids_that_read_as_the_same_number_are_different_images(tmp_path, capsys):
+    from restorevar.cli import main
+
+    ids = ["01", "1", "007", "7", "1.0", "NA", ""]
+    _csv_results(tmp_path, {"model": {i: f"{21 + k}.5" for k, i in enumerate(ids)},
+                            "input": {i: f"{20 + k}" for k, i in enumerate(ids)}})
+    assert main(["stats", "compare", "model", "input", "--metric", "psnr", "--results", str(tmp_path), "--json",
+                 "--n-boot", "200", "--n-perm", "200"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["pooled"]["n"] == 7 and res["pooled"]["mean_diff"] == pytest.approx(1.5)
+    assert res["unmatched"] == {"model": 0, "input": 0}
+
+
+def test_an_image_scored_as_01_pairs_with_01_not_with_1(tmp_path):
+    _csv_results(tmp_path, {"model": {"01": "21", "02": "22", "03": "23.5"}, "input": {"1": "20", "2": "21", "3": "22"}})
+    with pytest.raises(UserError, match="model and input share no images"):
+        compare_methods(read_results(tmp_path), "model", "input", "psnr", n_boot=200, n_perm=200)
+
+
+def test_ids_are_read_as_written_and_values_as_numbers(tmp_path):
+    _csv_results(tmp_path, {"model": {"01": "21.5", "NA": "NaN", "": "ten", "1e3": "1e3"}})
+    df = read_results(tmp_path)
+    assert df.image_id.tolist() == ["01", "NA", "", "1e3"]
+    assert df.value[0] == 21.5 and math.isnan(df.value[1]) and df.value[2] == "ten" and df.value[3] == 1000.0

@@ -1,16 +1,20 @@
 """The long per-image table: one row per (method, image, metric), with its protocol id.
 
 One Parquet file per method under ``results/per_image/``; CSV is read as well so a user can hand-edit or
-drop in rows from elsewhere.
+drop in rows from elsewhere. Every column but ``value`` is read as text: pandas would read the ids "01" and
+"1" as one number, and "NA" as a missing value, pairing two images as one.
 """
 from __future__ import annotations
 
+import io
+import os
+import stat
 from pathlib import Path
 
 import pandas as pd
 
 from restorevar.errors import UserError
-from restorevar.fileio import atomic_write
+from restorevar.fileio import atomic_write, read_regular_text
 
 COLUMNS = ["method", "dataset", "degradation", "image_id", "metric", "value", "protocol"]
 
@@ -21,8 +25,57 @@ def write_rows(path: str | Path, rows: list[dict]) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
+NAN_SPELLINGS = {"nan", "+nan", "-nan"}  # a value written as NaN is a number (refused later as not finite)
+
+
+def _check_regular(f: Path) -> None:
+    """A results file must be a regular file: pandas would block for ever on a FIFO."""
+    try:
+        st = os.stat(f)
+    except OSError as e:
+        raise UserError(f"cannot read results file {f}: {e.strerror or e}; check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UserError(f"results file {f} is a folder; give the .parquet/.csv files inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"results file {f} is not a regular file (a FIFO, socket or device); give a file")
+
+
+def _values(text: pd.Series) -> pd.Series:
+    """The value column from text: numbers as float64; a text that is no number stays as written, so that
+    the error names it ('ten', an empty cell)."""
+    num = pd.to_numeric(text, errors="coerce")
+    words = num.isna() & ~text.str.strip().str.lower().isin(NAN_SPELLINGS)
+    if not words.any():
+        return num.astype("float64")
+    return num.astype(object).where(~words, text)
+
+
+def _read_one(f: Path) -> pd.DataFrame:
+    if f.suffix == ".parquet":
+        _check_regular(f)
+        try:
+            df = pd.read_parquet(f)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+            raise UserError(f"cannot read results file {f} (corrupt?): {e}; give a file the evaluate stage "
+                            "wrote") from None
+        for c in df.columns:  # ids as text, whatever type the writer gave them
+            if c != "value" and df[c].dtype != object:
+                df[c] = df[c].astype(str)
+        return df
+    text = read_regular_text(f, "results file")  # a FIFO, a folder, non-UTF-8 bytes: a one-line error
+    try:
+        # every column as written: pandas would read ids "01" and "1" as the number 1, and "NA" as missing
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001 - pandas raises several types for a malformed CSV
+        raise UserError(f"cannot read results file {f} (corrupt?): {e}; give a CSV with a header row") from None
+    if "value" in df.columns:
+        df["value"] = _values(df["value"])
+    return df
+
+
 def read_results(path: str | Path) -> pd.DataFrame:
-    """All rows under a folder of .parquet/.csv files, or one such file."""
+    """The long per-image table from a folder of .parquet/.csv files, or from one such file, with every
+    column but ``value`` as text (see the module docstring)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no results at {path}; run the evaluate stage (dvc repro evaluate) first")
@@ -31,17 +84,12 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise UserError(f"{path} holds no .parquet or .csv results; run the evaluate stage first")
     frames = []
     for f in files:
-        try:
-            df = pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f)
-        except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types for a bad file
-            raise UserError(f"cannot read results file {f} (corrupt?): {e}") from None
+        df = _read_one(f)
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise UserError(f"{f} lacks columns {', '.join(missing)}; expected {', '.join(COLUMNS)}")
         frames.append(df[COLUMNS])
-    out = pd.concat(frames, ignore_index=True)
-    out["image_id"] = out["image_id"].astype(str)
-    return out
+    return pd.concat(frames, ignore_index=True)
 
 
 def summary(df: pd.DataFrame) -> dict:

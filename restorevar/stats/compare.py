@@ -2,6 +2,9 @@
 
 A stratum is one (dataset, degradation) pair: a real dataset holds one degradation, and the synthetic
 benchmark is split by degradation so that each counts equally in the weighted test.
+
+Images pair up by their ids as text (``restorevar.metrics.results.read_results``), so ids "01" and "1" stay
+two images.
 """
 from __future__ import annotations
 
@@ -16,8 +19,6 @@ from restorevar.stats.paired import paired_test
 from restorevar.stats.weighted import dataset_weighted_test
 
 KEY = ["dataset", "degradation", "image_id"]
-
-
 def holm(pvalues: list[float]) -> list[float]:
     """Holm-adjusted p-values; NaN entries stay NaN and do not count in the family."""
     from statsmodels.stats.multitest import multipletests

@@ -4,6 +4,7 @@ scored twice) and resampling settings out of range. Each is one line and exit 2,
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from bad_inputs import Case
@@ -52,4 +53,49 @@ CASES = [
     _case("stats-compare-n-boot-0", "n_boot must be an integer >= 100", ["--n-boot", "0"]),
     _case("stats-compare-n-perm-negative", "n_perm must be an integer >= 100", ["--n-perm", "-5"]),
     _case("stats-compare-seed-negative", "seed must be an integer >= 0", ["--seed", "-1"]),
+]
+
+
+def _special_case(id_: str, name: str, kind: str, fragment: str, results: str = "per_image") -> Case:
+    """``per_image/<name>`` replaced by a FIFO (nobody writes to it: reading it would block for ever), a
+    folder, or bytes that are not UTF-8; ``results`` is what ``--results`` names."""
+    def setup(tmp: Path) -> list[str]:
+        _results(tmp)
+        target = tmp / "per_image" / name
+        target.unlink(missing_ok=True)
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "folder":
+            target.mkdir()
+        else:
+            target.write_bytes(",".join(HEADER).encode() + b"\ninput,synth,haze,img\xff,psnr,20,p\n")
+        argv = [*COMPARE]
+        argv[argv.index("per_image")] = results
+        return argv
+
+    return Case(id_, setup, fragment, timeout_s=30.0)
+
+
+def _ids_01_and_1(tmp: Path) -> list[str]:
+    """The model scored images "01".."03", the input images "1".."3": different images, so nothing pairs."""
+    (tmp / "per_image").mkdir()
+    for method, ids in (("model", ["01", "02", "03"]), ("input", ["1", "2", "3"])):
+        with open(tmp / "per_image" / f"{method}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([HEADER, *([method, "synth", "haze", i, "psnr", f"2{k}.5", "p"]
+                                               for k, i in enumerate(ids))])
+    return [*COMPARE]
+
+
+CASES += [
+    _special_case("stats-compare-fifo-csv", "input.csv", "fifo",
+                  "results file per_image/input.csv is not a regular file (a FIFO"),
+    _special_case("stats-compare-fifo-parquet", "input.parquet", "fifo",
+                  "results file per_image/input.parquet is not a regular file (a FIFO"),
+    _special_case("stats-compare-fifo-given-as-results", "input.csv", "fifo",
+                  "results file per_image/input.csv is not a regular file (a FIFO", results="per_image/input.csv"),
+    _special_case("stats-compare-folder-named-csv", "input.csv", "folder",
+                  "results file per_image/input.csv is a folder"),
+    _special_case("stats-compare-csv-not-utf8", "input.csv", "bytes",
+                  "results file per_image/input.csv is not UTF-8 text (byte"),
+    Case("stats-compare-ids-01-and-1-do-not-pair", _ids_01_and_1, "model and input share no images"),
 ]
