@@ -220,11 +220,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
     the run ends with one error line and exit code 1."""
     from tqdm import tqdm
 
-    from restorevar.fileio import ImageReadError, ImageTooLargeError, atomic_write, read_image
+    from restorevar.fileio import (
+        ImageReadError,
+        ImageTooLargeError,
+        atomic_write,
+        image_header_size,
+        read_image,
+        remove_stale_temps,
+    )
     from restorevar.inference import RestoreOptions, Restorer, list_inputs, plan_outputs
 
     opts = RestoreOptions(mode=args.mode, overlap=args.overlap, batch_size=args.batch_size, top_k=args.top_k,
-                          top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype, plain=args.plain)
+                          top_p=args.top_p, seed=args.seed, device=args.device, dtype=args.dtype, plain=args.plain,
+                          max_tiles=args.max_tiles)
     opts.validate()
     unlisted: list[tuple[Path, str]] = []
     files = list_inputs(args.inputs, unlisted)
@@ -237,10 +245,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
     for _, reason in unlisted:
         print(f"restorevar: warning: skipped: {reason}", file=sys.stderr)
     r = Restorer(args.checkpoint, opts)
+    if opts.mode == "tile":  # the whole plan, checked and shown before the first image is restored
+        tiles = 0
+        for path in files:
+            size = image_header_size(path)  # None: unreadable, reported when it is read
+            tiles += r.check_tiles(size[1], size[0], str(path)) if size else 0
+        if not args.quiet:
+            print(f"plan: {len(files)} image(s), {tiles} tiles of {r.size} px, {-(-tiles // opts.batch_size)} "
+                  f"model passes of up to {opts.batch_size}", file=sys.stderr)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out {args.out}: {e.strerror or e}; choose another folder") from None
+    remove_stale_temps(args.out)
     failed: list[Path] = [p for p, _ in unlisted]
     done = 0
     for path, dest in tqdm(list(zip(files, dests)), desc=f"restore ({opts.mode}, {r.size}px model, "
@@ -259,7 +276,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
             continue
         out = r.restore_image(img)
         try:
-            atomic_write(dest, lambda tmp, out=out: out.save(tmp, format="PNG"))
+            atomic_write(dest, lambda tmp, out=out: out.save(tmp, format="PNG"), replace=args.overwrite)
+        except FileExistsError:
+            raise UserError(f"{dest} appeared while this run was restoring (another run writing into --out?) and "
+                            f"was left as it is; give each run its own --out ({done} image(s) were written "
+                            "before)") from None
         except OSError as e:
             raise UserError(f"cannot write {dest}: {e.strerror or e}; check free space and permissions "
                             f"({done} image(s) were written before)") from None
@@ -309,6 +330,7 @@ def _add_convert(sub, help: str) -> None:
 def _add_restore(sub, help: str) -> None:
     from restorevar.fileio import DEFAULT_MAX_PIXELS
     from restorevar.inference.engine import DTYPES
+    from restorevar.inference.restore import MAX_OVERLAP, MAX_TILES
 
     r = sub.add_parser("restore", help=help)
     r.add_argument("inputs", nargs="+", help="image files or folders of images")
@@ -322,8 +344,11 @@ def _add_restore(sub, help: str) -> None:
                         f"(default {DEFAULT_MAX_PIXELS})")
     r.add_argument("--mode", choices=["resize", "tile"], default="resize",
                    help="resize: to the model size and back (default); tile: overlapping model-sized tiles")
-    r.add_argument("--overlap", type=float, default=0.25, help="tile mode: overlap fraction (default 0.25)")
+    r.add_argument("--overlap", type=float, default=0.25, help=f"tile mode: overlap fraction, 0 to {MAX_OVERLAP} (default 0.25)")
     r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--max-tiles", type=_positive_int, default=MAX_TILES, metavar="N",
+                   help=f"tile mode: refuse an image that needs more than N tiles, before any work (default "
+                        f"{MAX_TILES})")
     r.add_argument("--top-k", type=int, default=0, help="sample from the top k tokens (default greedy)")
     r.add_argument("--top-p", type=float, default=0.0)
     r.add_argument("--seed", type=int, default=None, help="seed for sampling")
@@ -389,9 +414,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # the command is the first word: the top level has no option but --help
-    args = build_parser(next((a for a in argv if not a.startswith("-")), "")).parse_args(argv)
     try:
+        # inside the handlers: building a command's parser imports torch, seconds in which a Ctrl-C can come
+        # the command is the first word: the top level has no option but --help
+        args = build_parser(next((a for a in argv if not a.startswith("-")), "")).parse_args(argv)
         return args.func(args)
     except UserError as e:
         print(f"restorevar: error: {e}", file=sys.stderr)

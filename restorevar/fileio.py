@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -59,21 +60,78 @@ def path_inside(root: str | Path, *names: str) -> Path:
     return out
 
 
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the old file survives any failure."""
+_TEMP = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$")  # ".<name>.<pid>-<random>.tmp", as atomic_write names them
+
+
+def atomic_write(path: str | Path, write, replace: bool = True) -> None:
+    """Call ``write(tmp_path)`` then publish it as ``path``; the old file survives any failure.
+
+    ``replace=False`` publishes without replacing: if ``path`` appeared meanwhile (another run writing into
+    the same folder), FileExistsError, and that run's file stays as it was. The temp file's name carries
+    this process's id, so that ``remove_stale_temps`` can tell a killed run's leftovers from a live one's.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the file gets the usual permissions
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _publish_new(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has it: a hard link fails where the name exists (a rename
+    would replace it). Where the file system has no hard links, an exclusive create claims the name first."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass  # no hard links here (some network and FAT file systems)
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # FileExistsError if taken
+    os.replace(tmp, path)
+
+
+def remove_stale_temps(folder: str | Path) -> list[str]:
+    """Remove the temp files that a killed run of atomic_write left in ``folder`` (those whose process is
+    gone); returns their names. A live run's temp files are left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TEMP.match(e.name)
+        if not m or not e.is_file(follow_symlinks=False) or _alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(e.path)
+            removed.append(e.name)
+        except OSError:
+            pass  # another run cleaned it first, or it is not ours to remove
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process (or a number no pid can be)
+        return True
+    return True
 
 
 def publish_copy(src: str | Path, dst: str | Path) -> None:
@@ -235,6 +293,24 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("P", "PA") and "transparency" in im.info:
         im = im.convert("RGBA")  # the same colours, without PIL's warning about palette transparency
     return im.convert("RGB")
+
+
+def image_header_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) as the image will be read (EXIF rotation applied), from its header alone; None for a
+    file that cannot be opened as an image (reading it says why)."""
+    try:
+        with _open_regular(Path(path)) as f, _PIL_LIMIT:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # only the header is read: nothing is decoded
+            try:
+                with Image.open(f) as im:
+                    w, h = im.size
+                    turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap the sides
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except Exception:  # noqa: BLE001 - PIL raises several types; read_image reports the file later
+        return None
+    return (h, w) if turned else (w, h)
 
 
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, exif_orientation: bool = False) -> Image.Image:

@@ -86,18 +86,20 @@ def _run(case: Case, ran: _Ran, argv: list[str]) -> _Ran:
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory) -> dict[str, _Ran]:
-    """Every case run once. The setups run in turn (they seed torch's global RNG), then the commands as many at
-    a time as there are cores: each is a fresh interpreter that spends seconds of one core on its imports,
-    and there are over a hundred."""
+def ran(request, tmp_path_factory) -> dict[str, _Ran]:
+    """Every selected case run once (``-k`` selects some). The setups run in turn (they seed torch's global
+    RNG), then the commands as many at a time as there are cores: each is a fresh interpreter that spends
+    seconds of one core on its imports, and there are over a hundred."""
+    wanted = {item.callspec.params["case"].id for item in request.session.items
+              if hasattr(item, "callspec") and "case" in item.callspec.params}
     prepared = []
-    for case in CASES:
+    for case in (c for c in CASES if c.id in wanted):
         work = tmp_path_factory.mktemp("bad") / "work"
         work.mkdir()
         prepared.append((case, *_prepare(case, work)))
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         done = list(pool.map(lambda job: _run(*job), prepared))
-    return {case.id: r for case, r in zip(CASES, done)}
+    return {case.id: r for (case, *_), r in zip(prepared, done)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

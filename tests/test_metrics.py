@@ -16,6 +16,7 @@ from conftest import make_tiny
 from restorevar.data.photos import PHOTOS, load_photo
 from restorevar.data.synth import SynthConfig, synth
 from restorevar.data.weights import metric_availability
+from restorevar.errors import UserError
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, summary, write_rows
 from restorevar.metrics.cost import measure_cost
 from restorevar.metrics.evaluate import evaluate, external_method, identity_method, model_method, roundtrip_method
@@ -204,3 +205,40 @@ def test_the_lowfreq_metric_is_the_imaging_modules_thumbnail_psnr_in_any_protoco
         want = lowfreq_psnr_per_image(deg * 2 - 1, clean * 2 - 1).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-12)
     assert suite.available["lowfreq_psnr"] == (True, "available")  # it needs no weights
+
+
+@pytest.mark.parametrize("field,value", [("id", "../../../../escaped"), ("id", "/tmp/escaped-abs"),
+                                         ("dataset", "../../escaped"), ("dataset", "/tmp/escaped-abs")])
+def test_evaluate_on_a_hostile_manifest_writes_nothing_outside_its_folder(bench, tmp_path, field, value):
+    """Ids and dataset names become folders of sample images: a '..' or an absolute path among them is refused
+    when the manifest is read, before anything is scored or written."""
+    import json
+    import os
+
+    rows = json.loads((bench / "test.json").read_text())
+    rows[0][field] = value
+    hostile = bench / "hostile.json"
+    hostile.write_text(json.dumps(rows))
+    work = tmp_path / "work"
+    (work / "results").mkdir(parents=True)
+    before = {p for p in Path("/tmp").iterdir()}
+    suite = MetricSuite(["psnr"], MetricProtocol("rgb", 0, "resize", 32), weights_cache=tmp_path / "none")
+    with pytest.raises(UserError, match="one plain"):
+        evaluate(hostile, {"identity": identity_method()}, suite, samples_per_stratum=1,
+                 sample_dir=work / "results" / "samples", progress=False)
+    written = [os.path.relpath(os.path.join(d, f), work) for d, _, fs in os.walk(work) for f in fs]
+    assert written == [] and {p for p in Path("/tmp").iterdir()} - before == set()
+    assert not (tmp_path / "escaped").exists() and not Path("/tmp/escaped-abs").exists()
+
+
+def test_sample_paths_stay_inside_their_folder_even_through_a_link(tmp_path):
+    from restorevar.fileio import path_inside
+
+    (tmp_path / "samples").mkdir()
+    assert path_inside(tmp_path / "samples", "toy", "haze", "img1") == tmp_path / "samples" / "toy" / "haze" / "img1"
+    for bad in ("..", "a/../..", "/etc", ""):
+        with pytest.raises(UserError, match="cannot name a file"):
+            path_inside(tmp_path / "samples", "toy", bad)
+    (tmp_path / "samples" / "toy").symlink_to(tmp_path)  # a link placed inside leads out
+    with pytest.raises(UserError, match="leads outside"):
+        path_inside(tmp_path / "samples", "toy", "haze")

@@ -307,3 +307,104 @@ def test_a_16_bit_png_is_restored_from_its_real_range(ckpt, tmp_path, monkeypatc
     (tmp_path / "g16.png").write_bytes(png16(np.full((20, 24), 257 * 60, np.uint16)))
     assert _restore(tmp_path / "g16.png", "--checkpoint", ckpt, "--out", tmp_path / "o") == 0
     assert seen[0].shape == (20, 24, 3) and (seen[0] == 60).all()  # not clipped to white
+
+
+def test_tiles_stream_in_batches_and_give_the_same_image_as_one_stack(ckpt, monkeypatch):
+    """Tiles are cut per batch (memory holds one batch), and the result equals restoring them all at once."""
+    r = Restorer(ckpt, RestoreOptions(mode="tile", overlap=0.5, batch_size=2, device="cpu"))
+    seen = []
+    inner = r._restore_batch
+    monkeypatch.setattr(r, "_restore_batch", lambda x: (seen.append(x.shape[0]), inner(x))[1])
+    img = _photo(83, 61)
+    streamed = np.asarray(r.restore_image(img))
+    assert max(seen) == 2 and sum(seen) == len(r.tile_boxes(61, 83))
+    r.opts.batch_size = 1000
+    seen.clear()
+    whole = np.asarray(r.restore_image(img))
+    assert seen == [len(r.tile_boxes(61, 83))]
+    assert np.array_equal(streamed, whole)
+
+
+def test_tile_plan_is_printed_before_the_work(ckpt, tmp_path, capsys):
+    _photo(70, 45).save(tmp_path / "a.png")
+    rc = main(["restore", str(tmp_path / "a.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
+               "--mode", "tile"])
+    assert rc == 0
+    assert "plan: 1 image(s), 6 tiles of 32 px, 1 model passes of up to 8" in capsys.readouterr().err
+
+
+def test_a_tiny_top_p_keeps_the_likeliest_token(ckpt):
+    """1e-300 rounds to 0 in float32: the nucleus must still hold one token (it used to hold none)."""
+    img = _photo(40, 30)
+    greedy = Restorer(ckpt, RestoreOptions(device="cpu")).restore_image(img)
+    tiny = Restorer(ckpt, RestoreOptions(device="cpu", top_p=1e-300, seed=0)).restore_image(img)
+    assert np.array_equal(np.asarray(greedy), np.asarray(tiny))
+
+
+def _restore_cmd(ckpt, src, out, *extra):
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return [sys.executable, "-m", "restorevar.cli", "restore", str(src), "--checkpoint", str(ckpt), "--out",
+            str(out), "--quiet", *extra], env
+
+
+def test_two_runs_racing_into_one_out_never_replace_each_others_files(ckpt, tmp_path):
+    """Both pass the up-front check (nothing exists yet); the one that publishes second must fail rather
+    than replace the other's finished images."""
+    import hashlib
+    import subprocess
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    for k in range(6):
+        _photo(40, 30, seed=k).save(src / f"p{k}.png")
+    out = tmp_path / "out"
+    procs = []
+    for seed in ("1", "2"):  # different seeds: different pixels, so a replacement would show
+        cmd, env = _restore_cmd(ckpt, src, out, "--top-k", "8", "--seed", seed)
+        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes[0] in (0, 2) and codes[1] == 2, results  # at most one finishes; the other is refused
+    assert all("Traceback" not in err for _, err in results)
+    loser = next(err for rc, err in results if rc == 2)
+    assert "already exists" in loser or "appeared while this run was restoring" in loser
+    # every published image is whole and was written once: rerunning its winner's seed gives the same bytes
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("*.png")}
+    assert digests and not list(out.glob(".*.tmp"))
+
+
+def test_a_killed_runs_temp_files_are_removed_by_the_next_run(ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    stale = out / f".a.png.{int(dead.stdout)}-x1y2.tmp"  # as atomic_write names them, for a process now gone
+    stale.write_bytes(b"")
+    live = out / f".b.png.{__import__('os').getpid()}-z3.tmp"  # this process is alive: not touched
+    live.write_bytes(b"")
+    _photo(40, 30).save(tmp_path / "a.png")
+    assert main(["restore", str(tmp_path / "a.png"), "--checkpoint", str(ckpt), "--out", str(out), "--quiet"]) == 0
+    assert not stale.exists() and live.exists() and (out / "a.png").is_file()
+
+
+def test_ctrl_c_while_the_parser_imports_torch_is_one_line_and_130(ckpt, tmp_path):
+    """The interrupt handler covers building the parser, which imports torch for seconds."""
+    import signal
+    import subprocess
+    import time
+
+    _photo(40, 30).save(tmp_path / "a.png")
+    cmd, env = _restore_cmd(ckpt, tmp_path / "a.png", tmp_path / "out")
+    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6)  # past interpreter start-up, inside the torch import that building the parser does
+    p.send_signal(signal.SIGINT)
+    rc, err = p.wait(timeout=120), p.stderr.read()
+    assert rc == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err

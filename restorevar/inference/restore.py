@@ -30,11 +30,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 CHECKPOINT_NAMES = ("train_refiner.pt", "restorevar.pt", "last.pt")
 
 
+# Beyond three quarters of a tile shared with each neighbour, every pixel is restored 16 times or more and
+# the feathered blend gains nothing visible: a larger overlap only multiplies the cost (at 0.99, 10,000 times).
+MAX_OVERLAP = 0.75
+# A 16-megapixel photograph at the cpu preset's 64 px tiles and the default overlap needs about 7,000 tiles;
+# more than this is minutes to hours of work that a typo in --overlap should not start unasked.
+MAX_TILES = 10_000
+
+
 @dataclass
 class RestoreOptions:
     mode: Literal["resize", "tile"] = "resize"
     overlap: float = 0.25  # tile mode: fraction of the tile shared with its neighbour
     batch_size: int = 8  # tiles per forward pass
+    max_tiles: int = MAX_TILES  # tile mode: an image that needs more is refused before any work
     top_k: int = 0
     top_p: float = 0.0
     seed: int | None = None
@@ -48,10 +57,13 @@ class RestoreOptions:
             raise UserError("the plain path runs in fp32 only; drop --plain or use --dtype fp32")
         if self.mode not in ("resize", "tile"):
             raise UserError(f"unknown mode {self.mode!r}; use resize or tile")
-        if not 0 <= self.overlap < 1:
-            raise UserError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.batch_size < 1:
-            raise UserError("batch size must be at least 1")
+        if not 0 <= self.overlap <= MAX_OVERLAP:  # NaN fails this too
+            raise UserError(f"--overlap must be between 0 and {MAX_OVERLAP}, got {self.overlap}; a larger overlap "
+                            "multiplies the work without a visible gain")
+        if not 1 <= self.batch_size <= 4096:
+            raise UserError(f"--batch-size must be between 1 and 4096, got {self.batch_size}")
+        if self.max_tiles < 1:
+            raise UserError(f"--max-tiles must be at least 1, got {self.max_tiles}")
         if self.top_k < 0:
             raise UserError(f"top-k must be a whole number >= 0 (0: greedy), got {self.top_k}")
         if not 0 <= self.top_p <= 1:  # NaN fails this too
@@ -84,13 +96,13 @@ def list_inputs(inputs: list[str | Path], problems: list[tuple[Path, str]] | Non
     ``problems`` is given, is appended to it as (folder, reason) so that the other inputs still run.
     """
     out: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for item in map(Path, inputs):
         if item.is_dir():
             try:
                 with os.scandir(item) as it:
                     found = sorted(item / e.name for e in it
-                                   if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file())
+                                   if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and _is_file(e))
             except OSError as e:
                 reason = f"cannot list folder {item}: {e.strerror or e}"
                 if problems is None:
@@ -100,11 +112,20 @@ def list_inputs(inputs: list[str | Path], problems: list[tuple[Path, str]] | Non
         else:
             found = [item]  # a missing or special file is reported when it is read, with the others
         for p in found:
-            key = p.resolve()
+            key = os.path.realpath(p)  # a symlink loop resolves as far as it goes, where Path.resolve raises
             if key not in seen:  # a file given twice, or also inside a given folder, is restored once
                 seen.add(key)
                 out.append(p)
     return out
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """A regular file (through links); an entry that cannot be followed (a symlink loop, a link to a folder
+    it may not see) is passed over and the rest of its folder still counts."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -122,13 +143,14 @@ def plan_outputs(files: list[Path], folders: list[Path], out: Path, overwrite: b
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; give a folder for the restored images")
     check_folder_writable(out, "--out")
-    target = out.resolve()
+    target = Path(os.path.realpath(out))
     for d in folders:
-        if _within(target, d.resolve()):
-            where = "is the input folder" if target == d.resolve() else "is inside the input folder"
+        real = Path(os.path.realpath(d))
+        if _within(target, real):
+            where = "is the input folder" if target == real else "is inside the input folder"
             raise UserError(f"--out {out} {where} {d}; the restored images would mix with (or replace) the "
                             "originals; choose a folder outside it")
-    originals = {f.resolve() for f in files}
+    originals = {Path(os.path.realpath(f)) for f in files}  # realpath: a symlink loop does not raise
     plan, used = [], set()
     for f in files:
         name, k = f"{f.stem}.png", 1
@@ -136,7 +158,7 @@ def plan_outputs(files: list[Path], folders: list[Path], out: Path, overwrite: b
             name, k = f"{f.stem}_{k}.png", k + 1
         used.add(name)
         dest = out / name
-        if dest.resolve() in originals:
+        if Path(os.path.realpath(dest)) in originals:
             raise UserError(f"restoring {f} into {out} would replace the input {dest}; choose another --out")
         if dest.is_dir():
             raise UserError(f"{dest} is a folder, where the restored {f.name} would go; choose another --out")
@@ -201,21 +223,39 @@ class Restorer:
             return to_pil(y).resize(img.size, Image.Resampling.BICUBIC)
         return to_pil(self._tiled(from_uint8(img)))
 
+    def tile_boxes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The top-left corners of the tiles that cover an image of this size (after padding to one tile)."""
+        t = self.size
+        stride = max(1, t - round(t * self.opts.overlap))
+        return [(y, x) for y in _starts(max(height, t), t, stride) for x in _starts(max(width, t), t, stride)]
+
+    def check_tiles(self, height: int, width: int, name: str) -> int:
+        """The number of tiles an image needs; a UserError over ``max_tiles``, before any work."""
+        n = len(self.tile_boxes(height, width))
+        if n > self.opts.max_tiles:
+            raise UserError(f"{name} ({width}x{height}) needs {n} tiles at --overlap {self.opts.overlap}, over the "
+                            f"limit of {self.opts.max_tiles}; lower --overlap, use --mode resize, or pass "
+                            f"--max-tiles {n}")
+        return n
+
     def _tiled(self, x_3HW: torch.Tensor) -> torch.Tensor:
+        """Tiles are cut, restored and blended one batch at a time: memory holds one batch, not the image's
+        every tile."""
         t = self.size
         _, H, W = x_3HW.shape
+        self.check_tiles(H, W, "the image")
         ph, pw = max(0, t - H), max(0, t - W)
         if ph or pw:  # reflect needs pad < size; replicate covers very small images
             x_3HW = F.pad(x_3HW[None], (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate")[0]
         _, Hp, Wp = x_3HW.shape
-        overlap = round(t * self.opts.overlap)
-        stride = max(1, t - overlap)
-        boxes = [(y, x) for y in _starts(Hp, t, stride) for x in _starts(Wp, t, stride)]
-        tiles = torch.stack([x_3HW[:, y:y + t, x:x + t] for y, x in boxes])
-        restored = self._restore_batch(tiles)
-        w = _feather(t, overlap)
+        boxes = self.tile_boxes(H, W)
+        w = _feather(t, round(t * self.opts.overlap))
         acc, norm = torch.zeros(3, Hp, Wp), torch.zeros(1, Hp, Wp)
-        for (y, x), r in zip(boxes, restored):
-            acc[:, y:y + t, x:x + t] += r * w
-            norm[:, y:y + t, x:x + t] += w
+        bs = self.opts.batch_size
+        for b in range(0, len(boxes), bs):
+            batch = boxes[b:b + bs]
+            restored = self._restore_batch(torch.stack([x_3HW[:, y:y + t, x:x + t] for y, x in batch]))
+            for (y, x), r in zip(batch, restored):
+                acc[:, y:y + t, x:x + t] += r * w
+                norm[:, y:y + t, x:x + t] += w
         return (acc / norm)[:, :H, :W]

@@ -172,6 +172,21 @@ def _fifo_given_by_name(tmp: Path) -> list[str]:
     return _restore("camera.png", "good.png", "--out", "out", ckpt=tiny_checkpoint(tmp / "model.pt").name)
 
 
+def _symlink_loop_beside_a_good_image(tmp: Path) -> list[str]:
+    """A link loop named like an image is passed over in a folder; given by name it is reported; either way the
+    good image is restored (the folder used to be dropped whole, with a message about permissions)."""
+    d = _photos(tmp, 1)
+    (d / "loop.png").symlink_to("loop.png")
+    (tmp / "loop.png").symlink_to("loop.png")
+    return _restore("photos", "loop.png", "--out", "out", ckpt=tiny_checkpoint(tmp / "model.pt").name)
+
+
+def _too_many_tiles(tmp: Path) -> list[str]:
+    small_image(tmp / "wide.png", size=64)
+    return _restore("wide.png", "--out", "out", "--mode", "tile", "--max-tiles", "4",
+                    ckpt=tiny_checkpoint(tmp / "model.pt").name)
+
+
 # ------------------------------------------------------------------------------------------------
 # Options (found before the checkpoint is read)
 # ------------------------------------------------------------------------------------------------
@@ -208,4 +223,14 @@ CASES = [
     Case("restore-top-p-above-1", _option("--top-p", "2"), "top-p must be in [0, 1]"),
     Case("restore-seed-beyond-64-bits", _option("--seed", str(2**64)), "seed must fit in 64 bits"),
     Case("restore-max-pixels-zero", _option("--max-pixels", "0"), "argument --max-pixels: must be at least 1"),
+    Case("restore-symlink-loop-the-rest-restored", _symlink_loop_beside_a_good_image,
+         "cannot read image loop.png: too many levels of symbolic links", code=1),
+    # tile mode's cost is bounded before any work: a near-1 overlap multiplies the passes without a gain
+    Case("restore-tile-overlap-0.99", _option("--mode", "tile", "--overlap", "0.99"),
+         "--overlap must be between 0 and 0.75, got 0.99"),
+    Case("restore-tile-overlap-nan", _option("--mode", "tile", "--overlap", "nan"), "--overlap must be between"),
+    Case("restore-too-many-tiles", _too_many_tiles, "wide.png (64x64) needs 9 tiles at --overlap 0.25, over the "
+         "limit of 4; lower --overlap, use --mode resize, or pass --max-tiles 9"),
+    Case("restore-max-tiles-zero", _option("--max-tiles", "0"), "argument --max-tiles: must be at least 1"),
+    Case("restore-batch-size-huge", _option("--batch-size", "100000"), "--batch-size must be between 1 and 4096"),
 ]
