@@ -46,12 +46,26 @@ def parse_variant(text: str) -> dict:
     if text in VARIANTS:
         return dict(VARIANTS[text])
     out = {}
-    for part in text.split(","):
+    for part in _top_level_parts(text):
         if "=" not in part:
             raise UserError(f"unknown variant {text!r}; use a name from --list or key=value settings")
         key, value = part.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise UserError(f"variant {text!r}: the value of {key} is not YAML ({str(e).splitlines()[0]})") from None
     return out
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """``a=1,b=[x=1,y=2]`` -> ``["a=1", "b=[x=1,y=2]"]``: commas inside brackets belong to a list value."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def nested(flat: dict) -> dict:

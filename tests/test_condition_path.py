@@ -251,3 +251,14 @@ def test_the_recipe_study_answers_a_bad_variant_or_folder_in_one_line(tmp_path, 
     assert len(err) == 3 and "unknown variant 'nonsense'" in err[0] and "loop.stepz" in err[1]
     assert "choose another --out" in err[2]
     assert not (tmp_path / "s" / "results.jsonl").exists()
+
+
+def test_a_recipe_variant_may_hold_a_list_of_several_overrides(tmp_path, capsys):
+    from benchmarks.recipe_study import main, parse_variant
+
+    assert parse_variant("model.overrides=[transformer.condition_inject=colocated,transformer.conditioning=discrete]"
+                         ",aux_weight=1") == {"model.overrides": ["transformer.condition_inject=colocated",
+                                                                   "transformer.conditioning=discrete"],
+                                              "aux_weight": 1}
+    assert main(["--out", str(tmp_path / "s"), "model.overrides=[a"]) == 2  # unbalanced: one line, no traceback
+    assert "is not YAML" in capsys.readouterr().err
