@@ -49,9 +49,10 @@ def test_precomputed_cross_kv_changes_nothing(images):
     assert all(torch.equal(x, y) for x, y in zip(a.idx_list, b.idx_list))
 
 
+@pytest.mark.parametrize("inject", ["colocated", "colocated_logits"])
 @pytest.mark.parametrize("conditioning", ["continuous", "discrete"])
-def test_colocated_injection_matches_between_cached_and_teacher_forced(conditioning, images):
-    m = make_tiny([f"transformer.conditioning={conditioning}", "transformer.condition_inject=colocated"], gains=0.3)
+def test_colocated_injection_matches_between_cached_and_teacher_forced(conditioning, inject, images):
+    m = make_tiny([f"transformer.conditioning={conditioning}", f"transformer.condition_inject={inject}"], gains=0.3)
     torch.manual_seed(1)
     with torch.no_grad():
         m.transformer.cond_inject.weight.normal_(0, 0.5)
@@ -80,11 +81,12 @@ def test_colocated_injection_is_the_area_mean_at_each_scale(images):
         begin += pn * pn
 
 
-def test_colocated_injection_starts_as_the_paper_model_and_learns_from_step_one(images):
+@pytest.mark.parametrize("inject", ["colocated", "colocated_logits"])
+def test_colocated_injection_starts_as_the_paper_model_and_learns_from_step_one(inject, images):
     """Zero-initialised, it changes nothing at the start; its projection gets a gradient at once, unlike
     the gated cross-attention's weights."""
     plain = make_tiny()
-    m = make_tiny(["transformer.condition_inject=colocated"])
+    m = make_tiny([f"transformer.condition_inject={inject}"])
     m.load_state_dict({**plain.state_dict(), **{k: v for k, v in m.state_dict().items() if "cond_inject" in k}})
     deg, clean = images
     with torch.no_grad():

@@ -9,6 +9,8 @@ degraded latent at its own scale and place (area-downsampled for continuous cond
 own token vectors for discrete), through a zero-initialised projection. Cross-attention behind a zero gate learns
 to read the condition too slowly for a CPU budget; a co-located sum gives every weight of that projection a
 gradient from the first step, and copying the input becomes one linear map away.
+``"colocated_logits"`` adds the same co-located latent to the logits instead, through a zero-initialised linear
+map: a skip past the blocks, so that a prior trained to ignore unfamiliar directions cannot wash it out.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ class TransformerConfig:
     drop_path_rate: float = 0.1 * 16 / 24
     positions: Literal["rope2d", "ape"] = "rope2d"
     conditioning: Literal["continuous", "discrete"] = "continuous"
-    condition_inject: Literal["none", "colocated"] = "none"  # "none" is the paper's model
+    condition_inject: Literal["none", "colocated", "colocated_logits"] = "none"  # "none" is the paper's model
     num_classes: int = 1000  # kept so VAR's class table loads; the null class is the SOS
     rope_theta: float = 1e4
     norm_eps: float = 1e-6
@@ -57,8 +59,9 @@ class TransformerConfig:
             raise UserError(f"transformer: rope2d needs a head dim divisible by 4, got {self.head_dim}")
         if not 0 <= self.drop_path_rate < 1:
             raise UserError(f"transformer.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if self.condition_inject not in ("none", "colocated"):
-            raise UserError(f"transformer.condition_inject must be 'none' or 'colocated', got {self.condition_inject!r}")
+        if self.condition_inject not in ("none", "colocated", "colocated_logits"):
+            raise UserError("transformer.condition_inject must be 'none', 'colocated' or 'colocated_logits', got "
+                            f"{self.condition_inject!r}")
         for name in ("norm_eps", "cross_norm_eps"):
             if not getattr(self, name) > 0:
                 raise UserError(f"transformer.{name} must be positive, got {getattr(self, name)}")
@@ -138,8 +141,8 @@ class RestoreVARTransformer(nn.Module):
         self.cond_lvl_embed = nn.Embedding(1 if cfg.conditioning == "continuous" else K, C)
         self.sos_cond_embed = nn.Linear(cvae, C)
         self.sos_gain = nn.Parameter(torch.zeros(()))  # zero: SOS starts as VAR's null-class token
-        if cfg.condition_inject == "colocated":
-            self.cond_inject = nn.Linear(cvae, C)
+        if cfg.condition_inject != "none":
+            self.cond_inject = nn.Linear(cvae, C if cfg.condition_inject == "colocated" else vocab_size)
         if cfg.positions == "ape":
             self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))
             self.pos_1LC = nn.Parameter(torch.zeros(1, self.L, C))
@@ -185,7 +188,7 @@ class RestoreVARTransformer(nn.Module):
         if self.cfg.positions == "ape":
             for p in (self.pos_start, self.pos_1LC, self.cond_pos_1NC):
                 nn.init.trunc_normal_(p, std=std)
-        if self.cfg.condition_inject == "colocated":  # zero: training starts from the prior's behaviour
+        if self.cfg.condition_inject != "none":  # zero: training starts from the prior's behaviour
             nn.init.zeros_(self.cond_inject.weight)
             nn.init.zeros_(self.cond_inject.bias)
 
@@ -214,7 +217,8 @@ class RestoreVARTransformer(nn.Module):
         return cond_BNC, sos_BlC
 
     def colocated_BLC(self, cond_BNCv: torch.Tensor) -> torch.Tensor | None:
-        """The degraded latent at every token's own scale and place, projected: ``(B, L, C)``, or None."""
+        """The degraded latent at every token's own scale and place, projected: ``(B, L, C)`` to add to the input
+        (``colocated``) or ``(B, L, V)`` to add to the logits (``colocated_logits``); None for the paper's model."""
         if self.cfg.condition_inject == "none":
             return None
         if self.cfg.conditioning == "discrete":  # already one vector per token, scale by scale
@@ -253,7 +257,8 @@ class RestoreVARTransformer(nn.Module):
         x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCv_wo_first)], dim=1)
         x_BLC = self._add_positions(x_BLC, 0, self.L)
         inject_BLC = self.colocated_BLC(cond_BNCv)
-        if inject_BLC is not None:
+        to_input = self.cfg.condition_inject == "colocated"
+        if to_input:
             x_BLC = x_BLC + inject_BLC
         kvs, rope = self.cross_kv(cond_BNC), self._rope(0, self.L)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
@@ -266,6 +271,8 @@ class RestoreVARTransformer(nn.Module):
             else:
                 x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL, reads=reads)
         logits_BLV = self.logits(x_BLC)
+        if inject_BLC is not None and not to_input:
+            logits_BLV = logits_BLV + inject_BLC
         return (logits_BLV, x_BLC) if return_hidden else logits_BLV
 
     # -- cached inference ----------------------------------------------------------------------
@@ -299,6 +306,7 @@ class RestoreVARTransformer(nn.Module):
         kvs = self.cross_kv(cond_BNC) if precompute_cross_kv else None
         crope = self._cond_rope()
         inject_BLC = self.colocated_BLC(cond_BNCv)
+        to_input = self.cfg.condition_inject == "colocated"
         caches: list[KVCache] = [StaticKVCache(self.L) if kv_cache == "static" else GrowingKVCache()
                                  for _ in self.blocks]
         f_hat = cond_BNCv.new_zeros(B, self.cvae, self.grid, self.grid)
@@ -307,7 +315,7 @@ class RestoreVARTransformer(nn.Module):
         for k, pn in enumerate(self.patch_nums):
             end = begin + pn * pn
             x_BlC = self._add_positions(x_BlC, begin, end)
-            if inject_BLC is not None:
+            if to_input:
                 x_BlC = x_BlC + inject_BLC[:, begin:end]
             rope = self._rope(begin, end)
             for i, block in enumerate(self.blocks):
@@ -315,6 +323,8 @@ class RestoreVARTransformer(nn.Module):
                 x_BlC = block(x_BlC, rope, kv, cache=caches[i])
             hidden.append(x_BlC)
             logits_BlV = self.logits_fp32(x_BlC)
+            if inject_BLC is not None and not to_input:
+                logits_BlV = logits_BlV + inject_BLC[:, begin:end].float()
             if return_logits:
                 logits_list.append(logits_BlV)
             idx_Bl = sample_tokens(logits_BlV, top_k, top_p, temperature, gen)
