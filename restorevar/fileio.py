@@ -358,10 +358,24 @@ def staging_folder_beside(out: Path, kind: str) -> Path:
     try:
         parent = out.resolve().parent  # beside the real folder when --out is a link to one
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=parent))
+        _remove_stale_staging(parent, f".{out.name}.{kind}-")
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-{os.getpid()}-", dir=parent))
     except OSError as e:
         raise UserError(f"cannot create a folder beside --out {out} ({e.strerror or e}); "
                         "give a path in a writable folder") from None
+
+
+def _remove_stale_staging(parent: Path, prefix: str) -> None:
+    """Remove the staging folders (``<prefix><pid>-<random>``) that killed runs left beside an output; a live
+    run's folder is left alone."""
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for e in entries:
+        pid = e.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and e.is_dir(follow_symlinks=False) and not _alive(int(pid)):
+            shutil.rmtree(e.path, ignore_errors=True)
 
 
 def move_into_place(staged: Path, out: Path, outputs: tuple[str, ...], what: str) -> None:

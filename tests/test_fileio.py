@@ -48,3 +48,21 @@ def test_read_regular_text_refuses_what_is_not_a_regular_utf8_file(tmp_path):
             read_regular_text(tmp_path / name, "baseline")
     with pytest.raises(UserError, match="over the limit"):
         read_regular_text(tmp_path / "ok.json", "baseline", max_bytes=1)
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    from restorevar.fileio import staging_folder_beside
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    stale = tmp_path / f".bench.synth-{dead}-abc"
+    (stale / "train").mkdir(parents=True)
+    live = tmp_path / f".bench.synth-{os.getpid()}-def"
+    live.mkdir()
+    other = tmp_path / ".bench.synth-old-style"  # no process id: not provably ours to remove
+    other.mkdir()
+    new = staging_folder_beside(tmp_path / "bench", "synth")
+    assert not stale.exists() and live.exists() and other.exists() and new.is_dir()
