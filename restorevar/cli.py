@@ -96,8 +96,8 @@ def _read_manifest(path: Path) -> dict[str, dict[str, list[int]]]:
         manifest = json.loads(path.read_text(encoding="utf-8"))["checkpoints"]
     except OSError as e:
         raise UserError(f"cannot read manifest {path}: {e.strerror or e}; check its permissions") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{not_manifest}: {e}") from None
+    except (ValueError, RecursionError, KeyError, TypeError) as e:  # bad JSON or UTF-8, huge integers, deep nesting
+        raise UserError(f"{not_manifest}: {str(e)[:200]}") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{not_manifest}: 'checkpoints' is a {type(manifest).__name__}")
     for name, shapes in manifest.items():

@@ -547,7 +547,7 @@ def load_corpus(path: str | Path) -> list[dict[str, Any]]:
         info = json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise UserError(f"cannot read corpus {p}: {e.strerror or e}; check its permissions") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 5000-digit integer, nesting too deep
         raise UserError(f"{not_corpus} ({_one_line(e)}); {_REBUILD}") from None
     if not isinstance(info, dict) or not isinstance(info.get("images"), list):
         raise UserError(f"{not_corpus} (no 'images' list); {_REBUILD}")

@@ -20,6 +20,13 @@ def _manifest_is_a_folder(tmp: Path) -> list[str]:
     return ["convert-official", "--check-manifest", "shapes.json"]
 
 
+def _raw_manifest(text: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "shapes.json").write_text(text)
+        return ["convert-official", "--check-manifest", "shapes.json", "--preset", "tiny"]
+    return setup
+
+
 def _weights(tmp: Path) -> Path:
     (tmp / "vae.pth").write_bytes(b"the only copy of the published weights")
     return tmp / "vae.pth"
@@ -74,4 +81,9 @@ CASES = [
     Case("convert-report-is-a-folder", _report_is_a_folder, "--report reports is a folder; give a file name"),
     Case("convert-seed-beyond-64-bits", _seed_beyond_64_bits, "--seed must fit in 64 bits"),
     Case("convert-out-under-a-file", _out_under_a_file, "cannot write --out notes.txt/ours.pt: "),
+    Case("convert-manifest-5000-digit-integer",
+         _raw_manifest('{"checkpoints": {"vae_ch160v4096z32": {"quant_conv.bias": [' + "9" * 5000 + ']}}}'),
+         "is not a checkpoint shape manifest"),
+    Case("convert-manifest-nested-too-deep", _raw_manifest("[" * 100000 + "]" * 100000),
+         "is not a checkpoint shape manifest"),
 ]
