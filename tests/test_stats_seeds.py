@@ -89,3 +89,13 @@ def test_a_family_of_comparisons_gets_a_bonferroni_level_and_a_seed_free_baselin
                                                        0.95)}
     assert rows["b"]["family_size"] == 2 and rows["b"]["confidence"] == pytest.approx(0.975)
     assert rows["tok"]["family_size"] == 1 and rows["tok"]["confidence"] == pytest.approx(0.95)
+
+
+def test_identical_seeds_give_no_interval_and_no_verdict():
+    """Zero spread means the seeds did not vary training: not a zero-width interval with p = 0."""
+    from restorevar.stats.seeds import ZERO_SPREAD, seed_interval, seed_verdict
+
+    r = seed_interval({"0": 0.7, "1": 0.7}, n_images=10)
+    assert np.isnan(r.ci[0]) and np.isnan(r.ci[1]) and np.isnan(r.p) and r.method == ZERO_SPREAD
+    assert seed_verdict(r, higher_is_better=True) == "inconclusive"
+    assert seed_verdict(seed_interval({"0": 0.7, "1": 0.71, "2": 0.69}), higher_is_better=True) == "supported"

@@ -25,6 +25,12 @@ CURVE_METRIC = {"train_transformer": "val_acc", "train_refiner": "val_psnr_refin
 ALPHA = 0.05
 
 
+
+def _interval(c: dict) -> str:
+    """``[lo, hi]``, or why there is none (seeds that agree exactly measured no spread)."""
+    lo, hi = c["ci"]
+    return f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else f"({c['method']})"
+
 def _f(v: float, d: int = 3) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.{d}f}"
 
@@ -86,7 +92,7 @@ def verdict(summary: dict[str, Any], metric: str = "psnr") -> str:
     verdicts = [c["verdict"] for c in comps]
     word = ("contradicts" if "contradicted" in verdicts else
             "supports" if all(v == "supported" for v in verdicts) else "is inconclusive about")
-    parts = [f"`{choice}` − `{c['b']}` = {c['mean_diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], "
+    parts = [f"`{choice}` − `{c['b']}` = {c['mean_diff']:+.3f} {_interval(c)}, "
              f"between-seed SD {c['between_seed_sd']:.3f}: {c['verdict']}" for c in comps]
     level = comps[0]["confidence"]
     return (f"{head} On {metric.upper()}, over {k} training seeds, our run {word} this claim: " + "; ".join(parts)
@@ -187,8 +193,8 @@ def ablation_sections(doc: Document, results: Path, fig_dir: Path) -> None:
         base = [c for c in s["across_seeds"] if c["metric"] == "psnr" and c["b"] == "tokenizer_discrete"]
         if base:  # the paper's "decoder fine-tuning helps": against the original discrete decoding
             c = base[0]
-            spread = (f", between-seed SD {c['between_seed_sd']:.3f}, across-seed interval [{c['ci'][0]:+.3f}, "
-                      f"{c['ci'][1]:+.3f}]: {c['verdict']}" if c["n_seeds"] > 1 else " (one seed)")
+            spread = (f", between-seed SD {c['between_seed_sd']:.3f}, across-seed interval {_interval(c)}: "
+                      f"{c['verdict']}" if c["n_seeds"] > 1 else " (one seed)")
             doc.text(f"Against the original discrete decoding, `{c['a']}` reconstructs with {c['mean_diff']:+.3f} "
                      f"dB PSNR over {c['n_seeds']} seed(s){spread}.")
         # variant -> seed -> rows; the figure draws each variant's mean over seeds with a band of one SD

@@ -27,6 +27,9 @@ from scipy import stats
 from restorevar.metrics.iqa import HIGHER_IS_BETTER
 from restorevar.metrics.results import summary as summary_means
 
+ZERO_SPREAD = ("no interval: every seed gave the same mean difference, so the seeds did not vary training "
+               "(check that the seed reaches the trainer)")
+
 
 @dataclass
 class SeedResult:
@@ -53,8 +56,11 @@ def seed_interval(per_seed: dict[str, float], n_images: int = 0, confidence: flo
         return SeedResult(k, n_images, per_seed, mean, float("nan"), (float("nan"), float("nan")), float("nan"),
                           confidence)
     sd = float(x.std(ddof=1))
-    if sd == 0.0:  # every seed agrees exactly: the interval is the point
-        return SeedResult(k, n_images, per_seed, mean, 0.0, (mean, mean), 1.0 if mean == 0 else 0.0, confidence)
+    if sd == 0.0:
+        # Seeds that agree to the last bit did not vary training (a seed that never reaches the trainer, or
+        # a run reused): the spread is unmeasured, not zero, so there is no interval and no verdict.
+        return SeedResult(k, n_images, per_seed, mean, 0.0, (float("nan"), float("nan")), float("nan"), confidence,
+                          method=ZERO_SPREAD)
     t = stats.ttest_1samp(x, 0.0)
     ci = t.confidence_interval(confidence)
     return SeedResult(k, n_images, per_seed, mean, sd, (float(ci.low), float(ci.high)), float(t.pvalue), confidence)
