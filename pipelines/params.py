@@ -13,21 +13,27 @@ dependencies (tests/test_dvc_deps.py) are those of the sections it uses.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 import re
+import sys
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
-from restorevar.config import from_dict
+from restorevar.config import check_range, from_dict
 from restorevar.errors import UserError
+from restorevar.fileio import read_regular_text
 
 if TYPE_CHECKING:
     from restorevar.train.common import ModelRef
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
 
@@ -49,6 +55,17 @@ SECTIONS = ("profile", "profiles", "tracking", "ablation_families", *PROFILE_SEC
 # what a stage may read without listing it in its dvc.yaml params: where its runs are logged and how Ray is
 # reached change nothing it computes, and listing them would re-run the whole study for a new MLflow address
 UNTRACKED = ("tracking",)
+# Bounds of the numeric settings outside the trainers' configs (theirs: restorevar.train.common): far beyond any
+# run, yet tight enough that a typo fails here rather than as a hang, an overflow or a Ray request never met
+MAX_BATCH_SIZE = 65_536
+MAX_PIXELS = 16_384  # a border or side, in pixels
+MAX_REPEATS = 10_000  # timing repeats and warm-up runs
+MAX_IMAGES = 10_000_000  # images or samples per degradation, bootstrap or permutation draws
+MAX_SEED = 2**32 - 1
+MAX_CPUS = 1024
+MAX_GPUS = 64
+MAX_WORKERS = 1024
+MAX_FAILURES = 100
 
 
 def train_config_class(stage: str) -> type:
@@ -125,6 +142,18 @@ class TuneParams:
     cpus_per_worker: float | None = None
     gpus_per_worker: float | None = None
 
+    def check(self, where: str) -> None:
+        check_range(f"{where}.resources.cpu", self.resources.cpu, 0, MAX_CPUS)
+        check_range(f"{where}.resources.gpu", self.resources.gpu, 0, MAX_GPUS)
+        check_range(f"{where}.max_failures", self.max_failures, 0, MAX_FAILURES)
+        if self.workers < 1:
+            raise UserError(f"{where}.workers must be at least 1, got {self.workers}")
+        check_range(f"{where}.workers", self.workers, 1, MAX_WORKERS)
+        if self.cpus_per_worker is not None:
+            check_range(f"{where}.cpus_per_worker", self.cpus_per_worker, 0, MAX_CPUS)
+        if self.gpus_per_worker is not None:
+            check_range(f"{where}.gpus_per_worker", self.gpus_per_worker, 0, MAX_GPUS)
+
     def trial_resources(self) -> dict[str, float]:
         """What one worker (with one, the whole trial) takes, in Ray's names."""
         if self.workers > 1:
@@ -174,14 +203,17 @@ class EvalParams:
         clash = [n for n in self.external if n in (MODEL_METHOD, *BASELINES)]
         if clash:
             raise UserError(f"{where}.external: name {clash[0]!r} is taken by a built-in method; rename it")
-        if self.batch_size < 1 or self.cost.batch_size < 1 or self.cost.repeats < 1:
-            raise UserError(f"{where}: batch sizes and cost.repeats must be >= 1")
+        check_range(f"{where}.batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_range(f"{where}.max_images_per_degradation", self.max_images_per_degradation, 0, MAX_IMAGES)
+        check_range(f"{where}.samples_per_degradation", self.samples_per_degradation, 0, MAX_IMAGES)
+        check_range(f"{where}.cost.batch_size", self.cost.batch_size, 1, MAX_BATCH_SIZE)
+        check_range(f"{where}.cost.warmup", self.cost.warmup, 0, MAX_REPEATS)
+        check_range(f"{where}.cost.repeats", self.cost.repeats, 1, MAX_REPEATS)
         from restorevar.inference.engine import DTYPES
 
         if self.dtype not in DTYPES:
             raise UserError(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.protocol.crop_border < 0:
-            raise UserError(f"{where}.protocol.crop_border must be >= 0")
+        check_range(f"{where}.protocol.crop_border", self.protocol.crop_border, 0, MAX_PIXELS)
 
 
 @dataclass
@@ -197,8 +229,9 @@ class StatsParams:
     def check(self, where: str) -> None:
         if not 0 < self.confidence < 1:
             raise UserError(f"{where}.confidence must lie in (0, 1), got {self.confidence}")
-        if self.n_boot < 100 or self.n_perm < 100:
-            raise UserError(f"{where}: n_boot and n_perm must be >= 100")
+        check_range(f"{where}.n_boot", self.n_boot, 100, MAX_IMAGES)
+        check_range(f"{where}.n_perm", self.n_perm, 100, MAX_IMAGES)
+        check_range(f"{where}.seed", self.seed, 0, MAX_SEED)
 
 
 @dataclass
@@ -222,17 +255,25 @@ class BenchParams:
         bad = [d for d in self.dtypes if d not in DTYPES]
         if bad:
             raise UserError(f"{where}.dtypes: unknown dtype {bad[0]!r}; use one of: {', '.join(DTYPES)}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
+        if not self.batch_sizes:
             raise UserError(f"{where}.batch_sizes must be a non-empty list of sizes >= 1")
-        if min(self.repeats, self.agreement_images, self.train_batch_size, self.train_steps) < 1 or self.warmup < 0:
-            raise UserError(f"{where}: repeats, agreement_images, train_batch_size and train_steps must be >= 1, "
-                            "warmup >= 0")
+        for i, size in enumerate(self.batch_sizes):
+            check_range(f"{where}.batch_sizes[{i}]", size, 1, MAX_BATCH_SIZE)
+        check_range(f"{where}.warmup", self.warmup, 0, MAX_REPEATS)
+        check_range(f"{where}.repeats", self.repeats, 1, MAX_REPEATS)
+        check_range(f"{where}.agreement_images", self.agreement_images, 1, MAX_IMAGES)
+        check_range(f"{where}.train_batch_size", self.train_batch_size, 1, MAX_BATCH_SIZE)
+        check_range(f"{where}.train_steps", self.train_steps, 1, MAX_REPEATS)
+        check_range(f"{where}.seed", self.seed, 0, 2**64 - 1)  # what `restorevar bench --seed` takes
 
 
 @dataclass
 class ReportParams:
     grid_images_per_degradation: int = 2
     title: str = "RestoreVAR suite report"
+
+    def check(self, where: str) -> None:
+        check_range(f"{where}.grid_images_per_degradation", self.grid_images_per_degradation, 0, MAX_REPEATS)
 
 
 @dataclass
@@ -287,10 +328,17 @@ class AblationParams:
                 isinstance(x, bool) or x < 0 for x in self.seeds):
             raise UserError(f"{where}.seeds must be a non-empty list of distinct integers >= 0 (one training run "
                             f"per seed, e.g. [0, 1]), got {self.seeds}")
+        for i, seed in enumerate(self.seeds):  # each becomes a loop.seed
+            check_range(f"{where}.seeds[{i}]", seed, 0, MAX_SEED)
+        sp = self.scale_space
+        check_range(f"{where}.scale_space.split", sp.split, 1, MAX_REPEATS)
+        check_range(f"{where}.scale_space.images_per_degradation", sp.images_per_degradation, 1, MAX_IMAGES)
+        check_range(f"{where}.scale_space.grid_images", sp.grid_images, 0, MAX_IMAGES)
         for name, fam in self.families.items():
             if fam.paper_choice not in fam.variants:
                 raise UserError(f"{where}.families.{name}.paper_choice {fam.paper_choice!r} is not one of its "
                                 f"variants: {', '.join(fam.variants)}")
+            check_range(f"{where}.families.{name}.pretrain.fraction", fam.pretrain.fraction, 0, 1, high_open=True)
             if fam.pretrain.fraction and fam.stage != "train_transformer":
                 raise UserError(f"{where}.families.{name}.pretrain: only train_transformer families can pre-train "
                                 f"at another size, not {fam.stage}")
@@ -312,19 +360,156 @@ MODEL_METHOD = "restorevar"
 BASELINES = ("identity", "copy_input", "vqvae_roundtrip")
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """What ``StrictLoader`` refuses; ``load_raw`` words it as one line with the file and the line."""
+
+
+def _node_paths(root: yaml.Node) -> dict[int, str]:
+    """The dotted key of every node of a document (``train_tokenizer.default.loop.steps``), for messages; an
+    alias keeps its anchor's. Walked without recursion: the composer has already accepted the nesting."""
+    paths: dict[int, str] = {}
+    stack: list[tuple[str, yaml.Node]] = [("", root)]
+    while stack:
+        path, node = stack.pop()
+        if id(node) in paths:
+            continue
+        paths[id(node)] = path
+        if isinstance(node, yaml.MappingNode):
+            children = [(f"{path}.{k.value}" if path else str(k.value), v) if isinstance(k, yaml.ScalarNode)
+                        else (path, v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(node.value)]
+        else:
+            continue
+        stack.extend(reversed(children))  # in the document's order, so that an anchor is named before its aliases
+    return paths
+
+
+def _abbreviated(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:16]}...{text[-8:]} ({len(text)} characters)"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader for files people write by hand (params.yaml). It refuses what the plain one lets pass
+    silently or turns into a traceback: a key given twice in one mapping (the last would win, so an edit of the
+    first would change nothing), a key that is not text (``1:``, ``null:``), an integer beyond any number
+    setting (past 4300 digits Python cannot even read it), and a scalar its type cannot hold (the date
+    2024-13-01). Merge keys (``<<: *base``) may still be overridden: only the keys written in a mapping itself
+    are compared."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._paths: dict[int, str] = {}
+        self._checked: set[int] = set()
+
+    def _where(self, node: yaml.Node) -> str:
+        path = self._paths.get(id(node), "")
+        return f"{path}: " if path else ""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._paths = _node_paths(node)
+        return super().construct_document(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as e:  # a scalar its tag's type cannot hold
+            raise _Refused(problem=f"{self._where(node)}cannot read {_abbreviated(str(node.value))!r} ({e}); "
+                                   "quote it if it is text", problem_mark=node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            value = super().construct_yaml_int(node)
+        except ValueError:  # more digits than Python converts
+            value = None
+        if value is None or abs(value) > sys.float_info.max:
+            raise _Refused(problem=f"{self._where(node)}the integer {_abbreviated(node.value)} is larger than any "
+                                   "setting takes; check it for a typo", problem_mark=node.start_mark)
+        return value
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # checked before flattening, which puts the merged keys in front of the mapping's own (once per mapping)
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            first: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if not isinstance(key, str):  # from_dict and every message take keys for names
+                    kind = ("null" if key is None else "true/false" if isinstance(key, bool) else
+                            "a number" if isinstance(key, (int, float)) else f"a {type(key).__name__}")
+                    text = _abbreviated(key_node.value)
+                    raise _Refused(problem=f"{self._where(node)}the key {text} reads as {kind}, not as a name; "
+                                           f"quote it ('{text}')", problem_mark=key_node.start_mark)
+                if key in first:
+                    path = self._paths.get(id(node), "")
+                    raise _Refused(problem=f"duplicate key {f'{path}.{key}' if path else key} (first at line "
+                                           f"{first[key].start_mark.line + 1}); YAML would keep only the last one, "
+                                           "silently: delete one of them", problem_mark=key_node.start_mark)
+                first[key] = key_node
+        super().flatten_mapping(node)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+
+
 def load_raw(path: Path = PARAMS) -> dict[str, Any]:
+    if not os.path.lexists(path):
+        raise UserError(f"params file not found: {path}")
+    text = read_regular_text(path, "params file")  # a folder, FIFO or non-UTF-8 file is a UserError naming it
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"params file not found: {path}") from None
+        data = yaml.load(text, Loader=StrictLoader)
+    except _Refused as e:
+        raise UserError(f"{path}, line {e.problem_mark.line + 1}: {e.problem}") from None
+    except yaml.reader.ReaderError as e:  # a control character: the reader knows its offset, not its line
+        line = text.count("\n", 0, e.position) + 1
+        raise UserError(f"{path} is not valid YAML at line {line}: {str(e).splitlines()[0]}") from None
     except yaml.YAMLError as e:  # one line: the problem and where, not the parser's multi-line report
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"{path} is not valid YAML{at}: {problem}") from None
+    except RecursionError:  # the composer recurses once per level of nesting
+        raise UserError(f"{path} nests its lists or mappings too deeply to read; params.yaml needs a few "
+                        "levels") from None
     if not isinstance(data, dict) or "profile" not in data:
         raise UserError(f"{path} must be a mapping with a 'profile' key")
     return data
+
+
+def _is_setting(cls: type, dotted: str) -> bool:
+    """Whether ``dotted`` (``loop.steps``) names a setting of the config dataclass ``cls``."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+            return False
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return False
+        tp = hints[part]
+    return True
+
+
+def _located(e: UserError, where: str, cls: type | None = None) -> UserError:
+    """``e`` with its place in params.yaml (``train_transformer.default``) in front, unless it names it already:
+    a config's ``validate()`` serves command lines and checkpoints too, so it names its settings relative to the
+    config (``loop.steps``), and that alone does not say which stage and profile hold the bad value."""
+    msg = str(e)
+    if msg.startswith((f"{where}.", f"{where}:", f"{where} ", f"unknown config key(s) {where}.")):
+        return e
+    head = re.match(r"[A-Za-z_][\w.]*", msg)
+    if cls is not None and head and _is_setting(cls, head.group().rstrip(".")):
+        return UserError(f"{where}.{msg}")
+    return UserError(f"{where}: {msg}")
+
+
+def _typed(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """``from_dict`` of one entry of params.yaml, every message naming the stage, profile and key."""
+    try:
+        return from_dict(cls, data, where=where)
+    except UserError as e:
+        raise _located(e, where, cls) from None
 
 
 def _section(raw: dict[str, Any], name: str, profile: str) -> dict[str, Any]:
@@ -347,15 +532,19 @@ def _section(raw: dict[str, Any], name: str, profile: str) -> dict[str, Any]:
     return copy.deepcopy(entry)
 
 
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(d: dict[str, Any], key: str, value: Any, where: str) -> None:
     """``d[a][b] = value`` for ``key`` 'a.b'. ``model.overrides`` is added to, not replaced: a variant's
-    overrides (``transformer.positions=ape``) apply on top of the profile's own (its image size, say)."""
+    overrides (``transformer.positions=ape``) apply on top of the profile's own (its image size, say).
+    ``where`` (the variant) is named when ``key`` reaches inside a setting rather than a section."""
     if key == "model.overrides" and isinstance(value, list):
         value = list(d.get("model", {}).get("overrides", [])) + [v for v in value
                                                                    if v not in d.get("model", {}).get("overrides", [])]
     parts = key.split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: {key!r} reaches inside {'.'.join(parts[:i + 1])}, which is a setting, not a "
+                            "section; give the setting's own dotted key")
     d[parts[-1]] = value
 
 
@@ -419,41 +608,46 @@ class Params:
     def model(self) -> ModelRef:
         from restorevar.train.common import ModelRef
 
-        m = from_dict(ModelRef, self._entry("model"), where=self._where("model"))
-        m.build_config()  # a bad preset or override fails here, before any work
+        m = _typed(ModelRef, self._entry("model"), self._where("model"))
+        try:
+            m.build_config()  # a bad preset or override fails here, before any work
+        except UserError as e:
+            raise _located(e, self._where("model")) from None
         return m
 
     @cached_property
     def data(self) -> DataParams:
-        d = from_dict(DataParams, self._entry("data"), where=self._where("data"))
+        d = _typed(DataParams, self._entry("data"), self._where("data"))
         d.check(self._where("data"))
         return d
 
     @cached_property
     def evaluate(self) -> EvalParams:
-        e = from_dict(EvalParams, self._entry("evaluate"), where=self._where("evaluate"))
+        e = _typed(EvalParams, self._entry("evaluate"), self._where("evaluate"))
         e.check(self._where("evaluate"))
         return e
 
     @cached_property
     def stats(self) -> StatsParams:
-        s = from_dict(StatsParams, self._entry("stats"), where=self._where("stats"))
+        s = _typed(StatsParams, self._entry("stats"), self._where("stats"))
         s.check(self._where("stats"))
         return s
 
     @cached_property
     def bench(self) -> BenchParams:
-        b = from_dict(BenchParams, self._entry("bench"), where=self._where("bench"))
+        b = _typed(BenchParams, self._entry("bench"), self._where("bench"))
         b.check(self._where("bench"))
         return b
 
     @cached_property
     def report(self) -> ReportParams:
-        return from_dict(ReportParams, self._entry("report"), where=self._where("report"))
+        r = _typed(ReportParams, self._entry("report"), self._where("report"))
+        r.check(self._where("report"))
+        return r
 
     @cached_property
     def ablations(self) -> AblationParams:
-        a = from_dict(AblationParams, self._entry("ablations"), where=self._where("ablations"))
+        a = _typed(AblationParams, self._entry("ablations"), self._where("ablations"))
         a.check(self._where("ablations"))
         return a
 
@@ -488,7 +682,7 @@ class Params:
         if not isinstance(raw, dict):
             raise UserError(f"params.yaml: section 'tracking' must be a mapping of settings, got {raw!r}; "
                             "remove it for the defaults")
-        return from_dict(TrackingParams, raw, where="tracking")
+        return _typed(TrackingParams, raw, "tracking")
 
     @property
     def mlflow_uri(self) -> str:
@@ -611,20 +805,19 @@ class Params:
         tune = sec.pop("tune", {})
         if not isinstance(tune, dict):
             raise UserError(f"{where}.tune: expected a mapping, got {tune!r}; remove it for the defaults")
-        tune = from_dict(TuneParams, tune, where=f"{where}.tune")
+        tune = _typed(TuneParams, tune, f"{where}.tune")
+        tune.check(f"{where}.tune")
         sec["model"] = {"preset": self.model.preset, "overrides": list(self.model.overrides)}
         sec.setdefault("data", {})["train_manifest"] = self.train_manifest
         for key, stage in UPSTREAM.get(name, {}).items():
             sec[key] = str(checkpoint_path(stage))
-        cfg = from_dict(cls, sec, where=where)
-        if tune.workers < 1:
-            raise UserError(f"{where}.tune.workers must be at least 1, got {tune.workers}")
+        cfg = _typed(cls, sec, where)
         variants = {}
         for vname, changes in (tune.variants or {"main": {}}).items():
             d = copy.deepcopy(sec)
             for k, v in (changes or {}).items():
-                _set_dotted(d, k, v)
-            batch = from_dict(cls, d, where=f"{where}.tune.variants.{vname}").loop.batch_size  # validates it too
+                _set_dotted(d, k, v, f"{where}.tune.variants.{vname}")
+            batch = _typed(cls, d, f"{where}.tune.variants.{vname}").loop.batch_size  # validates it too
             if batch % tune.workers:
                 raise UserError(f"{where}.tune.workers={tune.workers} must divide the batch size {batch} of variant "
                                 f"{vname} (every worker takes an equal share of each batch)")
@@ -639,14 +832,23 @@ class Params:
         """Each variant's full, validated stage config: the stage's own, the family's reduced loop, its changes."""
         fam = self.ablations.families[family]
         cls = train_config_class(fam.stage)
-        out = {}
-        for vname, v in fam.variants.items():
+        family_where = f"ablations.{self.profile}.families.{family}"
+
+        def config(changes: dict[str, Any], where: str) -> dict[str, Any]:
             d = copy.deepcopy(self.stages[fam.stage].config_dict)
             d["loop"] = {**d.get("loop", {}), **fam.loop}
-            for k, val in {**fam.set, **v.set}.items():
-                _set_dotted(d, k, copy.deepcopy(val))
-            from_dict(cls, d, where=f"ablations.{self.profile}.families.{family}.variants.{vname}")
-            out[vname] = d
+            for k, val in changes.items():
+                _set_dotted(d, k, copy.deepcopy(val), where)
+            _typed(cls, d, where)
+            return d
+
+        out = {}
+        for vname, v in fam.variants.items():
+            try:
+                out[vname] = config({**fam.set, **v.set}, f"{family_where}.variants.{vname}")
+            except UserError:
+                config(fam.set, family_where)  # a fault of the family's own loop or set is named at the family
+                raise
         inits = {d.get("init_from", "") for d in out.values()}
         if len(inits) > 1:  # otherwise the family compares starting points, not the variants
             raise UserError(f"ablations.{self.profile}.families.{family}: every variant must start from the same "
@@ -680,8 +882,8 @@ class Params:
                 d["data"]["resize_shorter"] = round(d["data"]["resize_shorter"] * pre.fraction)
             d["loop"] = {**d["loop"], **pre.loop}
             d["any_resolution"] = True
+            cfg = _typed(train_config_class(fam.stage), d, where)  # its loop and sizes: the pretraining's own
             try:
-                cfg = from_dict(train_config_class(fam.stage), d, where=f"{where} ({vname})")
                 cfg.model.build_config()
             except UserError as e:
                 raise UserError(f"{where}: {e} (set pretrain.patch_nums to scales ending at the latent size)") from None

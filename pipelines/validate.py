@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     name = "params.yaml" if args.params == PARAMS else str(args.params)
     try:
         checked = check_all(args.params)
-    except UserError as e:
-        print(f"{name}: error: {str(e).removeprefix('params.yaml: ')}", file=sys.stderr)
+    except UserError as e:  # the file is named once, in front: "params.yaml: error: line 12: duplicate key ..."
+        print(f"{name}: error: {str(e).removeprefix('params.yaml: ').removeprefix(f'{args.params}, ')}",
+              file=sys.stderr)
         return 2
     p = checked[0]
     missing = [] if args.no_preflight else p.preflight()

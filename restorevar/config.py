@@ -111,6 +111,26 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     return obj
 
 
+def _shown(value: object) -> str:
+    """``value`` for a message: an integer too long to read (Python refuses to print past 4300 digits) by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def check_range(key: str, value: float, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False) -> None:
+    """Raise UserError naming ``key`` unless ``value`` lies between ``low`` and ``high`` (an open end excluded);
+    NaN never does."""
+    above = low < value if low_open else low <= value
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        lo, hi = _shown(low), _shown(high)
+        span = (f"between {lo} and {hi}" if not (low_open or high_open) else
+                f"in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}")
+        raise UserError(f"{key} must be {span}, got {_shown(value)}")
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain, JSON-able dict of a (nested) config dataclass; tuples become lists."""
 
@@ -129,7 +149,7 @@ def _parse_scalar(text: str) -> Any:
 
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or an integer past Python's 4300 digits: the text, which the type check refuses
         return text
 
 

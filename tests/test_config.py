@@ -1,4 +1,6 @@
 """Typed configs reject unknown keys and ill-typed values."""
+import re
+
 import pytest
 
 from restorevar.config import apply_overrides, from_dict, to_dict
@@ -51,9 +53,30 @@ def test_overrides_parsed_as_json_must_be_finite_too(text):
         apply_overrides(get_preset("tiny"), [f"vqvae.beta={text}"])
 
 
+def test_an_override_past_pythons_digit_limit_is_refused_as_text():
+    with pytest.raises(UserError, match="transformer.depth: expected an integer, got '9999"):
+        apply_overrides(get_preset("tiny"), ["transformer.depth=" + "9" * 5000])
+
+
 def test_booleans_are_not_numbers():
     with pytest.raises(UserError, match="transformer.depth: expected an integer, got True"):
         from_dict(RestoreVARConfig, {"transformer": {"depth": True}})
     with pytest.raises(UserError, match="vqvae.beta: expected a number, got False"):
         from_dict(RestoreVARConfig, {"vqvae": {"beta": False}})
     assert from_dict(RestoreVARConfig, {"vqvae": {"beta": 1}}).vqvae.beta == 1.0  # an integer is a number
+
+
+@pytest.mark.parametrize(("value", "kw", "message"), [
+    (0, {}, "x must be between 1 and 10, got 0"),
+    (11, {}, "x must be between 1 and 10, got 11"),
+    (1, {"low_open": True}, "x must be in (1, 10], got 1"),
+    (10.0, {"high_open": True}, "x must be in [1, 10), got 10"),
+    (float("nan"), {}, "x must be between 1 and 10, got nan"),  # NaN compares false both ways: never in range
+    (10**5000, {}, "x must be between 1 and 10, got an integer of about 5001 digits"),  # past Python's str() limit
+], ids=["below", "above", "open-low", "open-high", "nan", "5001-digits"])
+def test_check_range_names_the_key_the_bounds_and_the_value(value, kw, message):
+    from restorevar.config import check_range
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_range("x", value, 1, 10, **kw)
+    check_range("x", 5, 1, 10, **kw)

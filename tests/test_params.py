@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from pipelines.params import PARAMS, Params, check_all
+from pipelines.params import PARAMS, Params, check_all, load_raw
 from restorevar.errors import UserError
 
 RAW = yaml.safe_load(PARAMS.read_text())
@@ -149,10 +149,135 @@ def _center_crop_of_small_images(raw):
     (lambda r: r.update(ablation_families=None), "ablation_families must be a list"),
     (lambda r: r.update(profiles=None), "profiles must be the list"),
     (lambda r: r.update(evalute={"default": {}}), "unknown section 'evalute'"),
+    # every number has both bounds, and a config's own check is named by stage, profile and key
+    (lambda r: r["train_transformer"]["default"]["loop"].update(log_every=0),
+     "train_transformer.default.loop.log_every must be between 1 and 10000000, got 0"),
+    (lambda r: r.update(profile="tiny") or r["train_tokenizer"]["tiny"]["loop"].update(ckpt_every=0),
+     "train_tokenizer.tiny.loop.ckpt_every must be between 1 and 10000000, got 0"),
+    (lambda r: r.update(profile="small") or r["pretrain_restoration"]["small"]["loop"].update(eval_every=0),
+     "pretrain_restoration.small.loop.eval_every must be between 1 and 10000000, got 0"),
+    (lambda r: r["train_refiner"]["default"]["loop"].update(steps=10**30),
+     "train_refiner.default.loop.steps must be between 1 and 10000000, got 1000000000000000000000000000000"),
+    (lambda r: r["train_refiner"]["default"]["loop"].update(steps=0),
+     "train_refiner.default.loop.steps must be between 1 and 10000000, got 0"),
+    (lambda r: r["train_refiner"]["default"]["loop"].update(steps=10**200),
+     "loop.steps must be between 1 and 10000000, got an integer of about 201 digits"),
+    (lambda r: r.update(profile="small") or r["finetune_decoder"]["small"]["loop"].update(batch_size=10**6),
+     "finetune_decoder.small.loop.batch_size must be between 1 and 65536"),
+    (lambda r: r.update(profile="paper") or r["train_transformer"]["paper"]["loop"].update(lr=0.0),
+     "train_transformer.paper.loop.lr must be in (0, 1], got 0"),
+    (lambda r: r.update(profile="paper") or r["train_transformer"]["paper"]["loop"].update(lr=2.5),
+     "train_transformer.paper.loop.lr must be in (0, 1], got 2.5"),
+    (lambda r: r["train_tokenizer"]["default"]["loop"].update(betas=[0.9, 1.0]),
+     "train_tokenizer.default.loop.betas[1] must be in [0, 1), got 1"),
+    (lambda r: r["train_tokenizer"]["default"]["loop"].update(seed=2**40), "train_tokenizer.default.loop.seed must be"),
+    (lambda r: r["train_tokenizer"]["default"]["loop"].update(val_batches=-1), "loop.val_batches must be between 0"),
+    (lambda r: r["train_tokenizer"]["default"]["data"].update(crop=0), "train_tokenizer.default.data.crop must be"),
+    (lambda r: r["train_tokenizer"]["default"]["data"].update(num_workers=10**4), "default.data.num_workers must be"),
+    (lambda r: r["train_tokenizer"]["default"].update(degraded_share=1.5),
+     "train_tokenizer.default.degraded_share must be between 0 and 1, got 1.5"),
+    (lambda r: r["train_tokenizer"]["default"].update(frozen=True, init_from=""),
+     "train_tokenizer.default.frozen needs init_from"),
+    (lambda r: r["finetune_decoder"]["default"].update(perceptual_weight=-1),
+     "finetune_decoder.default.perceptual_weight must be between 0 and 100, got -1"),
+    (lambda r: r["finetune_decoder"]["default"].update(discriminator_lr=0),
+     "finetune_decoder.default.discriminator_lr must be in (0, 1]"),
+    (lambda r: r["pretrain_prior"]["default"].update(label_smoothing=1.0), "pretrain_prior.default.label_smoothing"),
+    (lambda r: r["train_transformer"]["default"].update(gain_lr_mult=0),
+     "train_transformer.default.gain_lr_mult must be in (0, 10000], got 0"),
+    (lambda r: r["train_transformer"]["default"].update(gate_init=1e6), "train_transformer.default.gate_init must be"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"loop.log_every": 0}}, "chosen": "a"}),
+     "train_transformer.default.tune.variants.a.loop.log_every must be between 1"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"loop.lr.x": 1}}}),
+     "train_transformer.default.tune.variants.a: 'loop.lr.x' reaches inside loop.lr"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"max_failures": -1}),
+     "train_transformer.default.tune.max_failures must be between 0 and 100, got -1"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"resources": {"cpu": 1e9}}),
+     "train_transformer.default.tune.resources.cpu must be between 0 and 1024"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"workers": 10**5}),
+     "train_transformer.default.tune.workers must be between 1 and 1024"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"]["loop"].update(log_every=0),
+     "ablations.default.families.refiner.loop.log_every must be between 1"),
+    (lambda r: r["ablations"]["default"]["families"]["positions"]["pretrain"]["loop"].update(lr=float("nan")),
+     "ablations.default.families.positions.pretrain.loop.lr: expected a finite number, got nan"),
+    (lambda r: r["ablations"]["default"]["families"]["positions"]["pretrain"].update(fraction=1e300),
+     "ablations.default.families.positions.pretrain.fraction must be in [0, 1), got 1e+300"),
+    (lambda r: r["ablations"]["default"].update(seeds=[0, 2**40]), "ablations.default.seeds[1] must be between 0 and"),
+    (lambda r: r["ablations"]["default"]["scale_space"].update(split=0), "ablations.default.scale_space.split must be"),
+    (lambda r: r["data"]["default"].update(train_per_degradation=10**12),
+     "data.default.train_per_degradation must be between 0 and 100000"),
+    (lambda r: r["evaluate"]["default"]["cost"].update(repeats=10**9), "evaluate.default.cost.repeats must be between"),
+    (lambda r: r["evaluate"]["default"].update(batch_size=0), "evaluate.default.batch_size must be between 1"),
+    (lambda r: r["stats"]["default"].update(n_boot=10**12), "stats.default.n_boot must be between 100 and"),
+    (lambda r: r["stats"]["default"].update(seed=-1), "stats.default.seed must be between 0"),
+    (lambda r: r["bench"]["default"].update(batch_sizes=[1, 0]), "bench.default.batch_sizes[1] must be between 1"),
+    (lambda r: r["bench"]["default"].update(train_steps=10**8), "bench.default.train_steps must be between 1"),
+    (lambda r: r["report"]["default"].update(grid_images_per_degradation=-1),
+     "report.default.grid_images_per_degradation must be between 0"),
+    (lambda r: r.update(profile="tiny") or r["model"]["tiny"].update(overrides=["transformer.depht=3"]),
+     "model.tiny: override 'transformer.depht'"),
 ])
 def test_bad_params_fail_naming_the_key(edit, message, tmp_path):
     with pytest.raises(UserError, match=re.escape(message)):
         _params(tmp_path, edit)
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    # a key or a section given twice: YAML alone keeps the last one, silently
+    (lambda t: _replace_once(t, "profile: default\n", "profile: default\nprofile: tiny\n"),
+     "duplicate key profile (first at line"),
+    (lambda t: t + "\nstats:\n  default: {}\n", "duplicate key stats (first at line"),
+    (lambda t: _replace_once(t, "loop: {steps: 800, ", "loop: {steps: 800, steps: 8000, "),
+     "duplicate key train_transformer.default.loop.steps (first at line"),
+    (lambda t: _replace_once(t, "  tiny:\n    <<: *eval\n    batch_size: 4\n",
+                             "  tiny:\n    <<: *eval\n    batch_size: 4\n    batch_size: 2\n"),
+     "duplicate key evaluate.tiny.batch_size"),
+    # what Python's or the reader's own limits turned into a traceback
+    (lambda t: _replace_once(t, "loop: {steps: 800, ", f"loop: {{steps: {'9' * 5000}, "),
+     "train_transformer.default.loop.steps: the integer 9999999999999999...99999999 (5000 characters) is larger"),
+    (lambda t: _replace_once(t, "loop: {steps: 800, ", f"loop: {{steps: 0x{'f' * 5000}, "),
+     "train_transformer.default.loop.steps: the integer 0xffffffffffffff"),
+    (lambda t: _replace_once(t, "loop: {steps: 800, ", "loop: {steps: 2024-13-45, "),
+     "train_transformer.default.loop.steps: cannot read '2024-13-45' (month must be in 1..12)"),
+    (lambda t: t + "deep: " + "[" * 5000 + "]" * 5000 + "\n", "nests its lists or mappings too deeply"),
+    (lambda t: _replace_once(t, "loop: {steps: 800, ", "loop: {1: 2, steps: 800, "),
+     "train_transformer.default.loop: the key 1 reads as a number, not as a name; quote it ('1')"),
+    (lambda t: t + "on: 1\n", "the key on reads as true/false, not as a name"),
+    (lambda t: t.encode() + b"# caf\xe9\n", "is not UTF-8 text"),
+])
+def test_bad_params_files_fail_naming_the_file_and_line(edit, message, tmp_path):
+    text = edit(PARAMS.read_text())
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        load_raw(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    """``<<: *base`` then a key of base: an override, not a duplicate (the shipped evaluate.tiny does it)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: a\nbase: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\nmore: {<<: [*b, {x: 4}], y: 5}\n")
+    raw = load_raw(path)
+    assert raw["other"] == {"x": 3, "y": 2} and raw["more"] == {"x": 1, "y": 5}
+    path.write_text("profile: a\nbase: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n  x: 4\n")
+    with pytest.raises(UserError, match=re.escape(f"{path}, line 6: duplicate key other.x (first at line 5)")):
+        load_raw(path)
+
+
+def test_a_params_path_that_is_no_regular_file_is_refused(tmp_path):
+    import os
+
+    with pytest.raises(UserError, match="is a folder"):
+        load_raw(tmp_path)
+    os.mkfifo(tmp_path / "fifo.yaml")
+    with pytest.raises(UserError, match=r"is not a regular file \(a FIFO"):
+        load_raw(tmp_path / "fifo.yaml")
 
 
 def test_workers_take_the_per_worker_resources_and_one_worker_keeps_the_trials_own(tmp_path):

@@ -1,5 +1,6 @@
 """Trainers on the tiny preset: losses fall, checkpoints describe themselves, and a resumed run is bit-exact."""
 import random
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -175,8 +176,31 @@ def test_bad_loop_values_fail_with_the_key(manifest, tmp_path):
     cfg = _cfg(TokenizerTrainConfig, manifest, 4)
     with pytest.raises(UserError, match="steps"):
         train_tokenizer(replace(cfg, loop=replace(cfg.loop, steps=0)), tmp_path)
+    with pytest.raises(UserError, match="loop.log_every must be between 1"):  # not a ZeroDivisionError at step 1
+        train_tokenizer(replace(cfg, loop=replace(cfg.loop, log_every=0)), tmp_path)
     with pytest.raises(UserError, match="unknown"):
         from_dict(LoopConfig, {"stepz": 3})
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"log_every": 0}, "loop.log_every must be between 1 and 10000000, got 0"),
+    ({"ckpt_every": 0}, "loop.ckpt_every must be between 1 and 10000000, got 0"),
+    ({"eval_every": -5}, "loop.eval_every must be between 1 and 10000000, got -5"),
+    ({"steps": 10**30}, "loop.steps must be between 1 and 10000000, got 1000000000000000000000000000000"),
+    ({"batch_size": 10**6}, "loop.batch_size must be between 1 and 65536, got 1000000"),
+    ({"lr": float("nan")}, "loop.lr must be in (0, 1], got nan"),
+    ({"lr": float("inf")}, "loop.lr must be in (0, 1], got inf"),
+    ({"weight_decay": -0.1}, "loop.weight_decay must be between 0 and 10, got -0.1"),
+    ({"betas": (0.9, 1.5)}, "loop.betas[1] must be in [0, 1), got 1.5"),
+    ({"grad_clip": 0.0}, "loop.grad_clip must be in (0, 1e+06], got 0"),
+    ({"final_lr_fraction": 2.0}, "loop.final_lr_fraction must be between 0 and 1, got 2"),
+    ({"seed": -1}, "loop.seed must be between 0 and 4294967295, got -1"),
+    ({"val_batches": -1}, "loop.val_batches must be between 0 and 1000000, got -1"),
+])
+def test_every_loop_setting_has_both_bounds(change, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        replace(LoopConfig(), **change).validate()
+    LoopConfig().validate()
 
 
 def test_missing_upstream_checkpoint_is_a_clear_error(manifest, tmp_path):

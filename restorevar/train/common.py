@@ -20,12 +20,27 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.checkpoint import check_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from restorevar.config import check_range
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.errors import UserError
 from restorevar.models import RestoreVARConfig, get_preset
 from restorevar.train.distributed import Ranks
 
 CKPT_NAME = "last.pt"
+
+# Bounds of the numeric settings: far beyond any run of this suite, yet tight enough that a typo (a zero, an
+# exponent too many) fails when params.yaml is checked, not hours into a run or as an overflow in a schedule.
+MAX_STEPS = 10_000_000
+MAX_BATCH_SIZE = 65_536
+MAX_LR = 1.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_GRAD_CLIP = 1e6
+MAX_SEED = 2**32 - 1  # NumPy's global seed (seed_rngs) takes no larger one
+MAX_COUNT = 1_000_000  # validation batches, scenes or images held out
+MAX_PIXELS = 16_384  # a crop or resized side
+MAX_WORKERS = 256
+MAX_LOSS_WEIGHT = 100.0
+MAX_LR_MULT = 1e4
 
 
 @dataclass
@@ -56,6 +71,16 @@ class DataConfig:
             raise UserError(f"data.val_photos must be \"unseen\" or \"\", got {self.val_photos!r}")
         if self.val_photos and self.pairs != "onthefly":
             raise UserError("data.val_photos needs data.pairs: onthefly (a manifest holds its own validation share)")
+        check_range("data.min_crop_fraction", self.min_crop_fraction, 0, 1, low_open=True)
+        check_range("data.val_scenes", self.val_scenes, 0, MAX_COUNT)
+        check_range("data.val_fraction", self.val_fraction, 0, 1, high_open=True)
+        if self.val_per_group is not None:
+            check_range("data.val_per_group", self.val_per_group, 0, MAX_COUNT)
+        check_range("data.split_seed", self.split_seed, 0, MAX_SEED)
+        check_range("data.crop", self.crop, 1, MAX_PIXELS)
+        if self.resize_shorter is not None:
+            check_range("data.resize_shorter", self.resize_shorter, 1, MAX_PIXELS)
+        check_range("data.num_workers", self.num_workers, 0, MAX_WORKERS)
 
 
 @dataclass
@@ -83,15 +108,25 @@ class LoopConfig:
     activation_checkpointing: bool = False  # transformer blocks recompute their activations in the backward
 
     def validate(self) -> None:
-        if self.steps <= 0 or self.batch_size <= 0 or self.lr <= 0:
-            raise UserError("steps, batch_size and lr must be positive")
+        check_range("loop.steps", self.steps, 1, MAX_STEPS)
+        check_range("loop.batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_range("loop.lr", self.lr, 0, MAX_LR, low_open=True)
+        check_range("loop.weight_decay", self.weight_decay, 0, MAX_WEIGHT_DECAY)
+        for i, beta in enumerate(self.betas):
+            check_range(f"loop.betas[{i}]", beta, 0, 1, high_open=True)  # Adam's moments average over 1/(1-beta)
+        check_range("loop.grad_clip", self.grad_clip, 0, MAX_GRAD_CLIP, low_open=True)
         if self.grad_accum <= 0 or self.batch_size % self.grad_accum:
             raise UserError(f"loop.grad_accum={self.grad_accum} must be a positive divisor of "
                             f"loop.batch_size={self.batch_size}")
-        if not 0 <= self.flat_fraction <= 1:
-            raise UserError("flat_fraction must be in [0, 1]")
+        check_range("loop.flat_fraction", self.flat_fraction, 0, 1)
+        check_range("loop.final_lr_fraction", self.final_lr_fraction, 0, 1)
         if not 0 <= self.warmup_steps < self.steps:
             raise UserError(f"loop.warmup_steps={self.warmup_steps} must be in [0, loop.steps={self.steps})")
+        check_range("loop.seed", self.seed, 0, MAX_SEED)
+        # the trainer takes the step modulo each of these: 0 would divide by zero at the first step
+        for key in ("ckpt_every", "log_every", "eval_every"):
+            check_range(f"loop.{key}", getattr(self, key), 1, MAX_STEPS)
+        check_range("loop.val_batches", self.val_batches, 0, MAX_COUNT)
 
 
 @dataclass

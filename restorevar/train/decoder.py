@@ -13,10 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.checkpoint import seed_rngs
+from restorevar.config import check_range
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import PatchGAN
 from restorevar.train.common import (
+    MAX_LOSS_WEIGHT,
+    MAX_LR,
+    MAX_STEPS,
     DataConfig,
     LoopConfig,
     ModelRef,
@@ -50,8 +54,11 @@ class DecoderTrainConfig:
 
     def validate(self) -> None:
         self.loop.validate()
-        if min(self.l1_weight, self.ssim_weight, self.perceptual_weight, self.adversarial_weight) < 0:
-            raise UserError("decoder loss weights must be >= 0")
+        self.data.validate()
+        for key in ("l1_weight", "ssim_weight", "perceptual_weight", "adversarial_weight"):
+            check_range(key, getattr(self, key), 0, MAX_LOSS_WEIGHT)
+        check_range("discriminator_start", self.discriminator_start, 0, MAX_STEPS)
+        check_range("discriminator_lr", self.discriminator_lr, 0, MAX_LR, low_open=True)
 
 
 def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:

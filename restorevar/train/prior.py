@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.checkpoint import load_checkpoint, seed_rngs
+from restorevar.config import check_range
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.train.common import (
@@ -72,8 +73,8 @@ class PriorTrainConfig:
 
     def validate(self) -> None:
         self.loop.validate()
-        if not 0 <= self.label_smoothing < 1:
-            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        self.data.validate()
+        check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
 
 
 def prior_logits(model: RestoreVAR, clean_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,7 @@ class RefinerTrainConfig:
 
     def validate(self) -> None:
         self.loop.validate()
+        self.data.validate()
 
 
 def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:

@@ -8,11 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.checkpoint import seed_rngs
+from restorevar.config import check_range
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import VQVAE
 from restorevar.pretrained import pretrained_path
 from restorevar.train.common import (
+    MAX_LOSS_WEIGHT,
+    MAX_STEPS,
     DataConfig,
     LoopConfig,
     ModelRef,
@@ -28,6 +31,10 @@ from restorevar.train.common import (
 )
 from restorevar.train.distributed import Ranks
 from restorevar.train.losses import ssim_loss
+
+# a code's usage is an average of its hits per batch (a count of tokens), summed over the scales: a threshold
+# above any batch's count restarts every code (a test does), one past this is a typo
+MAX_DEAD_CODE_THRESHOLD = 1e12
 
 
 @dataclass
@@ -50,10 +57,14 @@ class TokenizerTrainConfig:
 
     def validate(self) -> None:
         self.loop.validate()
+        self.data.validate()
         if self.frozen and not self.init_from:
-            raise UserError("train_tokenizer: frozen needs init_from (a checkpoint, pretrained or var) to keep")
-        if not 0 <= self.degraded_share <= 1:
-            raise UserError(f"degraded_share must be in [0, 1], got {self.degraded_share}")
+            raise UserError("frozen needs init_from (a checkpoint, pretrained or var) to keep")
+        for key in ("l1_weight", "ssim_weight", "vq_weight"):
+            check_range(key, getattr(self, key), 0, MAX_LOSS_WEIGHT)
+        check_range("degraded_share", self.degraded_share, 0, 1)
+        check_range("restart_dead_codes_every", self.restart_dead_codes_every, 0, MAX_STEPS)
+        check_range("dead_code_threshold", self.dead_code_threshold, 0, MAX_DEAD_CODE_THRESHOLD)
 
 
 def _restart_dead_codes(vae: VQVAE, f_BChw: torch.Tensor, threshold: float, ranks: Ranks) -> int:

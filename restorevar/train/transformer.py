@@ -11,10 +11,14 @@ import torch.nn.functional as F
 
 from restorevar.analysis.health import model_health
 from restorevar.checkpoint import seed_rngs
+from restorevar.config import check_range
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.pretrained import pretrained_path
 from restorevar.train.common import (
+    MAX_LOSS_WEIGHT,
+    MAX_LR_MULT,
+    MAX_STEPS,
     DataConfig,
     LoopConfig,
     ModelRef,
@@ -32,6 +36,8 @@ from restorevar.train.common import (
     teacher_forced_eval,
 )
 from restorevar.train.distributed import Ranks
+
+MAX_GATE_INIT = 10.0  # the gates scale what reads the condition; they start at or near zero
 
 
 @dataclass
@@ -78,11 +84,10 @@ class TransformerTrainConfig:
     def validate(self) -> None:
         self.loop.validate()
         self.data.validate()
-        if not 0 <= self.aux_weight <= 100:
-            raise UserError(f"aux_weight must be in [0, 100], got {self.aux_weight}")
-        if not 0 <= self.identity_share <= 1 or self.identity_steps < 0:
-            raise UserError(f"identity_share must be in [0, 1] and identity_steps >= 0, got {self.identity_share} "
-                            f"and {self.identity_steps}")
+        check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_range("aux_weight", self.aux_weight, 0, MAX_LOSS_WEIGHT)
+        check_range("identity_share", self.identity_share, 0, 1)
+        check_range("identity_steps", self.identity_steps, 0, MAX_STEPS)
         if self.identity_share > 0 and self.identity_steps == 0:
             raise UserError("identity_share > 0 needs identity_steps > 0 (the steps over which it falls to zero)")
         if not (self.cross_init_scale == 0 or 1 <= self.cross_init_scale <= 100):
@@ -91,9 +96,9 @@ class TransformerTrainConfig:
         if self.aux_weight and self.loop.activation_checkpointing:
             raise UserError("aux_weight does not work with loop.activation_checkpointing; switch one of them off")
         token_weights((1,), self.loss_weighting)  # an unknown weighting fails here, naming the key
-        if self.gain_lr_mult <= 0 or self.condition_lr_mult <= 0:
-            raise UserError(f"gain_lr_mult and condition_lr_mult must be positive, got {self.gain_lr_mult} and "
-                            f"{self.condition_lr_mult}")
+        check_range("gain_lr_mult", self.gain_lr_mult, 0, MAX_LR_MULT, low_open=True)
+        check_range("condition_lr_mult", self.condition_lr_mult, 0, MAX_LR_MULT, low_open=True)
+        check_range("gate_init", self.gate_init, -MAX_GATE_INIT, MAX_GATE_INIT)
 
 
 def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mult: float,
