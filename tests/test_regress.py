@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -258,3 +259,17 @@ def test_dotted_keys_that_repeat_nothing_are_read_as_before(files, tmp_path):
     flat = {"p.model.overall.psnr": 19.0, "p.model.overall.lpips": 0.3, "cost.ratio_to_decode.transformer": 4.0}
     (tmp_path / "flat.json").write_text(json.dumps(flat))
     assert [c.status for c in compare(base, tmp_path / "flat.json")] == ["regressed", "ok", "ok"]
+
+
+def test_the_tolerances_the_benchmarks_readme_states_are_the_baselines():
+    """The README's examples name real baseline metrics with their real tolerances (they drifted once)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "benchmarks" / "README.md").read_text()
+    base = json.loads((root / "benchmarks" / "baseline.json").read_text())["metrics"]
+    stated = re.findall(r"`([\w.]+)` \((?:value [\d.]+, )?(relative )?tolerance ([\d.]+)\)", text)
+    assert stated, "the README states no tolerance"
+    for key, relative, tol in stated:
+        assert key in base, key
+        assert base[key]["tolerance"] == float(tol) and bool(base[key].get("relative")) == bool(relative), key
