@@ -317,3 +317,21 @@ def test_the_training_seed_changes_the_batches_but_not_what_is_held_out(tmp_path
     assert not torch.equal(b0.batch(0, cpu)["degraded"], b1.batch(0, cpu)["degraded"])
     moved = make_train_val(replace(data, split_seed=1), LoopConfig(batch_size=4, val_batches=2), torch.device("cpu"))[1]
     assert any(not torch.equal(x["clean"], y["clean"]) for x, y in zip(v0, moved))  # split_seed moves the split
+
+
+@pytest.mark.parametrize("trainer,key,value", [("tokenizer", "grad_accum", 2),
+                                               ("tokenizer", "activation_checkpointing", True),
+                                               ("decoder", "grad_accum", 2),
+                                               ("decoder", "activation_checkpointing", True),
+                                               ("refiner", "activation_checkpointing", True)])
+def test_a_loop_setting_a_trainer_does_not_implement_is_refused(trainer, key, value):
+    from restorevar.errors import UserError
+    from restorevar.train.common import LoopConfig
+    from restorevar.train.decoder import DecoderTrainConfig
+    from restorevar.train.refiner import RefinerTrainConfig
+    from restorevar.train.tokenizer import TokenizerTrainConfig
+
+    cls = {"tokenizer": TokenizerTrainConfig, "decoder": DecoderTrainConfig, "refiner": RefinerTrainConfig}[trainer]
+    cfg = cls(loop=LoopConfig(batch_size=4, **{key: value}))
+    with pytest.raises(UserError, match=f"loop.{key}={value} is not implemented by the {trainer} trainer"):
+        cfg.validate()

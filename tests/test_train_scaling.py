@@ -58,6 +58,13 @@ def test_gradient_accumulation_gives_the_big_batch_gradient(parts):
     assert split["acc"] == pytest.approx(whole["acc"], rel=1e-6)
 
 
+def _counting(forward, calls: list[int]):
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+    return wrapped
+
+
 def test_activation_checkpointing_keeps_the_loss_and_gradients():
     from restorevar.train.transformer import transformer_loss
 
@@ -67,10 +74,15 @@ def test_activation_checkpointing_keeps_the_loss_and_gradients():
     for flag in (False, True):
         model = make_tiny(["transformer.drop_path_rate=0.3"], gains=0.3).train()  # recomputation replays drop-path
         model.transformer.activation_checkpointing = flag
+        calls: list[int] = []
+        for b in model.transformer.blocks:  # counts calls to forward itself (recomputation bypasses module hooks)
+            b.forward = _counting(b.forward, calls)
         torch.manual_seed(0)
         loss, _, _ = transformer_loss(model, deg, clean, 0.0, False)
         loss.backward()
         out[flag] = (loss.item(), _grads(model.transformer))
+        # the flag is honoured, not ignored: with it, every block runs again in the backward to recompute
+        assert len(calls) == (2 if flag else 1) * len(model.transformer.blocks)
     assert out[True][0] == out[False][0]
     for n, gr in out[False][1].items():
         torch.testing.assert_close(out[True][1][n], gr, rtol=1e-5, atol=1e-7)

@@ -128,6 +128,14 @@ class LoopConfig:
             check_range(f"loop.{key}", getattr(self, key), 1, MAX_STEPS)
         check_range("loop.val_batches", self.val_batches, 0, MAX_COUNT)
 
+    def refuse(self, trainer: str, *keys: str) -> None:
+        """A UserError if any of ``keys`` is set away from its default: ``trainer`` does not implement it, and a
+        setting that is accepted and then ignored would misreport the run."""
+        for key in keys:
+            if getattr(self, key) != getattr(LoopConfig, key):
+                raise UserError(f"loop.{key}={getattr(self, key)} is not implemented by the {trainer} trainer; remove "
+                                "it (it would be ignored)")
+
 
 @dataclass
 class ModelRef:

@@ -55,6 +55,7 @@ class DecoderTrainConfig:
     def validate(self) -> None:
         self.loop.validate()
         self.data.validate()
+        self.loop.refuse("decoder", "grad_accum", "activation_checkpointing")
         for key in ("l1_weight", "ssim_weight", "perceptual_weight", "adversarial_weight"):
             check_range(key, getattr(self, key), 0, MAX_LOSS_WEIGHT)
         check_range("discriminator_start", self.discriminator_start, 0, MAX_STEPS)

@@ -40,6 +40,7 @@ class RefinerTrainConfig:
     def validate(self) -> None:
         self.loop.validate()
         self.data.validate()
+        self.loop.refuse("refiner", "activation_checkpointing")
 
 
 def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:

@@ -58,6 +58,7 @@ class TokenizerTrainConfig:
     def validate(self) -> None:
         self.loop.validate()
         self.data.validate()
+        self.loop.refuse("tokenizer", "grad_accum", "activation_checkpointing")
         if self.frozen and not self.init_from:
             raise UserError("frozen needs init_from (a checkpoint, pretrained or var) to keep")
         for key in ("l1_weight", "ssim_weight", "vq_weight"):
