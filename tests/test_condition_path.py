@@ -262,3 +262,26 @@ def test_a_recipe_variant_may_hold_a_list_of_several_overrides(tmp_path, capsys)
                                               "aux_weight": 1}
     assert main(["--out", str(tmp_path / "s"), "model.overrides=[a"]) == 2  # unbalanced: one line, no traceback
     assert "is not YAML" in capsys.readouterr().err
+
+
+def test_copy_init_starts_the_logits_skip_as_the_copy_predictor():
+    """With a strong copy start, the greedy teacher-forced tokens are the degraded image's own tokens."""
+    from conftest import make_tiny
+    from restorevar.train.transformer import copy_initialise
+
+    m = make_tiny(["transformer.condition_inject=colocated_logits", "transformer.conditioning=discrete"])
+    copy_initialise(m, 100.0)
+    g = torch.Generator().manual_seed(3)
+    deg, clean = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+    with torch.no_grad():
+        logits, _ = m.teacher_forcing(deg, clean)
+    own = torch.cat([i.flatten(1) for i in m.vqvae.image_to_idx(deg)], dim=1)
+    assert torch.equal(logits.argmax(-1), own)
+
+
+def test_copy_init_is_refused_without_the_discrete_logits_skip():
+    from restorevar.errors import UserError
+    from restorevar.train.transformer import TransformerTrainConfig
+
+    with pytest.raises(UserError, match="copy_init needs model overrides"):
+        TransformerTrainConfig(copy_init=5.0).validate()

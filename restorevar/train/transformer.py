@@ -79,6 +79,11 @@ class TransformerTrainConfig:
     # temperature at this value, so each query reads the condition around its own position from the first step.
     # Only what reads the condition is touched (a prior has none of it; a resumed run restores its own).
     cross_init_scale: float = 0.0
+    # the co-located logits skip (transformer.condition_inject=colocated_logits, discrete conditioning) started as
+    # the copy predictor with this strength: logit_v += copy_init x (2 e_v . e_deg - |e_v|^2), largest for the
+    # degraded image's own token, so training starts at the copy predictor's accuracy and learns where to differ
+    # (0: the zero start). A resumed run restores its own weights.
+    copy_init: float = 0.0
     health: bool = True  # model-health diagnostics (restorevar.analysis.health) at every evaluation
 
     def validate(self) -> None:
@@ -98,6 +103,12 @@ class TransformerTrainConfig:
         token_weights((1,), self.loss_weighting)  # an unknown weighting fails here, naming the key
         check_range("gain_lr_mult", self.gain_lr_mult, 0, MAX_LR_MULT, low_open=True)
         check_range("condition_lr_mult", self.condition_lr_mult, 0, MAX_LR_MULT, low_open=True)
+        check_range("copy_init", self.copy_init, 0, 1000)
+        if self.copy_init:
+            t = self.model.build_config().transformer
+            if (t.condition_inject, t.conditioning) != ("colocated_logits", "discrete"):
+                raise UserError("copy_init needs model overrides transformer.condition_inject=colocated_logits and "
+                                "transformer.conditioning=discrete (the skip it starts as a copy)")
         check_range("gate_init", self.gate_init, -MAX_GATE_INIT, MAX_GATE_INIT)
 
 
@@ -159,6 +170,16 @@ def condition_read_loss(tr, reads: list[torch.Tensor], target_BL: torch.Tensor, 
     return torch.stack(losses).mean()
 
 
+@torch.no_grad()
+def copy_initialise(model, strength: float) -> None:
+    """The co-located logits skip starts as the copy predictor: with the degraded token's own codebook vector
+    e_deg as input, ``2 e_v . e_deg - |e_v|^2 = |e_deg|^2 - |e_v - e_deg|^2`` is largest at v = that token."""
+    e_VC = model.vqvae.quantizer.codebook.weight
+    head = model.transformer.cond_inject
+    head.weight.copy_(2 * strength * e_VC)
+    head.bias.copy_(-strength * e_VC.pow(2).sum(1))
+
+
 LOCAL_BIAS = 4.0  # the shared component's size against the normalised content's unit variance per channel
 
 
@@ -206,6 +227,8 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
         load_component(model, cfg.init_from, ["transformer"], cfg.any_resolution)
     if cfg.cross_init_scale:  # a resumed run then overwrites these with its own checkpoint's
         local_cross_attention(model.transformer, cfg.cross_init_scale)
+    if cfg.copy_init:  # a resumed run then overwrites these with its own checkpoint's
+        copy_initialise(model, cfg.copy_init)
     if cfg.gate_init:  # a resumed run then overwrites these with its own checkpoint's
         with torch.no_grad():
             for name, p in model.transformer.named_parameters():
