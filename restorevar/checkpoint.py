@@ -125,14 +125,150 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint whose contents have been checked (``check_checkpoint``): safe to build a model from."""
     ckpt = read_torch_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(
             f"{path} is not a RestoreVAR checkpoint; convert published weights with `restorevar convert-official`"
         )
-    if ckpt.get("version", 0) > VERSION:
-        raise UserError(f"{path} was written by a newer RestoreVAR (format v{ckpt['version']}); upgrade the package")
+    check_checkpoint(ckpt, path)
     return ckpt
+
+
+# What a checkpoint's components may be called: the parts of RestoreVAR, and the decoder's discriminator.
+COMPONENTS = ("vqvae", "transformer", "refiner", "discriminator")
+# Weights are copied into float32 parameters, which hold every value of these types exactly.
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The most elements (parameters and buffers) a checkpoint's config may describe, about 2.6x the paper's model
+# (411M). A checkpoint need not hold every component (a tokenizer's holds the VQ-VAE alone), yet the whole model
+# is built from its config; this bounds what a small file can make a loader allocate.
+MAX_MODEL_ELEMENTS = 2**30
+_DAMAGED = "the file is damaged or was edited; use a checkpoint as RestoreVAR wrote it"
+# Far past any config (sections hold fields, a field at most a list of numbers), small enough to read in a message.
+_MAX_NESTING, _MAX_ITEMS, _MAX_TEXT = 4, 256, 256
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose description is not one RestoreVAR could have written, before anything is built.
+
+    ``weights_only`` keeps a file from running code, not from describing a model of a billion layers, a
+    vocabulary that needs 137 GB, or weights that are NaN: the fields are typed and bounded (the typed config
+    and its ``validate``), the model the config describes is built on the meta device (no memory) and every
+    stored tensor must have its name, shape and a float type of that model's, and hold only finite values.
+    """
+    version = ckpt.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"checkpoint {path}: 'version' must be an integer format version, got {_kind(version)}; "
+                        f"{_DAMAGED}")
+    if version > VERSION:
+        raise UserError(f"{path} was written by a newer RestoreVAR (format v{version}); upgrade the package")
+    if version < 1:
+        raise UserError(f"checkpoint {path}: 'version' must be between 1 and {VERSION}, got {version}; {_DAMAGED}")
+    step = ckpt.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**63:
+        shown = step if isinstance(step, int) and not isinstance(step, bool) and abs(step) < 2**63 else _kind(step)
+        raise UserError(f"checkpoint {path}: 'step' must be a non-negative integer, got {shown}; {_DAMAGED}")
+    for key in ("meta", "optimizer", "scheduler", "rng"):
+        if not isinstance(ckpt.get(key), (dict, type(None))):
+            raise UserError(f"checkpoint {path}: '{key}' must be a mapping, got {_kind(ckpt[key])}; {_DAMAGED}")
+    comps = ckpt.get("components")
+    if not isinstance(comps, dict):
+        raise UserError(f"checkpoint {path}: 'components' must be a mapping of component names to weights, "
+                        f"got {_kind(comps)}; {_DAMAGED}")
+    for name, sd in comps.items():
+        if name not in COMPONENTS:
+            shown = repr(name) if isinstance(name, str) else f"a key of type {_kind(name)}"
+            raise UserError(f"checkpoint {path}: 'components' holds {shown[:80]}, which is none of "
+                            f"{', '.join(COMPONENTS)}; {_DAMAGED}")
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in sd.items()):
+            raise UserError(f"checkpoint {path}: the {name} weights are not a mapping of names to tensors; "
+                            f"{_DAMAGED}")
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict):
+        raise UserError(f"checkpoint {path}: 'config' must be a mapping of config sections, got {_kind(stored)}; "
+                        f"{_DAMAGED}")
+    _check_plain(stored, "config", path)
+    try:
+        cfg = config_from_checkpoint(ckpt)
+    except UserError as e:
+        raise UserError(f"checkpoint {path}: {e}; {_DAMAGED}") from None
+    expected = _meta_model(cfg, "discriminator" in comps)
+    for name, sd in comps.items():
+        _check_tensors(expected[name], sd, name, path)
+    total = sum(t.numel() for m in expected.values() for t in (*m.parameters(), *m.buffers()))
+    if total > MAX_MODEL_ELEMENTS:
+        raise UserError(f"checkpoint {path}: its config describes a model of {total:,} values (weights and "
+                        f"buffers), more than the {MAX_MODEL_ELEMENTS:,} a checkpoint may describe; {_DAMAGED}")
+
+
+def _check_plain(value: Any, where: str, path: str | Path, depth: int = 0) -> None:
+    """Refuse what no config field takes before the typed parser sees it: values other than plain data, keys
+    that are not names, integers past 64 bits (Python will not even print one of 4300 digits), and strings,
+    lists or nesting far larger than any config has."""
+    if depth > _MAX_NESTING:
+        raise UserError(f"checkpoint {path}: {where} is nested deeper than any config; {_DAMAGED}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or len(k) > _MAX_TEXT:
+                raise UserError(f"checkpoint {path}: {where} holds a key that is not a field name "
+                                f"({_kind(k)}); {_DAMAGED}")
+            _check_plain(v, f"{where}.{k}", path, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        if len(value) > _MAX_ITEMS:
+            raise UserError(f"checkpoint {path}: {where} holds {len(value)} items, more than any config field "
+                            f"takes; {_DAMAGED}")
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]", path, depth + 1)
+    elif isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            raise UserError(f"checkpoint {path}: {where} is a string of {len(value)} characters, longer than any "
+                            f"config value; {_DAMAGED}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise UserError(f"checkpoint {path}: {where} is an integer beyond 64 bits; {_DAMAGED}")
+    elif not isinstance(value, (bool, float, type(None))):
+        raise UserError(f"checkpoint {path}: {where} holds a {_kind(value)}, which no config field takes; {_DAMAGED}")
+
+
+def _meta_model(cfg: Any, discriminator: bool) -> dict[str, torch.nn.Module]:
+    """The components ``cfg`` describes, built on the meta device: shapes and dtypes without memory.
+
+    The config's bounds keep this fast too: the largest model they allow takes a tenth of a second (the first
+    meta build in a process also imports more of torch, about a second and 200 MB).
+    """
+    from restorevar.models import PatchGAN, RestoreVAR
+
+    with torch.device("meta"):
+        model = RestoreVAR(cfg)
+        parts = {name: getattr(model, name) for name in ("vqvae", "transformer", "refiner")}
+        if discriminator:  # not part of RestoreVAR; built only when the file holds its weights
+            parts["discriminator"] = PatchGAN(cfg.discriminator)
+    return parts
+
+
+def _check_tensors(module: torch.nn.Module, sd: dict[str, torch.Tensor], name: str, path: str | Path) -> None:
+    """Names and shapes as ``check_weights``; then each tensor a plain CPU tensor of a float type (or, for a
+    buffer the model keeps as integers, its type), holding only finite values."""
+    check_weights(module, sd, name, path)
+    for key, want in module.state_dict().items():
+        got = sd[key]
+        if got.layout != torch.strided or got.device.type != "cpu" or got.is_quantized:
+            raise UserError(f"checkpoint {path}: the {name} weight {key} is not a plain dense tensor; {_DAMAGED}")
+        if want.is_floating_point():
+            if got.dtype not in WEIGHT_DTYPES:
+                raise UserError(f"checkpoint {path}: the {name} weight {key} is {str(got.dtype).removeprefix('torch.')}"
+                                ", not float32, float16 or bfloat16; " + _DAMAGED)
+        elif got.dtype != want.dtype:
+            raise UserError(f"checkpoint {path}: the {name} weight {key} is {str(got.dtype).removeprefix('torch.')}, "
+                            f"its model keeps it as {str(want.dtype).removeprefix('torch.')}; {_DAMAGED}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            what = "NaN" if bool(torch.isnan(got).any()) else "infinite values"
+            raise UserError(f"checkpoint {path}: the {name} weight {key} holds {what}; {_DAMAGED}")
 
 
 def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:

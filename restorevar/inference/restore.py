@@ -192,11 +192,11 @@ class Restorer:
         self.opts.validate()
         path = find_checkpoint(checkpoint)
         ck = load_checkpoint(path)
-        self.model = RestoreVAR(config_from_checkpoint(ck))
         missing = [c for c in ("vqvae", "transformer", "refiner") if c not in ck.get("components", {})]
-        if missing:
+        if missing:  # before the model is built: a file of one part must not cost the memory of all three
             raise UserError(f"{path} lacks {', '.join(missing)}; restoring needs the final checkpoint "
                             "(checkpoints/train_refiner.pt)")
+        self.model = RestoreVAR(config_from_checkpoint(ck))
         load_components(self.model, ck, ["vqvae", "transformer", "refiner"], path)
         from restorevar.train.common import pick_device
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from restorevar.errors import UserError
+from restorevar.config import check_range
 
 
 @dataclass
@@ -15,8 +15,9 @@ class DiscriminatorConfig:
     n_layers: int = 3
 
     def validate(self) -> None:
-        if self.base_channels <= 0 or self.n_layers <= 0:
-            raise UserError("discriminator.base_channels and discriminator.n_layers must be positive")
+        # each layer halves the grid of patches: past 8, a 512 px crop has none left
+        check_range("discriminator.base_channels", self.base_channels, 1, 1024)
+        check_range("discriminator.n_layers", self.n_layers, 1, 8)
 
 
 class PatchGAN(nn.Module):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from restorevar.config import check_range
 from restorevar.errors import UserError
 
 
@@ -36,9 +37,18 @@ class RefinerConfig:
     hart_sample_steps: int = 8
 
     def validate(self) -> None:
-        if self.kind in ("lrt", "lrt_no_last_block") and min(self.width, self.depth, self.heads, self.dim_head) <= 0:
-            raise UserError("refiner: width, depth, heads and dim_head must be positive")
-        if self.kind == "hart_mlp" and not 0 < self.hart_sample_steps <= self.hart_train_steps:
+        # Every field, whichever kind is used: a checkpoint's stored config is checked before any refiner is
+        # built, and upper bounds keep it from describing one that no machine could hold.
+        check_range("refiner.width", self.width, 1, 4096)
+        check_range("refiner.depth", self.depth, 1, 64)
+        check_range("refiner.heads", self.heads, 1, 256)
+        check_range("refiner.dim_head", self.dim_head, 1, 1024)
+        check_range("refiner.mlp_dim", self.mlp_dim, 1, 16384)
+        check_range("refiner.dropout", self.dropout, 0, 1, high_open=True)
+        check_range("refiner.hart_width", self.hart_width, 1, 4096)
+        check_range("refiner.hart_depth", self.hart_depth, 1, 64)
+        check_range("refiner.hart_train_steps", self.hart_train_steps, 1, 100_000)
+        if not 0 < self.hart_sample_steps <= self.hart_train_steps:
             raise UserError("refiner.hart_sample_steps must be in [1, hart_train_steps]")
 
 

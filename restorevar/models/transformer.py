@@ -53,6 +53,20 @@ class TransformerConfig:
         return self.width // self.heads
 
     def validate(self) -> None:
+        from restorevar.config import check_range
+
+        # Bounds first (a zero head count would divide by zero below); the upper ones keep a checkpoint's
+        # stored config from describing a model that cannot be built (VAR's largest is depth 30, width 1920).
+        check_range("transformer.depth", self.depth, 1, 64)
+        check_range("transformer.width", self.width, 1, 4096)
+        check_range("transformer.heads", self.heads, 1, 256)
+        check_range("transformer.mlp_ratio", self.mlp_ratio, 0, 16, low_open=True)
+        check_range("transformer.num_classes", self.num_classes, 0, 100_000)
+        check_range("transformer.rope_theta", self.rope_theta, 0, 1e9, low_open=True)
+        check_range("transformer.init_head", self.init_head, 0, 10)
+        if round(self.width * self.mlp_ratio) < 1:
+            raise UserError(f"transformer: width * mlp_ratio must give an FFN of at least 1 unit, got "
+                            f"{self.width} * {self.mlp_ratio:g}")
         if self.width % self.heads:
             raise UserError(f"transformer.width={self.width} must be divisible by transformer.heads={self.heads}")
         if self.positions == "rope2d" and self.head_dim % 4:
@@ -65,6 +79,7 @@ class TransformerConfig:
         for name in ("norm_eps", "cross_norm_eps"):
             if not getattr(self, name) > 0:
                 raise UserError(f"transformer.{name} must be positive, got {getattr(self, name)}")
+            check_range(f"transformer.{name}", getattr(self, name), 0, 1, low_open=True)
 
 
 @dataclass

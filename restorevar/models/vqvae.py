@@ -7,8 +7,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from restorevar.config import check_range
 from restorevar.errors import UserError
 from restorevar.models.quantizer import MultiScaleQuantizer, QuantizeOutput
+
+# Upper bounds of the config: generous next to the paper's model (512 px, vocabulary 4096, width 640, 2240
+# tokens), and small enough that no accepted setting alone asks for more memory than a workstation has.
+MAX_IMAGE_SIZE = 4096
+MAX_WIDTH = 4096
+MAX_LEVELS = 8
+MAX_RES_BLOCKS = 16
+MAX_VOCAB = 65536
+MAX_SCALES = 64
+MAX_TOKENS = 16384
+MAX_SHARED_PHI = 64
+MAX_LOSS_WEIGHT = 100.0
 
 
 @dataclass
@@ -45,6 +58,27 @@ class VQVAEConfig:
         return sum(pn * pn for pn in self.patch_nums)
 
     def validate(self) -> None:
+        # Bounds first: a checkpoint's stored config is read before anything is built from it, and a huge
+        # vocabulary or width must be refused here rather than met as an allocation of hundreds of gigabytes.
+        check_range("vqvae.image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+        check_range("vqvae.ch", self.ch, 1, MAX_WIDTH)
+        check_range("vqvae.ch_mult length", len(self.ch_mult), 1, MAX_LEVELS)
+        for i, m in enumerate(self.ch_mult):
+            check_range(f"vqvae.ch_mult[{i}]", m, 1, MAX_WIDTH)
+            check_range(f"vqvae: width ch * ch_mult[{i}]", self.ch * m, 1, MAX_WIDTH)
+        check_range("vqvae.num_res_blocks", self.num_res_blocks, 1, MAX_RES_BLOCKS)
+        check_range("vqvae.z_channels", self.z_channels, 1, MAX_WIDTH)
+        check_range("vqvae.vocab_size", self.vocab_size, 2, MAX_VOCAB)
+        check_range("vqvae.patch_nums length", len(self.patch_nums), 1, MAX_SCALES)
+        for i, pn in enumerate(self.patch_nums):
+            check_range(f"vqvae.patch_nums[{i}]", pn, 1, MAX_TOKENS)
+        # the transformer holds an L x L attention mask and the refiner a position table per token
+        check_range("vqvae: the token count (sum of patch_nums squared)", self.n_tokens, 1, MAX_TOKENS)
+        check_range("vqvae.n_shared_phi", self.n_shared_phi, 1, MAX_SHARED_PHI)
+        check_range("vqvae.phi_ratio", self.phi_ratio, 0, 1)
+        check_range("vqvae.beta", self.beta, 0, MAX_LOSS_WEIGHT)
+        check_range("vqvae.norm_groups", self.norm_groups, 1, MAX_WIDTH)
+        check_range("vqvae.dropout", self.dropout, 0, 1, high_open=True)
         if self.image_size % self.downsample:
             raise UserError(f"vqvae.image_size={self.image_size} must be divisible by {self.downsample}")
         if self.patch_nums[-1] != self.latent_size:
