@@ -30,7 +30,8 @@ def _absolute(e: Entry, base: Path) -> Entry:
 def _from_manifests(d: DataParams, out: Path) -> None:
     base = ROOT / d.root
     for split, names in (("train", d.train_manifests), ("test", d.test_manifests)):
-        entries = [_absolute(e, base) for name in names for e in read_manifest(ROOT / name)]
+        # a manifest's own name is relative to `root` too, as the official repository keeps trainset.json there
+        entries = [_absolute(e, base) for name in names for e in read_manifest(base / name)]
         write_manifest(out / f"{split}.json", entries)
         print(f"data: {split}: {len(entries)} pairs from {len(names)} manifest(s), paths under {base}")
 

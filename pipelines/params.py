@@ -94,7 +94,8 @@ class DataParams:
     datasets: list[str] = field(default_factory=list)
     root: str = "data/raw"  # source=manifests: the folder their relative paths start from
     allow_download: bool = True
-    # source=manifests: JSON manifests of the official code's format (its trainset.json and test_jsons/*.json)
+    # source=manifests: JSON manifests of the official code's format (its trainset.json and test_jsons/*.json),
+    # relative to `root` (or absolute)
     train_manifests: list[str] = field(default_factory=list)
     test_manifests: list[str] = field(default_factory=list)
 
@@ -760,7 +761,7 @@ class Params:
                     out.append(f"dataset {name} (no files in {folder}): restorevar data fetch {name} --root {d.root}")
         elif d.source == "manifests":
             for name in (*d.train_manifests, *d.test_manifests):
-                if not (ROOT / name).is_file():
+                if not (ROOT / d.root / name).is_file():  # relative to root, as the data stage reads them
                     out.append(f"manifest {name} (not found; {self._where('data')}): copy it from the official "
                                "code's release (its trainset.json and test_jsons/) or fix the path")
             if not (ROOT / d.root).is_dir():

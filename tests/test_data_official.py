@@ -17,7 +17,9 @@ def _png(path, seed, size=(40, 30)):
     Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
 
 
-def test_official_manifests_are_merged_with_their_labels_and_path_ids(tmp_path):
+@pytest.mark.parametrize("relative", [False, True])
+def test_official_manifests_are_merged_with_their_labels_and_path_ids(tmp_path, relative):
+    """Manifests named absolutely, or relative to ``root`` as params.yaml's example writes them."""
     repo = tmp_path / "official"
     train, test = [], []
     for i, seq in enumerate(("GOPR0372_07_00", "GOPR0374_11_00")):  # the same frame name in two sequences
@@ -35,8 +37,9 @@ def test_official_manifests_are_merged_with_their_labels_and_path_ids(tmp_path):
     (repo / "trainset.json").write_text(json.dumps(train))
     (repo / "test_jsons").mkdir()
     (repo / "test_jsons" / "Rain13K.json").write_text(json.dumps(test))
-    d = DataParams(source="manifests", root=str(repo), train_manifests=[str(repo / "trainset.json")],
-                   test_manifests=[str(repo / "test_jsons" / "Rain13K.json")])
+    where = Path() if relative else repo
+    d = DataParams(source="manifests", root=str(repo), train_manifests=[str(where / "trainset.json")],
+                   test_manifests=[str(where / "test_jsons" / "Rain13K.json")])
     d.check("data.paper")
     out = tmp_path / "prepared"
     _from_manifests(d, out)
