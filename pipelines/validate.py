@@ -9,11 +9,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.params import PARAMS, check_all
-from restorevar.errors import UserError
-
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # the params module imports torch, seconds in which a Ctrl-C can come
+        print("python -m pipelines.validate: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    from pipelines.params import PARAMS, check_all
+    from restorevar.errors import UserError
+
     ap = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__.split("\n")[0])
     ap.add_argument("--params", type=Path, default=PARAMS, help="the params file to check (default: the project's)")
     ap.add_argument("--no-preflight", action="store_true",

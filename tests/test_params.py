@@ -385,3 +385,20 @@ def test_a_familys_set_applies_to_every_variant_before_its_own(tmp_path):
     assert v["none"]["loop"]["lr"] == 0.0005 and v["lrt"]["loop"]["lr"] == 0.002
     assert Params().ablation_variants["positions"]["ape"]["health"] is False  # default: curves only
     assert Params().ablation_pretrain["positions"]["ape"]["health"] is False
+
+
+def test_ctrl_c_while_validate_imports_its_modules_is_one_line_and_130():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.Popen([sys.executable, "-m", "pipelines.validate"], cwd=root, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    time.sleep(0.6)  # inside the imports of pipelines.params (torch among them)
+    p.send_signal(signal.SIGINT)
+    rc, err = p.wait(timeout=120), p.stderr.read()
+    assert rc == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
