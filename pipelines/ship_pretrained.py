@@ -98,7 +98,13 @@ def ship(parts: tuple[str, ...] = tuple(PARTS)) -> dict[str, Any]:
 
 
 def model_card_markdown(card: dict[str, Any]) -> str:
-    lines = [f"# Pretrained `{card['preset']}` tokenizer, prior and restoration transformer", "",
+    names = {"tokenizer": "tokenizer", "prior": "prior", "restoration": "restoration transformer"}
+    shipped = [names.get(k, k) for k in PARTS if k in card["files"]]
+    what = ", ".join(shipped[:-1]) + f" and {shipped[-1]}" if len(shipped) > 1 else "".join(shipped)
+    # card.json is written with sorted keys: its files and stages are shown in pipeline order
+    card = {**card, "files": {k: card["files"][k] for k in PARTS if k in card["files"]},
+            "stages": {PARTS[k][0]: card["stages"][PARTS[k][0]] for k in PARTS if PARTS[k][0] in card["stages"]}}
+    lines = [f"# Pretrained `{card['preset']}` {what}", "",
              ("Made by `make pretrain` (pretrain/dvc.yaml, then `python -m pipelines.ship_pretrained`); "
               "the default profile's training starts from these files. `card.json` holds everything below "
               "as data."), "", f"- commit: `{card['commit']}`", f"- torch: {card['torch']}", "",

@@ -90,3 +90,20 @@ def test_a_shipped_card_names_the_projects_files_relative_to_it():
            "init_from": str(ROOT / "checkpoints" / "pretrain_prior.pt"), "elsewhere": "/opt/x.pt", "n": [3, str(ROOT / "a")]}
     assert _relative(cfg) == {"data": {"train_manifest": "data/prepared/train.json", "photos": "data/corpus/corpus.json"},
                               "init_from": "checkpoints/pretrain_prior.pt", "elsewhere": "/opt/x.pt", "n": [3, "a"]}
+
+
+def test_the_shipped_card_holds_no_path_of_the_machine_that_made_it():
+    def strings(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                yield from strings(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from strings(x)
+        elif isinstance(v, str):
+            yield v
+
+    card = json.loads(CARD.read_text())
+    absolute = [s for s in strings(card["stages"]) if s.startswith("/")]
+    assert absolute == []
+    assert "](/" not in (CARD.parent / "MODEL_CARD.md").read_text() and "\"/" not in (CARD.parent / "MODEL_CARD.md").read_text()
