@@ -397,8 +397,17 @@ def test_ctrl_c_while_validate_imports_its_modules_is_one_line_and_130():
 
     root = Path(__file__).resolve().parents[1]
     p = subprocess.Popen([sys.executable, "-m", "pipelines.validate"], cwd=root, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(root)})
+                         env={**os.environ, "PYTHONPATH": str(root)},
+                         preexec_fn=_default_sigint)  # noqa: PLW1509 - it only resets one signal
     time.sleep(0.6)  # inside the imports of pipelines.params (torch among them)
     p.send_signal(signal.SIGINT)
     rc, err = p.wait(timeout=120), p.stderr.read()
     assert rc == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default action. A shell's background job (as CI may run the tests) starts with SIGINT
+    ignored, which a child inherits, and Python then never raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

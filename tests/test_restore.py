@@ -403,8 +403,17 @@ def test_ctrl_c_while_the_parser_imports_torch_is_one_line_and_130(ckpt, tmp_pat
 
     _photo(40, 30).save(tmp_path / "a.png")
     cmd, env = _restore_cmd(ckpt, tmp_path / "a.png", tmp_path / "out")
-    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_default_sigint)  # noqa: PLW1509 - it only resets one signal
     time.sleep(0.6)  # past interpreter start-up, inside the torch import that building the parser does
     p.send_signal(signal.SIGINT)
     rc, err = p.wait(timeout=120), p.stderr.read()
     assert rc == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default action. A shell's background job (as CI may run the tests) starts with SIGINT
+    ignored, which a child inherits, and Python then never raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
