@@ -402,7 +402,9 @@ def test_ctrl_c_while_validate_imports_its_modules_is_one_line_and_130():
     time.sleep(0.6)  # inside the imports of pipelines.params (torch among them)
     p.send_signal(signal.SIGINT)
     rc, err = p.wait(timeout=120), p.stderr.read()
-    assert rc == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
+    # 130, or death by SIGINT itself (-2), which a shell reports as 130 too: Python ends that way when the
+    # interrupt is still pending as the interpreter shuts down, a matter of timing under load
+    assert rc in (130, -signal.SIGINT) and "Traceback" not in err and err.strip().endswith("interrupted"), err
 
 
 def _default_sigint() -> None:

@@ -408,7 +408,9 @@ def test_ctrl_c_while_the_parser_imports_torch_is_one_line_and_130(ckpt, tmp_pat
     time.sleep(0.6)  # past interpreter start-up, inside the torch import that building the parser does
     p.send_signal(signal.SIGINT)
     rc, err = p.wait(timeout=120), p.stderr.read()
-    assert rc == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
+    # 130, or death by SIGINT itself (-2), which a shell reports as 130 too: Python ends that way when the
+    # interrupt is still pending as the interpreter shuts down, a matter of timing under load
+    assert rc in (130, -signal.SIGINT) and "Traceback" not in err and err.strip().endswith("interrupted"), err
 
 
 def _default_sigint() -> None:
