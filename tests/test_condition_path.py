@@ -264,12 +264,13 @@ def test_a_recipe_variant_may_hold_a_list_of_several_overrides(tmp_path, capsys)
     assert "is not YAML" in capsys.readouterr().err
 
 
-def test_copy_init_starts_the_logits_skip_as_the_copy_predictor():
+@pytest.mark.parametrize("inject", ["colocated_logits", "colocated_shift"])
+def test_copy_init_starts_the_logits_skip_as_the_copy_predictor(inject):
     """With a strong copy start, the greedy teacher-forced tokens are the degraded image's own tokens."""
     from conftest import make_tiny
     from restorevar.train.transformer import copy_initialise
 
-    m = make_tiny(["transformer.condition_inject=colocated_logits", "transformer.conditioning=discrete"])
+    m = make_tiny([f"transformer.condition_inject={inject}", "transformer.conditioning=discrete"])
     copy_initialise(m, 100.0)
     g = torch.Generator().manual_seed(3)
     deg, clean = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
@@ -279,9 +280,66 @@ def test_copy_init_starts_the_logits_skip_as_the_copy_predictor():
     assert torch.equal(logits.argmax(-1), own)
 
 
+def test_the_latent_shift_moves_the_copy_towards_a_token_and_learns_from_step_one():
+    """colocated_shift: a shift by (e_w - e_deg) makes token w the skip's choice everywhere, so a colour change is
+    one vector; from the copy start both shift maps get a gradient at once."""
+    from conftest import make_tiny
+    from restorevar.train.transformer import copy_initialise
+
+    m = make_tiny(["transformer.condition_inject=colocated_shift", "transformer.conditioning=discrete"])
+    copy_initialise(m, 100.0)
+    t = m.transformer
+    g = torch.Generator().manual_seed(4)
+    deg, clean = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+    w = 5
+    with torch.no_grad():  # shift_c(c) = -c + e_w: every token's moved latent is e_w
+        t.cond_shift_c.weight.copy_(-torch.eye(t.cvae))
+        t.cond_shift_c.bias.copy_(m.vqvae.quantizer.codebook.weight[w])
+        logits, _ = m.teacher_forcing(deg, clean)
+    assert (logits.argmax(-1) == w).all()
+    with torch.no_grad():
+        t.cond_shift_c.weight.zero_()
+        t.cond_shift_c.bias.zero_()
+    logits, target = m.teacher_forcing(deg, clean)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten()).backward()
+    assert t.cond_shift_c.weight.grad.abs().max() > 1e-6
+    assert t.cond_shift_h.weight.grad.abs().max() > 1e-6
+
+
 def test_copy_init_is_refused_without_the_discrete_logits_skip():
     from restorevar.errors import UserError
     from restorevar.train.transformer import TransformerTrainConfig
 
     with pytest.raises(UserError, match="copy_init needs model overrides"):
         TransformerTrainConfig(copy_init=5.0).validate()
+
+
+def test_shift_loss_is_the_weighted_distance_to_the_target_codes():
+    from restorevar.train.transformer import shift_loss
+
+    e_VC = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    target_BL = torch.tensor([[1, 2]])
+    w_L = torch.tensor([0.25, 0.75])
+    assert shift_loss(e_VC[target_BL], e_VC, target_BL, w_L).item() == 0.0
+    m_BLC = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])  # distances 1 and 4
+    assert shift_loss(m_BLC, e_VC, target_BL, w_L).item() == pytest.approx(0.25 * 1 + 0.75 * 4)
+
+
+def test_shift_weight_is_refused_without_the_moved_latent():
+    from restorevar.train.transformer import TransformerTrainConfig
+
+    with pytest.raises(UserError, match="shift_weight needs"):
+        TransformerTrainConfig(shift_weight=1.0).validate()
+
+
+def test_the_shift_loss_reaches_both_shift_maps(images):
+    from restorevar.train.transformer import copy_initialise, transformer_loss
+
+    m = make_tiny(["transformer.condition_inject=colocated_shift", "transformer.conditioning=discrete"])
+    copy_initialise(m, 50.0)
+    parts: dict = {}
+    loss, _, _ = transformer_loss(m, *images, 0.0, False, "scale", parts=parts, shift_weight=1.0)
+    assert parts["shift"] > 0 and loss.item() == pytest.approx(parts["ce"] + parts["shift"], rel=1e-5)
+    loss.backward()
+    t = m.transformer
+    assert t.cond_shift_c.weight.grad.abs().max() > 0 and t.cond_shift_h.weight.grad.abs().max() > 0

@@ -49,13 +49,15 @@ def test_precomputed_cross_kv_changes_nothing(images):
     assert all(torch.equal(x, y) for x, y in zip(a.idx_list, b.idx_list))
 
 
-@pytest.mark.parametrize("inject", ["colocated", "colocated_logits"])
+@pytest.mark.parametrize("inject", ["colocated", "colocated_logits", "colocated_shift"])
 @pytest.mark.parametrize("conditioning", ["continuous", "discrete"])
 def test_colocated_injection_matches_between_cached_and_teacher_forced(conditioning, inject, images):
     m = make_tiny([f"transformer.conditioning={conditioning}", f"transformer.condition_inject={inject}"], gains=0.3)
     torch.manual_seed(1)
     with torch.no_grad():
-        m.transformer.cond_inject.weight.normal_(0, 0.5)
+        for name, p in m.transformer.named_parameters():
+            if name.startswith(("cond_inject.", "cond_shift")):
+                p.normal_(0, 0.5)
     cond = m.condition(images[0])
     gen = m.transformer.generate(cond, m.vqvae.quantizer, return_logits=True)
     with torch.no_grad():
@@ -81,13 +83,14 @@ def test_colocated_injection_is_the_area_mean_at_each_scale(images):
         begin += pn * pn
 
 
-@pytest.mark.parametrize("inject", ["colocated", "colocated_logits"])
+@pytest.mark.parametrize("inject", ["colocated", "colocated_logits", "colocated_shift"])
 def test_colocated_injection_starts_as_the_paper_model_and_learns_from_step_one(inject, images):
     """Zero-initialised, it changes nothing at the start; its projection gets a gradient at once, unlike
     the gated cross-attention's weights."""
     plain = make_tiny()
     m = make_tiny([f"transformer.condition_inject={inject}"])
-    m.load_state_dict({**plain.state_dict(), **{k: v for k, v in m.state_dict().items() if "cond_inject" in k}})
+    m.load_state_dict({**plain.state_dict(), **{k: v for k, v in m.state_dict().items()
+                                                if "cond_inject" in k or "cond_shift" in k}})
     deg, clean = images
     with torch.no_grad():
         torch.testing.assert_close(m.teacher_forcing(deg, clean)[0], plain.teacher_forcing(deg, clean)[0],

@@ -66,11 +66,12 @@ class RestoreVAR(nn.Module):
         return cond_BNCv, x_in_BLCv, torch.cat([i.flatten(1) for i in idx_list], dim=1)
 
     def teacher_forcing(self, x_deg_B3HW: torch.Tensor, x_clean_B3HW: torch.Tensor,
-                        reads: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        reads: list[torch.Tensor] | None = None,
+                        moved: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, L, V)`` and the clean targets ``(B, L)`` for the cross-entropy loss; ``reads`` collects
-        each block's ungated cross-attention output."""
+        each block's ungated cross-attention output, ``moved`` the latent the logits skip reads."""
         cond_BNCv, x_in_BLCv, target_BL = self.teacher_inputs(x_deg_B3HW, x_clean_B3HW)
-        return self.transformer(cond_BNCv, x_in_BLCv, reads=reads), target_BL
+        return self.transformer(cond_BNCv, x_in_BLCv, reads=reads, moved=moved), target_BL
 
     @torch.no_grad()
     def restore(self, x_deg_B3HW: torch.Tensor, **generate_kwargs) -> RestoreOutput:

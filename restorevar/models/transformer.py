@@ -11,6 +11,10 @@ to read the condition too slowly for a CPU budget; a co-located sum gives every 
 gradient from the first step, and copying the input becomes one linear map away.
 ``"colocated_logits"`` adds the same co-located latent to the logits instead, through a zero-initialised linear
 map: a skip past the blocks, so that a prior trained to ignore unfamiliar directions cannot wash it out.
+``"colocated_shift"`` is that skip reading the co-located latent moved by a shift in latent space, predicted from
+the last block's output and from the latent itself (both zero-initialised). Started as the copy predictor, the
+skip then corrects the copy where a degradation moves the latent: a colour or tone change is one direction for
+every token there, learnt once, where the logits would have to learn it token by token.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from restorevar.models.kv_cache import GrowingKVCache, KVCache, StaticKVCache
 from restorevar.models.quantizer import MultiScaleQuantizer
 from restorevar.models.rope import rope_cos_sin, scale_positions
 
+CONDITION_INJECTS = ("none", "colocated", "colocated_logits", "colocated_shift")
+
 
 @dataclass
 class TransformerConfig:
@@ -40,7 +46,7 @@ class TransformerConfig:
     drop_path_rate: float = 0.1 * 16 / 24
     positions: Literal["rope2d", "ape"] = "rope2d"
     conditioning: Literal["continuous", "discrete"] = "continuous"
-    condition_inject: Literal["none", "colocated", "colocated_logits"] = "none"  # "none" is the paper's model
+    condition_inject: Literal["none", "colocated", "colocated_logits", "colocated_shift"] = "none"  # none: the paper
     num_classes: int = 1000  # kept so VAR's class table loads; the null class is the SOS
     rope_theta: float = 1e4
     norm_eps: float = 1e-6
@@ -73,9 +79,9 @@ class TransformerConfig:
             raise UserError(f"transformer: rope2d needs a head dim divisible by 4, got {self.head_dim}")
         if not 0 <= self.drop_path_rate < 1:
             raise UserError(f"transformer.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if self.condition_inject not in ("none", "colocated", "colocated_logits"):
-            raise UserError("transformer.condition_inject must be 'none', 'colocated' or 'colocated_logits', got "
-                            f"{self.condition_inject!r}")
+        if self.condition_inject not in CONDITION_INJECTS:
+            raise UserError("transformer.condition_inject must be one of " + ", ".join(map(repr, CONDITION_INJECTS))
+                            + f", got {self.condition_inject!r}")
         for name in ("norm_eps", "cross_norm_eps"):
             if not getattr(self, name) > 0:
                 raise UserError(f"transformer.{name} must be positive, got {getattr(self, name)}")
@@ -158,6 +164,9 @@ class RestoreVARTransformer(nn.Module):
         self.sos_gain = nn.Parameter(torch.zeros(()))  # zero: SOS starts as VAR's null-class token
         if cfg.condition_inject != "none":
             self.cond_inject = nn.Linear(cvae, C if cfg.condition_inject == "colocated" else vocab_size)
+        if cfg.condition_inject == "colocated_shift":
+            self.cond_shift_h = nn.Linear(C, cvae)  # the shift the stream asks for
+            self.cond_shift_c = nn.Linear(cvae, cvae)  # and an affine map of the latent itself
         if cfg.positions == "ape":
             self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))
             self.pos_1LC = nn.Parameter(torch.zeros(1, self.L, C))
@@ -204,8 +213,10 @@ class RestoreVARTransformer(nn.Module):
             for p in (self.pos_start, self.pos_1LC, self.cond_pos_1NC):
                 nn.init.trunc_normal_(p, std=std)
         if self.cfg.condition_inject != "none":  # zero: training starts from the prior's behaviour
-            nn.init.zeros_(self.cond_inject.weight)
-            nn.init.zeros_(self.cond_inject.bias)
+            for name, m in self.named_children():
+                if name.startswith(("cond_inject", "cond_shift")):
+                    nn.init.zeros_(m.weight)
+                    nn.init.zeros_(m.bias)
 
     # -- pieces --------------------------------------------------------------------------------
     def _rope(self, begin: int, end: int):
@@ -231,17 +242,31 @@ class RestoreVARTransformer(nn.Module):
             sos_BlC = sos_BlC + self.pos_start
         return cond_BNC, sos_BlC
 
-    def colocated_BLC(self, cond_BNCv: torch.Tensor) -> torch.Tensor | None:
-        """The degraded latent at every token's own scale and place, projected: ``(B, L, C)`` to add to the input
-        (``colocated``) or ``(B, L, V)`` to add to the logits (``colocated_logits``); None for the paper's model."""
+    def colocated_BLCv(self, cond_BNCv: torch.Tensor) -> torch.Tensor | None:
+        """The degraded latent at every token's own scale and place ``(B, L, Cvae)``: for discrete conditioning its
+        own token vectors, for continuous the area mean over each token's cell; None for the paper's model."""
         if self.cfg.condition_inject == "none":
             return None
         if self.cfg.conditioning == "discrete":  # already one vector per token, scale by scale
-            return self.cond_inject(cond_BNCv)
+            return cond_BNCv
         B = cond_BNCv.shape[0]
         f_BCvhw = cond_BNCv.transpose(1, 2).reshape(B, self.cvae, self.grid, self.grid)
         per_scale = [F.interpolate(f_BCvhw, size=(pn, pn), mode="area").flatten(2) for pn in self.patch_nums]
-        return self.cond_inject(torch.cat(per_scale, dim=2).transpose(1, 2))
+        return torch.cat(per_scale, dim=2).transpose(1, 2)
+
+    def colocated_BLC(self, cond_BNCv: torch.Tensor) -> torch.Tensor | None:
+        """The co-located latent projected to the width, ``(B, L, C)``, to add to the input (``colocated``); None
+        for the others."""
+        if self.cfg.condition_inject != "colocated":
+            return None
+        return self.cond_inject(self.colocated_BLCv(cond_BNCv))
+
+    def skip_input(self, c_BlCv: torch.Tensor, h_BlC: torch.Tensor) -> torch.Tensor:
+        """What the logits skip reads for tokens whose co-located latent is ``c_BlCv`` and last block output
+        ``h_BlC``: the latent itself, or for ``colocated_shift`` the latent moved."""
+        if self.cfg.condition_inject == "colocated_shift":
+            return c_BlCv + self.cond_shift_c(c_BlCv) + self.cond_shift_h(self.head_norm(h_BlC))
+        return c_BlCv
 
     def cross_kv(self, cond_BNC: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rope = self._cond_rope()
@@ -264,17 +289,18 @@ class RestoreVARTransformer(nn.Module):
     # -- teacher forcing -----------------------------------------------------------------------
     def forward(
         self, cond_BNCv: torch.Tensor, x_BLCv_wo_first: torch.Tensor, return_hidden: bool = False,
-        reads: list[torch.Tensor] | None = None,
+        reads: list[torch.Tensor] | None = None, moved: list[torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """All scales at once under the block-causal mask: logits ``(B, L, V)``. ``reads``, a list, collects each
-        block's ungated cross-attention output ``(B, L, C)``."""
+        block's ungated cross-attention output ``(B, L, C)``; ``moved`` the latent the logits skip reads
+        ``(B, L, Cvae)``."""
         cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
         x_BLC = torch.cat([sos_BlC, self.word_embed(x_BLCv_wo_first)], dim=1)
         x_BLC = self._add_positions(x_BLC, 0, self.L)
-        inject_BLC = self.colocated_BLC(cond_BNCv)
+        c_BLCv = self.colocated_BLCv(cond_BNCv)
         to_input = self.cfg.condition_inject == "colocated"
         if to_input:
-            x_BLC = x_BLC + inject_BLC
+            x_BLC = x_BLC + self.cond_inject(c_BLCv)
         kvs, rope = self.cross_kv(cond_BNC), self._rope(0, self.L)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         if recompute and reads is not None:  # a recomputed block's outputs are not this pass's tensors
@@ -286,8 +312,11 @@ class RestoreVARTransformer(nn.Module):
             else:
                 x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL, reads=reads)
         logits_BLV = self.logits(x_BLC)
-        if inject_BLC is not None and not to_input:
-            logits_BLV = logits_BLV + inject_BLC
+        if c_BLCv is not None and not to_input:
+            m_BLCv = self.skip_input(c_BLCv, x_BLC)
+            if moved is not None:
+                moved.append(m_BLCv)
+            logits_BLV = logits_BLV + self.cond_inject(m_BLCv)
         return (logits_BLV, x_BLC) if return_hidden else logits_BLV
 
     # -- cached inference ----------------------------------------------------------------------
@@ -320,7 +349,7 @@ class RestoreVARTransformer(nn.Module):
         cond_BNC, sos_BlC = self.embed_condition(cond_BNCv)
         kvs = self.cross_kv(cond_BNC) if precompute_cross_kv else None
         crope = self._cond_rope()
-        inject_BLC = self.colocated_BLC(cond_BNCv)
+        c_BLCv = self.colocated_BLCv(cond_BNCv)
         to_input = self.cfg.condition_inject == "colocated"
         caches: list[KVCache] = [StaticKVCache(self.L) if kv_cache == "static" else GrowingKVCache()
                                  for _ in self.blocks]
@@ -331,15 +360,17 @@ class RestoreVARTransformer(nn.Module):
             end = begin + pn * pn
             x_BlC = self._add_positions(x_BlC, begin, end)
             if to_input:
-                x_BlC = x_BlC + inject_BLC[:, begin:end]
+                x_BlC = x_BlC + self.cond_inject(c_BLCv[:, begin:end])
             rope = self._rope(begin, end)
             for i, block in enumerate(self.blocks):
                 kv = kvs[i] if kvs is not None else block.cross_attn.compute_kv(cond_BNC, crope)
                 x_BlC = block(x_BlC, rope, kv, cache=caches[i])
             hidden.append(x_BlC)
             logits_BlV = self.logits_fp32(x_BlC)
-            if inject_BLC is not None and not to_input:
-                logits_BlV = logits_BlV + inject_BLC[:, begin:end].float()
+            if c_BLCv is not None and not to_input:
+                with fp32_region(x_BlC.device.type):
+                    m_BlCv = self.skip_input(c_BLCv[:, begin:end].float(), x_BlC.float())
+                    logits_BlV = logits_BlV + self.cond_inject(m_BlCv).float()
             if return_logits:
                 logits_list.append(logits_BlV)
             idx_Bl = sample_tokens(logits_BlV, top_k, top_p, temperature, gen)

@@ -79,11 +79,16 @@ class TransformerTrainConfig:
     # temperature at this value, so each query reads the condition around its own position from the first step.
     # Only what reads the condition is touched (a prior has none of it; a resumed run restores its own).
     cross_init_scale: float = 0.0
-    # the co-located logits skip (transformer.condition_inject=colocated_logits, discrete conditioning) started as
-    # the copy predictor with this strength: logit_v += copy_init x (2 e_v . e_deg - |e_v|^2), largest for the
-    # degraded image's own token, so training starts at the copy predictor's accuracy and learns where to differ
-    # (0: the zero start). A resumed run restores its own weights.
+    # the co-located logits skip (transformer.condition_inject=colocated_logits or colocated_shift, discrete
+    # conditioning) started as the copy predictor with this strength: logit_v += copy_init x (2 e_v . e_deg -
+    # |e_v|^2), largest for the degraded image's own token, so training starts at the copy predictor's accuracy
+    # and learns where to differ (0: the zero start). A resumed run restores its own weights.
     copy_init: float = 0.0
+    # weight of a regression loss on the latent the logits skip reads (transformer.condition_inject=colocated_shift):
+    # its squared distance to the clean target token's codebook vector. Greedy decoding through a copy-started skip
+    # picks the code nearest that latent, so this asks the shift for exactly what decoding needs, with a gradient
+    # of the latent's own size; the cross-entropy's is copy_init times larger and flips tokens at the first step
+    shift_weight: float = 0.0
     health: bool = True  # model-health diagnostics (restorevar.analysis.health) at every evaluation
 
     def validate(self) -> None:
@@ -106,10 +111,14 @@ class TransformerTrainConfig:
         check_range("copy_init", self.copy_init, 0, 1000)
         if self.copy_init:
             t = self.model.build_config().transformer
-            if (t.condition_inject, t.conditioning) != ("colocated_logits", "discrete"):
-                raise UserError("copy_init needs model overrides transformer.condition_inject=colocated_logits and "
-                                "transformer.conditioning=discrete (the skip it starts as a copy)")
+            if t.condition_inject not in ("colocated_logits", "colocated_shift") or t.conditioning != "discrete":
+                raise UserError("copy_init needs model overrides transformer.condition_inject=colocated_logits (or "
+                                "colocated_shift) and transformer.conditioning=discrete (the skip it starts as a copy)")
         check_range("gate_init", self.gate_init, -MAX_GATE_INIT, MAX_GATE_INIT)
+        check_range("shift_weight", self.shift_weight, 0, MAX_LOSS_WEIGHT)
+        if self.shift_weight and self.model.build_config().transformer.condition_inject != "colocated_shift":
+            raise UserError("shift_weight needs the model override transformer.condition_inject=colocated_shift "
+                            "(the moved latent it regresses)")
 
 
 def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mult: float,
@@ -134,14 +143,17 @@ def token_weights(patch_nums, weighting: str) -> torch.Tensor:
 
 
 def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torch.Tensor, label_smoothing: float,
-                     amp: bool, weighting: str = "token", aux_weight: float = 0.0, parts: dict | None = None):
+                     amp: bool, weighting: str = "token", aux_weight: float = 0.0, parts: dict | None = None,
+                     shift_weight: float = 0.0):
     """Teacher-forced cross-entropy of one batch (bf16 autocast when ``amp``), with the logits and targets; plus
-    ``aux_weight`` x the condition path's auxiliary loss (``condition_read_loss``). ``parts``, a dict, receives the
-    two losses' values (``ce``, ``aux``)."""
+    ``aux_weight`` x the condition path's auxiliary loss (``condition_read_loss``) and ``shift_weight`` x the moved
+    latent's regression loss (``shift_loss``). ``parts``, a dict, receives the losses' values (``ce``, ``aux``,
+    ``shift``)."""
     tr = model.transformer
     reads: list[torch.Tensor] | None = [] if aux_weight else None
+    moved: list[torch.Tensor] | None = [] if shift_weight else None
     with torch.autocast(deg_B3HW.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits, target = model.teacher_forcing(deg_B3HW, clean_B3HW, reads=reads)
+        logits, target = model.teacher_forcing(deg_B3HW, clean_B3HW, reads=reads, moved=moved)
         w_L = token_weights(tr.patch_nums, weighting).to(logits.device)
         loss = weighted_ce(logits, target, w_L, label_smoothing)
         if parts is not None:
@@ -151,7 +163,18 @@ def transformer_loss(model: RestoreVAR, deg_B3HW: torch.Tensor, clean_B3HW: torc
             loss = loss + aux_weight * aux
             if parts is not None:
                 parts["aux"] = float(aux.detach())
+        if moved:
+            shift = shift_loss(moved[0], model.vqvae.quantizer.codebook.weight, target, w_L)
+            loss = loss + shift_weight * shift
+            if parts is not None:
+                parts["shift"] = float(shift.detach())
     return loss, logits, target
+
+
+def shift_loss(m_BLCv: torch.Tensor, e_VCv: torch.Tensor, target_BL: torch.Tensor, w_L: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the moved latent to each clean target token's codebook vector, weighted per token."""
+    d_BL = (m_BLCv.float() - e_VCv.detach().float()[target_BL]).pow(2).sum(-1)
+    return (d_BL * w_L).sum(1).mean()
 
 
 def weighted_ce(logits_BLV: torch.Tensor, target_BL: torch.Tensor, w_L: torch.Tensor, label_smoothing: float = 0.0):
@@ -248,10 +271,12 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
         parts: dict[str, float] = {}
         loss, logits, target = transformer_loss(model, b["degraded"], b["clean"], cfg.label_smoothing, amp,
-                                                cfg.loss_weighting, cfg.aux_weight, parts)
+                                                cfg.loss_weighting, cfg.aux_weight, parts, cfg.shift_weight)
         metrics = {"acc": (logits.argmax(-1) == target).float().mean().item()}
         if cfg.aux_weight:  # the main loss alone, and the condition path's own
             metrics.update(ce=parts["ce"], aux_loss=parts["aux"])
+        if cfg.shift_weight:
+            metrics.update(ce=parts["ce"], shift_loss=parts["shift"])
         return loss, metrics
 
     part = ranks.part(cfg.loop.batch_size)
