@@ -139,9 +139,18 @@ def run(argv: list[str] | None = None) -> int:
         tag = name.replace("=", "-").replace(",", "_").replace("/", "_")
         curve: list[dict] = []
 
-        def report(step, metrics, checkpoint=None, curve=curve):
-            if any(k.startswith("health/") for k in metrics) and (not curve or curve[-1]["step"] != step):
+        every = args.eval_every or args.steps
+
+        def report(step, metrics, checkpoint=None, curve=curve, every=every):
+            # the log lines between evaluations repeat the last evaluation's figures: keep the evaluations' own
+            if any(k.startswith("health/") for k in metrics) and (step % every == 0 or step == args.steps) and (
+                    not curve or curve[-1]["step"] != step):
                 curve.append({"step": step, **summary(metrics)})
+                c = curve[-1]  # one line per evaluation, so that a long run shows its curve as it goes
+                print(f"eval step {step}: tf acc {c.get('tf_acc', float('nan')):.4f} (copy "
+                      f"{c.get('copy_acc', float('nan')):.4f}), restored {c.get('restored_psnr', float('nan')):.2f} dB "
+                      f"(input {c.get('input_psnr', float('nan')):.2f}), 8x8 "
+                      f"{c.get('lowfreq_psnr_restored', float('nan')):.2f} dB", flush=True)
 
         t0 = time.perf_counter()
         last = train_transformer(cfg, out / tag, report=report)
