@@ -835,20 +835,23 @@ class Params:
         cls = train_config_class(fam.stage)
         family_where = f"ablations.{self.profile}.families.{family}"
 
-        def config(changes: dict[str, Any], where: str) -> dict[str, Any]:
+        def config(*changes: dict[str, Any], where: str) -> dict[str, Any]:
+            """The stage's config with each mapping of ``changes`` set in turn (so model overrides add up: the
+            profile's, the family's, the variant's)."""
             d = copy.deepcopy(self.stages[fam.stage].config_dict)
             d["loop"] = {**d.get("loop", {}), **fam.loop}
-            for k, val in changes.items():
-                _set_dotted(d, k, copy.deepcopy(val), where)
+            for change in changes:
+                for k, val in change.items():
+                    _set_dotted(d, k, copy.deepcopy(val), where)
             _typed(cls, d, where)
             return d
 
         out = {}
         for vname, v in fam.variants.items():
             try:
-                out[vname] = config({**fam.set, **v.set}, f"{family_where}.variants.{vname}")
+                out[vname] = config(fam.set, v.set, where=f"{family_where}.variants.{vname}")
             except UserError:
-                config(fam.set, family_where)  # a fault of the family's own loop or set is named at the family
+                config(fam.set, where=family_where)  # a fault of the family's own loop or set is named at the family
                 raise
         inits = {d.get("init_from", "") for d in out.values()}
         if len(inits) > 1:  # otherwise the family compares starting points, not the variants

@@ -387,6 +387,39 @@ def test_a_familys_set_applies_to_every_variant_before_its_own(tmp_path):
     assert Params().ablation_pretrain["positions"]["ape"]["health"] is False
 
 
+def test_model_overrides_add_up_from_profile_to_family_to_variant(tmp_path):
+    """A family's model overrides are not dropped when a variant has its own: the profile's come first, then the
+    family's, then the variant's, and the last word on a key wins when the model is built."""
+    def edit(r):
+        r["model"]["default"]["overrides"] = ["transformer.conditioning=discrete",
+                                              "transformer.condition_inject=colocated_shift"]
+        fam = r["ablations"]["default"]["families"]["conditioning"]
+        fam["set"] = {**fam.get("set", {}), "model.overrides": ["transformer.condition_inject=none"],
+                      "copy_init": 0.0, "shift_weight": 0.0}
+        fam["variants"]["continuous"]["set"] = {"model.overrides": ["transformer.conditioning=continuous"]}
+
+    v = _params(tmp_path, edit).ablation_variants["conditioning"]["continuous"]
+    assert v["model"]["overrides"] == ["transformer.conditioning=discrete", "transformer.condition_inject=colocated_shift",
+                                       "transformer.condition_inject=none", "transformer.conditioning=continuous"]
+
+
+def test_the_paper_families_keep_the_papers_model_under_the_default_profiles_skip():
+    """The default profile's transformer carries the co-located skip (a deviation); the conditioning and positions
+    families test the paper's claims, so they build the paper's model: no skip, no copy start."""
+    from restorevar.config import from_dict
+    from restorevar.train.transformer import TransformerTrainConfig
+
+    p = Params()
+    assert p.stages["train_transformer"].config.model.build_config().transformer.condition_inject == "colocated_shift"
+    for family in ("conditioning", "positions"):
+        for name, d in p.ablation_variants[family].items():
+            cfg = from_dict(TransformerTrainConfig, d)
+            t = cfg.model.build_config().transformer
+            assert (t.condition_inject, cfg.copy_init, cfg.shift_weight) == ("none", 0.0, 0.0), (family, name)
+    assert p.ablation_variants["conditioning"]["continuous"]["model"]["overrides"][-1] == \
+        "transformer.conditioning=continuous"
+
+
 def test_ctrl_c_while_validate_imports_its_modules_is_one_line_and_130():
     import os
     import signal
