@@ -227,25 +227,29 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+# the start of train_transformer.default's loop, a line found once in params.yaml
+TT_LOOP = "loop: {steps: 50, batch_size: 8, lr: 0.0001, ckpt_every: 25, log_every: 5, "
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     # a key or a section given twice: YAML alone keeps the last one, silently
     (lambda t: _replace_once(t, "profile: default\n", "profile: default\nprofile: tiny\n"),
      "duplicate key profile (first at line"),
     (lambda t: t + "\nstats:\n  default: {}\n", "duplicate key stats (first at line"),
-    (lambda t: _replace_once(t, "loop: {steps: 800, ", "loop: {steps: 800, steps: 8000, "),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP + "steps: 8000, "),
      "duplicate key train_transformer.default.loop.steps (first at line"),
     (lambda t: _replace_once(t, "  tiny:\n    <<: *eval\n    batch_size: 4\n",
                              "  tiny:\n    <<: *eval\n    batch_size: 4\n    batch_size: 2\n"),
      "duplicate key evaluate.tiny.batch_size"),
     # what Python's or the reader's own limits turned into a traceback
-    (lambda t: _replace_once(t, "loop: {steps: 800, ", f"loop: {{steps: {'9' * 5000}, "),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("50", "9" * 5000, 1)),
      "train_transformer.default.loop.steps: the integer 9999999999999999...99999999 (5000 characters) is larger"),
-    (lambda t: _replace_once(t, "loop: {steps: 800, ", f"loop: {{steps: 0x{'f' * 5000}, "),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("50", "0x" + "f" * 5000, 1)),
      "train_transformer.default.loop.steps: the integer 0xffffffffffffff"),
-    (lambda t: _replace_once(t, "loop: {steps: 800, ", "loop: {steps: 2024-13-45, "),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("50", "2024-13-45", 1)),
      "train_transformer.default.loop.steps: cannot read '2024-13-45' (month must be in 1..12)"),
     (lambda t: t + "deep: " + "[" * 5000 + "]" * 5000 + "\n", "nests its lists or mappings too deeply"),
-    (lambda t: _replace_once(t, "loop: {steps: 800, ", "loop: {1: 2, steps: 800, "),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("{", "{1: 2, ", 1)),
      "train_transformer.default.loop: the key 1 reads as a number, not as a name; quote it ('1')"),
     (lambda t: t + "on: 1\n", "the key on reads as true/false, not as a name"),
     (lambda t: t.encode() + b"# caf\xe9\n", "is not UTF-8 text"),
