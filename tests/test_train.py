@@ -87,8 +87,11 @@ def test_tokenizer_reconstruction_loss_falls(chain):
 def test_decoder_l1_falls_and_adversarial_starts_late(chain):
     rec = chain["dec"]
     # batch losses are noisy at this size; the fixed validation batch shows the trend
+    # the later evaluations' mean against the first: one evaluation alone moves by a few tenths of a dB with the
+    # CPU's float paths (AVX2 against AVX-512 give different curves here)
     val = [m["val_psnr_continuous"] for s, m in rec.rows if s % 4 == 0 and s <= 16]
-    assert val[-1] > val[0] + 0.2, f"decoder fine-tuning did not improve reconstruction: {val}"
+    later = val[len(val) // 2:]
+    assert sum(later) / len(later) > val[0] + 0.2, f"decoder fine-tuning did not improve reconstruction: {val}"
     assert all("g_loss" not in m for s, m in rec.rows if s <= 16)
     assert any("g_loss" in m and "d_loss" in m for s, m in rec.rows if s > 16)
 
