@@ -66,20 +66,18 @@ def test_colocated_injection_matches_between_cached_and_teacher_forced(condition
 
 
 def test_colocated_injection_is_the_area_mean_at_each_scale(images):
-    """Each token's input gets the projected degraded latent averaged over exactly its own cell."""
+    """Each token's co-located latent is the degraded latent averaged over exactly its own cell."""
     m = make_tiny(["transformer.condition_inject=colocated"])
     t = m.transformer
     with torch.no_grad():
-        t.cond_inject.weight.zero_()
-        t.cond_inject.weight[: t.cvae, : t.cvae] = torch.eye(t.cvae)
         cond = m.condition(images[0])
-        got_BLC = t.colocated_BLC(cond)
+        got_BLCv = t.colocated_BLCv(cond)
     f = cond.transpose(1, 2).reshape(cond.shape[0], t.cvae, t.grid, t.grid)
     begin = 0
     for pn in t.patch_nums:
         step = -(-t.grid // pn)  # the top-left cell of this scale; cells overlap where pn does not divide the grid
         want = f[:, :, :step, :step].mean(dim=(2, 3))
-        torch.testing.assert_close(got_BLC[:, begin, : t.cvae], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_BLCv[:, begin], want, atol=1e-5, rtol=1e-5)
         begin += pn * pn
 
 

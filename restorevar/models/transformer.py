@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,8 @@ from restorevar.models.kv_cache import GrowingKVCache, KVCache, StaticKVCache
 from restorevar.models.quantizer import MultiScaleQuantizer
 from restorevar.models.rope import rope_cos_sin, scale_positions
 
-CONDITION_INJECTS = ("none", "colocated", "colocated_logits", "colocated_shift")
+ConditionInject = Literal["none", "colocated", "colocated_logits", "colocated_shift"]
+CONDITION_INJECTS = get_args(ConditionInject)
 
 
 @dataclass
@@ -46,7 +47,7 @@ class TransformerConfig:
     drop_path_rate: float = 0.1 * 16 / 24
     positions: Literal["rope2d", "ape"] = "rope2d"
     conditioning: Literal["continuous", "discrete"] = "continuous"
-    condition_inject: Literal["none", "colocated", "colocated_logits", "colocated_shift"] = "none"  # none: the paper
+    condition_inject: ConditionInject = "none"  # "none" is the paper's model
     num_classes: int = 1000  # kept so VAR's class table loads; the null class is the SOS
     rope_theta: float = 1e4
     norm_eps: float = 1e-6
@@ -253,13 +254,6 @@ class RestoreVARTransformer(nn.Module):
         f_BCvhw = cond_BNCv.transpose(1, 2).reshape(B, self.cvae, self.grid, self.grid)
         per_scale = [F.interpolate(f_BCvhw, size=(pn, pn), mode="area").flatten(2) for pn in self.patch_nums]
         return torch.cat(per_scale, dim=2).transpose(1, 2)
-
-    def colocated_BLC(self, cond_BNCv: torch.Tensor) -> torch.Tensor | None:
-        """The co-located latent projected to the width, ``(B, L, C)``, to add to the input (``colocated``); None
-        for the others."""
-        if self.cfg.condition_inject != "colocated":
-            return None
-        return self.cond_inject(self.colocated_BLCv(cond_BNCv))
 
     def skip_input(self, c_BlCv: torch.Tensor, h_BlC: torch.Tensor) -> torch.Tensor:
         """What the logits skip reads for tokens whose co-located latent is ``c_BlCv`` and last block output

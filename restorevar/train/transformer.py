@@ -109,14 +109,14 @@ class TransformerTrainConfig:
         check_range("gain_lr_mult", self.gain_lr_mult, 0, MAX_LR_MULT, low_open=True)
         check_range("condition_lr_mult", self.condition_lr_mult, 0, MAX_LR_MULT, low_open=True)
         check_range("copy_init", self.copy_init, 0, 1000)
-        if self.copy_init:
-            t = self.model.build_config().transformer
-            if t.condition_inject not in ("colocated_logits", "colocated_shift") or t.conditioning != "discrete":
-                raise UserError("copy_init needs model overrides transformer.condition_inject=colocated_logits (or "
-                                "colocated_shift) and transformer.conditioning=discrete (the skip it starts as a copy)")
-        check_range("gate_init", self.gate_init, -MAX_GATE_INIT, MAX_GATE_INIT)
         check_range("shift_weight", self.shift_weight, 0, MAX_LOSS_WEIGHT)
-        if self.shift_weight and self.model.build_config().transformer.condition_inject != "colocated_shift":
+        t = self.model.build_config().transformer if self.copy_init or self.shift_weight else None
+        if self.copy_init and (t.condition_inject not in ("colocated_logits", "colocated_shift")
+                               or t.conditioning != "discrete"):
+            raise UserError("copy_init needs model overrides transformer.condition_inject=colocated_logits (or "
+                            "colocated_shift) and transformer.conditioning=discrete (the skip it starts as a copy)")
+        check_range("gate_init", self.gate_init, -MAX_GATE_INIT, MAX_GATE_INIT)
+        if self.shift_weight and t.condition_inject != "colocated_shift":
             raise UserError("shift_weight needs the model override transformer.condition_inject=colocated_shift "
                             "(the moved latent it regresses)")
 
