@@ -61,7 +61,8 @@ regress: setup
 		--current $(or $(TINY_METRICS),.regress/metrics.json) --report reports/regression.md
 
 lint: setup
-	$(VENV)/bin/ruff check restorevar tests pipelines benchmarks
+	$(VENV)/bin/ruff check restorevar tests pipelines benchmarks tools
+	$(PY) -m tools.dvc_deps --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -8,7 +8,7 @@ section a stage never reads, re-runs nothing. ``check_all`` (``python -m pipelin
 section of every profile and checks the settings that span sections before any work starts.
 
 The library modules behind a section are imported only when it is read, so that a stage's code
-dependencies (tests/test_dvc_deps.py) are those of the sections it uses.
+dependencies (written by ``python -m tools.dvc_deps``) are those of the sections it uses.
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Developer tools that keep the project's generated files in step with its code (not installed)."""
