@@ -264,7 +264,7 @@ def test_a_recipe_variant_may_hold_a_list_of_several_overrides(tmp_path, capsys)
     assert "is not YAML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("inject", ["colocated_logits", "colocated_shift"])
+@pytest.mark.parametrize("inject", ["colocated_logits", "colocated_shift", "colocated_image_shift"])
 def test_copy_init_starts_the_logits_skip_as_the_copy_predictor(inject):
     """With a strong copy start, the greedy teacher-forced tokens are the degraded image's own tokens."""
     from conftest import make_tiny
@@ -332,10 +332,11 @@ def test_shift_weight_is_refused_without_the_moved_latent():
         TransformerTrainConfig(shift_weight=1.0).validate()
 
 
-def test_the_shift_loss_reaches_both_shift_maps(images):
+@pytest.mark.parametrize("inject", ["colocated_shift", "colocated_image_shift"])
+def test_the_shift_loss_reaches_every_shift_map(inject, images):
     from restorevar.train.transformer import copy_initialise, transformer_loss
 
-    m = make_tiny(["transformer.condition_inject=colocated_shift", "transformer.conditioning=discrete"])
+    m = make_tiny([f"transformer.condition_inject={inject}", "transformer.conditioning=discrete"])
     copy_initialise(m, 50.0)
     parts: dict = {}
     loss, _, _ = transformer_loss(m, *images, 0.0, False, "scale", parts=parts, shift_weight=1.0)
@@ -343,3 +344,34 @@ def test_the_shift_loss_reaches_both_shift_maps(images):
     loss.backward()
     t = m.transformer
     assert t.cond_shift_c.weight.grad.abs().max() > 0 and t.cond_shift_h.weight.grad.abs().max() > 0
+    if inject == "colocated_image_shift":  # the per-image map's output layer, zero at the start, learns at once
+        assert t.cond_shift_img.weight.grad.abs().max() > 0
+
+
+def test_the_image_shift_reads_each_images_statistics_and_moves_its_tokens_alone(images):
+    """colocated_image_shift: the per-image scale and offset come from the image's own per-scale mean and RMS, so
+    images with other statistics get another correction; an offset of (e_w - e_deg)-style size moves the skip's
+    choice for that image only."""
+    from restorevar.train.transformer import copy_initialise
+
+    m = make_tiny(["transformer.condition_inject=colocated_image_shift", "transformer.conditioning=discrete"])
+    copy_initialise(m, 50.0)
+    t = m.transformer
+    deg, _ = images
+    pair = torch.cat([deg[:1], deg[:1] * 0.2 - 0.7])  # the same photograph, and a dark, flat version of it
+    cond = m.condition(pair)
+    c_BLCv = t.colocated_BLCv(cond)
+    with torch.no_grad():
+        assert t.image_affine(c_BLCv)[1].abs().max() == 0  # zero-initialised: the copy predictor at the start
+        t.cond_shift_img.weight.normal_(0, 1.0)
+        gamma, beta = t.image_affine(c_BLCv)
+    assert gamma.shape == beta.shape == (2, 1, t.cvae)
+    assert (beta[0] - beta[1]).abs().max() > 1e-3 and (gamma[0] - gamma[1]).abs().max() > 1e-3
+    # an offset pointing every latent of the first image at token w (scale -1 cancels the latent itself)
+    w = 5
+    e_w = m.vqvae.quantizer.codebook.weight[w]
+    with torch.no_grad():
+        t.cond_shift_img.weight.zero_()
+        t.cond_shift_img.bias.copy_(torch.cat([-torch.ones(t.cvae), e_w]))
+        idx = torch.cat([i.flatten(1) for i in t.generate(cond[:1], m.vqvae.quantizer).idx_list], 1)
+    assert (idx == w).all()

@@ -49,7 +49,7 @@ def test_precomputed_cross_kv_changes_nothing(images):
     assert all(torch.equal(x, y) for x, y in zip(a.idx_list, b.idx_list))
 
 
-@pytest.mark.parametrize("inject", ["colocated", "colocated_logits", "colocated_shift"])
+@pytest.mark.parametrize("inject", ["colocated", "colocated_logits", "colocated_shift", "colocated_image_shift"])
 @pytest.mark.parametrize("conditioning", ["continuous", "discrete"])
 def test_colocated_injection_matches_between_cached_and_teacher_forced(conditioning, inject, images):
     m = make_tiny([f"transformer.conditioning={conditioning}", f"transformer.condition_inject={inject}"], gains=0.3)
@@ -81,7 +81,7 @@ def test_colocated_injection_is_the_area_mean_at_each_scale(images):
         begin += pn * pn
 
 
-@pytest.mark.parametrize("inject", ["colocated", "colocated_logits", "colocated_shift"])
+@pytest.mark.parametrize("inject", ["colocated", "colocated_logits", "colocated_shift", "colocated_image_shift"])
 def test_colocated_injection_starts_as_the_paper_model_and_learns_from_step_one(inject, images):
     """Zero-initialised, it changes nothing at the start; its projection gets a gradient at once, unlike
     the gated cross-attention's weights."""

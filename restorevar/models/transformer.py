@@ -15,6 +15,10 @@ map: a skip past the blocks, so that a prior trained to ignore unfamiliar direct
 the last block's output and from the latent itself (both zero-initialised). Started as the copy predictor, the
 skip then corrects the copy where a degradation moves the latent: a colour or tone change is one direction for
 every token there, learnt once, where the logits would have to learn it token by token.
+``"colocated_image_shift"`` adds a per-image affine map of the latent to that shift, predicted from the degraded
+image's own statistics (each scale's mean and root mean square of its latent; zero-initialised). One shift for every
+image re-tones all of them alike, a blurred photograph as much as a hazy one; per-image statistics tell them apart
+(blur leaves the coarse tones alone and empties the fine scales), so the correction follows the degradation.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ from restorevar.models.kv_cache import GrowingKVCache, KVCache, StaticKVCache
 from restorevar.models.quantizer import MultiScaleQuantizer
 from restorevar.models.rope import rope_cos_sin, scale_positions
 
-ConditionInject = Literal["none", "colocated", "colocated_logits", "colocated_shift"]
+ConditionInject = Literal["none", "colocated", "colocated_logits", "colocated_shift", "colocated_image_shift"]
+SHIFTS = ("colocated_shift", "colocated_image_shift")  # the values whose logits skip reads a moved latent
 CONDITION_INJECTS = get_args(ConditionInject)
 
 
@@ -165,9 +170,12 @@ class RestoreVARTransformer(nn.Module):
         self.sos_gain = nn.Parameter(torch.zeros(()))  # zero: SOS starts as VAR's null-class token
         if cfg.condition_inject != "none":
             self.cond_inject = nn.Linear(cvae, C if cfg.condition_inject == "colocated" else vocab_size)
-        if cfg.condition_inject == "colocated_shift":
+        if cfg.condition_inject in SHIFTS:
             self.cond_shift_h = nn.Linear(C, cvae)  # the shift the stream asks for
             self.cond_shift_c = nn.Linear(cvae, cvae)  # and an affine map of the latent itself
+        if cfg.condition_inject == "colocated_image_shift":  # per image: a scale and an offset of every latent
+            n_stats = 2 * len(patch_nums) * cvae
+            self.cond_shift_img = nn.Linear(n_stats, 2 * cvae)
         if cfg.positions == "ape":
             self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))
             self.pos_1LC = nn.Parameter(torch.zeros(1, self.L, C))
@@ -255,12 +263,30 @@ class RestoreVARTransformer(nn.Module):
         per_scale = [F.interpolate(f_BCvhw, size=(pn, pn), mode="area").flatten(2) for pn in self.patch_nums]
         return torch.cat(per_scale, dim=2).transpose(1, 2)
 
-    def skip_input(self, c_BlCv: torch.Tensor, h_BlC: torch.Tensor) -> torch.Tensor:
+    def image_affine(self, c_BLCv: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For ``colocated_image_shift``, each image's scale and offset ``(B, 1, Cvae)`` each, from its degraded
+        latent's per-scale mean and root mean square; None otherwise."""
+        if self.cfg.condition_inject != "colocated_image_shift":
+            return None
+        stats, begin = [], 0
+        for pn in self.patch_nums:
+            s_BlCv = c_BLCv[:, begin:begin + pn * pn].float()
+            stats += [s_BlCv.mean(1), s_BlCv.pow(2).mean(1).sqrt()]
+            begin += pn * pn
+        gamma_BCv, beta_BCv = self.cond_shift_img(torch.cat(stats, dim=-1)).chunk(2, dim=-1)
+        return gamma_BCv[:, None], beta_BCv[:, None]
+
+    def skip_input(self, c_BlCv: torch.Tensor, h_BlC: torch.Tensor,
+                   affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """What the logits skip reads for tokens whose co-located latent is ``c_BlCv`` and last block output
-        ``h_BlC``: the latent itself, or for ``colocated_shift`` the latent moved."""
-        if self.cfg.condition_inject == "colocated_shift":
-            return c_BlCv + self.cond_shift_c(c_BlCv) + self.cond_shift_h(self.head_norm(h_BlC))
-        return c_BlCv
+        ``h_BlC``: the latent itself, or for the shifts the latent moved (by ``affine``, the image's own scale and
+        offset, too)."""
+        if self.cfg.condition_inject not in SHIFTS:
+            return c_BlCv
+        m_BlCv = c_BlCv + self.cond_shift_c(c_BlCv) + self.cond_shift_h(self.head_norm(h_BlC))
+        if affine is not None:
+            m_BlCv = m_BlCv + affine[0] * c_BlCv + affine[1]
+        return m_BlCv
 
     def cross_kv(self, cond_BNC: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rope = self._cond_rope()
@@ -307,7 +333,7 @@ class RestoreVARTransformer(nn.Module):
                 x_BLC = block(x_BLC, rope, kv, mask_LL=self.mask_LL, reads=reads)
         logits_BLV = self.logits(x_BLC)
         if c_BLCv is not None and not to_input:
-            m_BLCv = self.skip_input(c_BLCv, x_BLC)
+            m_BLCv = self.skip_input(c_BLCv, x_BLC, self.image_affine(c_BLCv))
             if moved is not None:
                 moved.append(m_BLCv)
             logits_BLV = logits_BLV + self.cond_inject(m_BLCv)
@@ -345,6 +371,8 @@ class RestoreVARTransformer(nn.Module):
         crope = self._cond_rope()
         c_BLCv = self.colocated_BLCv(cond_BNCv)
         to_input = self.cfg.condition_inject == "colocated"
+        with fp32_region(cond_BNCv.device.type):
+            affine = self.image_affine(c_BLCv)
         caches: list[KVCache] = [StaticKVCache(self.L) if kv_cache == "static" else GrowingKVCache()
                                  for _ in self.blocks]
         f_hat = cond_BNCv.new_zeros(B, self.cvae, self.grid, self.grid)
@@ -363,7 +391,7 @@ class RestoreVARTransformer(nn.Module):
             logits_BlV = self.logits_fp32(x_BlC)
             if c_BLCv is not None and not to_input:
                 with fp32_region(x_BlC.device.type):
-                    m_BlCv = self.skip_input(c_BLCv[:, begin:end].float(), x_BlC.float())
+                    m_BlCv = self.skip_input(c_BLCv[:, begin:end].float(), x_BlC.float(), affine)
                     logits_BlV = logits_BlV + self.cond_inject(m_BlCv).float()
             if return_logits:
                 logits_list.append(logits_BlV)

@@ -14,6 +14,7 @@ from restorevar.checkpoint import seed_rngs
 from restorevar.config import check_range
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
+from restorevar.models.transformer import SHIFTS
 from restorevar.pretrained import pretrained_path
 from restorevar.train.common import (
     MAX_LOSS_WEIGHT,
@@ -79,12 +80,12 @@ class TransformerTrainConfig:
     # temperature at this value, so each query reads the condition around its own position from the first step.
     # Only what reads the condition is touched (a prior has none of it; a resumed run restores its own).
     cross_init_scale: float = 0.0
-    # the co-located logits skip (transformer.condition_inject=colocated_logits or colocated_shift, discrete
+    # the co-located logits skip (transformer.condition_inject=colocated_logits or a shift, discrete
     # conditioning) started as the copy predictor with this strength: logit_v += copy_init x (2 e_v . e_deg -
     # |e_v|^2), largest for the degraded image's own token, so training starts at the copy predictor's accuracy
     # and learns where to differ (0: the zero start). A resumed run restores its own weights.
     copy_init: float = 0.0
-    # weight of a regression loss on the latent the logits skip reads (transformer.condition_inject=colocated_shift):
+    # weight of a regression loss on the latent the logits skip reads (condition_inject=colocated_(image_)shift):
     # its squared distance to the clean target token's codebook vector. Greedy decoding through a copy-started skip
     # picks the code nearest that latent, so this asks the shift for exactly what decoding needs, with a gradient
     # of the latent's own size; the cross-entropy's is copy_init times larger and flips tokens at the first step
@@ -111,14 +112,15 @@ class TransformerTrainConfig:
         check_range("copy_init", self.copy_init, 0, 1000)
         check_range("shift_weight", self.shift_weight, 0, MAX_LOSS_WEIGHT)
         t = self.model.build_config().transformer if self.copy_init or self.shift_weight else None
-        if self.copy_init and (t.condition_inject not in ("colocated_logits", "colocated_shift")
+        if self.copy_init and (t.condition_inject not in ("colocated_logits", *SHIFTS)
                                or t.conditioning != "discrete"):
             raise UserError("copy_init needs model overrides transformer.condition_inject=colocated_logits (or "
-                            "colocated_shift) and transformer.conditioning=discrete (the skip it starts as a copy)")
+                            "colocated_shift, colocated_image_shift) and transformer.conditioning=discrete (the skip "
+                            "it starts as a copy)")
         check_range("gate_init", self.gate_init, -MAX_GATE_INIT, MAX_GATE_INIT)
-        if self.shift_weight and t.condition_inject != "colocated_shift":
-            raise UserError("shift_weight needs the model override transformer.condition_inject=colocated_shift "
-                            "(the moved latent it regresses)")
+        if self.shift_weight and t.condition_inject not in SHIFTS:
+            raise UserError("shift_weight needs the model override transformer.condition_inject=colocated_shift or "
+                            "colocated_image_shift (the moved latent it regresses)")
 
 
 def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mult: float,
