@@ -66,6 +66,32 @@ def test_onthefly_pairs_are_a_function_of_seed_step_and_index(corpus):
     assert all(not torch.equal(v["clean"], a.batch(s, "cpu")["clean"]) for v in val for s in range(3))
 
 
+def test_recolour_permutes_and_scales_the_channels_and_keeps_the_crops_and_degradations(corpus):
+    from restorevar.data.pairs import recolour
+
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 20, 100, 200  # apart enough that a gain in [0.75, 1.25] names the source
+    out = recolour(img, np.random.default_rng(0))
+    assert np.array_equal(recolour(img, np.random.default_rng(0)), out) and (out == out[0, 0]).all()
+    source = [int(np.argmin([abs(np.log(out[0, 0, k] / v)) for v in (20, 100, 200)])) for k in range(3)]
+    assert sorted(source) == [0, 1, 2] and source != [0, 1, 2]  # a real permutation for this seed
+    for k, c in enumerate(source):
+        assert 0.75 * img[0, 0, c] - 0.5 <= out[0, 0, k] <= 1.25 * img[0, 0, c] + 0.5
+    scenes = load_scenes(corpus)
+    plain, coloured = SynthPairs(scenes, 32, 4, seed=3), SynthPairs(scenes, 32, 4, seed=3, recolour=True)
+    x, y = plain.batch(7, "cpu"), coloured.batch(7, "cpu")
+    assert x["id"] == y["id"] and x["degradation"] == y["degradation"]  # the same crops and degradations
+    assert not torch.equal(x["clean"], y["clean"])
+    assert torch.equal(y["clean"], coloured.batch(7, "cpu")["clean"])
+
+
+def test_recolour_is_refused_for_manifest_pairs():
+    from restorevar.train.common import DataConfig
+
+    with pytest.raises(UserError, match="data.recolour needs data.pairs: onthefly"):
+        DataConfig(pairs="manifest", recolour=True).validate()
+
+
 def test_validation_scenes_are_held_out_whole():
     pix = np.zeros((64, 64, 3), np.uint8)
     from restorevar.data.pairs import Scene

@@ -51,11 +51,22 @@ def split_scenes(scenes: list[Scene], n_val: int, seed: int) -> tuple[list[Scene
     return [s for s in scenes if s.name not in val], [s for s in scenes if s.name in val]
 
 
+def recolour(clean_HW3: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scene in other colours: its channels in a random order, each scaled by a gain in [0.75, 1.25]. A model
+    trained on a handful of photographs otherwise learns their palette (grass is this green) and paints it on every
+    image; recoloured, the only colour rule left to learn is the degradation's."""
+    gains_3 = rng.uniform(0.75, 1.25, size=3)
+    out = clean_HW3[..., rng.permutation(3)].astype(np.float32) * gains_3
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 class SynthPairs:
-    """Batches of (clean, degraded) crops drawn afresh per step; the same interface as ``StepBatches``."""
+    """Batches of (clean, degraded) crops drawn afresh per step; the same interface as ``StepBatches``.
+    ``recolour``: each clean crop recoloured (``recolour``) before it is degraded, from a stream of its own, so the
+    crops and degradations are those of the run without it."""
 
     def __init__(self, scenes: list[Scene], crop: int, batch_size: int, seed: int, *, min_crop_fraction: float = 0.4,
-                 degradations: tuple[str, ...] = TRAIN_DEGRADATIONS):
+                 degradations: tuple[str, ...] = TRAIN_DEGRADATIONS, recolour: bool = False):
         if not scenes:
             raise UserError("no photographs to draw training pairs from")
         small = [s.name for s in scenes if min(s.pixels.shape[:2]) < crop]
@@ -65,13 +76,15 @@ class SynthPairs:
         if unknown:
             raise UserError(f"unknown degradation {unknown[0]!r}; choose from {', '.join(DEGRADATIONS)}")
         self.scenes, self.crop, self.batch_size, self.seed = scenes, crop, batch_size, seed
-        self.min_crop_fraction, self.degradations = min_crop_fraction, degradations
+        self.min_crop_fraction, self.degradations, self.recolour = min_crop_fraction, degradations, recolour
         self.part = slice(None)  # the positions of each batch this process builds (its rank's share)
 
     def item(self, step: int, i: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, step, i])
         scene = self.scenes[int(rng.integers(0, len(self.scenes)))]
         clean, _ = random_crop(scene.pixels, self.crop, rng, self.min_crop_fraction)
+        if self.recolour:
+            clean = recolour(clean, np.random.default_rng([self.seed, step, i, 8191]))
         name = self.degradations[int(rng.integers(0, len(self.degradations)))]
         fn, cls, _ = DEGRADATIONS[name]
         degraded, _ = fn(clean, rng)

@@ -63,6 +63,9 @@ class DataConfig:
     crop: int = 64
     resize_shorter: int | None = None
     hflip: bool = False
+    # onthefly: each training crop's colours permuted and scaled before it is degraded (restorevar.data.pairs.recolour),
+    # so that a few photographs teach the degradations' colour rules rather than their own palette
+    recolour: bool = False
     skip_corrupt: bool = False
     num_workers: int = 0  # processes that build the next batches while the model trains (0: in the loop itself)
 
@@ -71,6 +74,8 @@ class DataConfig:
             raise UserError(f"data.val_photos must be \"unseen\" or \"\", got {self.val_photos!r}")
         if self.val_photos and self.pairs != "onthefly":
             raise UserError("data.val_photos needs data.pairs: onthefly (a manifest holds its own validation share)")
+        if self.recolour and self.pairs != "onthefly":
+            raise UserError("data.recolour needs data.pairs: onthefly (a manifest's pairs are degraded already)")
         check_range("data.min_crop_fraction", self.min_crop_fraction, 0, 1, low_open=True)
         check_range("data.val_scenes", self.val_scenes, 0, MAX_COUNT)
         check_range("data.val_fraction", self.val_fraction, 0, 1, high_open=True)
@@ -373,7 +378,8 @@ def make_train_val(data: DataConfig, loop: LoopConfig, device) -> tuple[Any, lis
         from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
 
         train, held_out = split_scenes(load_scenes(data.photos), data.val_scenes, data.split_seed)
-        batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction)
+        batches = SynthPairs(train, data.crop, loop.batch_size, loop.seed, min_crop_fraction=data.min_crop_fraction,
+                             recolour=data.recolour)
         val_scenes = load_scenes("unseen") if data.val_photos == "unseen" else held_out or train
         val_src = SynthPairs(val_scenes, data.crop, loop.batch_size, data.split_seed,
                              min_crop_fraction=data.min_crop_fraction)
