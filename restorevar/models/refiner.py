@@ -5,6 +5,11 @@ Strategies behind one interface (``refine`` for inference, ``loss`` for training
 - ``lrt_no_last_block``: the same without that guidance (ablation).
 - ``hart_mlp``: a HART-style per-token MLP diffusion head that denoises the residual (ablation).
 - ``none``: ``f_hat`` unchanged.
+
+``residual="detail"`` (LRT kinds; a deviation from the paper, whose residual is ``"full"``) keeps the LRT's residual
+off the low frequencies: its mean over every ``detail_cell`` x ``detail_cell`` block of latent pixels is removed, so
+the refiner adds detail and leaves colour and tone to the transformer's tokens. Trained on a few photographs, a
+full residual learns a tone correction for every image alike and re-tones a blurred photograph as much as a dark one.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class RefinerConfig:
     hart_depth: int = 6
     hart_train_steps: int = 1000
     hart_sample_steps: int = 8
+    residual: Literal["full", "detail"] = "full"  # LRT kinds: "detail" removes the residual's block means
+    detail_cell: int = 2  # latent pixels per block side for "detail" (2: the 8 x 8 thumbnail of a 64 px image)
 
     def validate(self) -> None:
         # Every field, whichever kind is used: a checkpoint's stored config is checked before any refiner is
@@ -50,6 +57,12 @@ class RefinerConfig:
         check_range("refiner.hart_train_steps", self.hart_train_steps, 1, 100_000)
         if not 0 < self.hart_sample_steps <= self.hart_train_steps:
             raise UserError("refiner.hart_sample_steps must be in [1, hart_train_steps]")
+        if self.residual not in ("full", "detail"):
+            raise UserError(f"refiner.residual must be full or detail, got {self.residual!r}")
+        check_range("refiner.detail_cell", self.detail_cell, 1, 64)
+        if self.residual == "detail" and self.kind not in ("lrt", "lrt_no_last_block"):
+            raise UserError(f"refiner.residual=detail is a setting of the LRT refiners, not of {self.kind!r}; "
+                            "leave it at full")
 
 
 def _tokens(f_BChw: torch.Tensor) -> torch.Tensor:
@@ -125,6 +138,7 @@ class LatentRefinerTransformer(nn.Module):
         self.layers = nn.ModuleList(LRTLayer(cfg, cross=self.use_hidden) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(W)
         self.proj_out = nn.Linear(W, cvae, bias=False)
+        self.detail_cell = cfg.detail_cell if cfg.residual == "detail" else 0
 
     def refine(self, f_hat_BChw: torch.Tensor, hidden_BLC: torch.Tensor | None, seed: int | None = None) -> torch.Tensor:
         x = self.proj_in(self.norm_in(_tokens(f_hat_BChw))) + self.pos_1NW
@@ -135,10 +149,20 @@ class LatentRefinerTransformer(nn.Module):
             ctx = self.proj_in_cond(self.norm_in_cond(hidden_BLC)) + self.pos_cond_1LW
         for layer in self.layers:
             x = layer(x, ctx)
-        return f_hat_BChw + _grid(self.proj_out(self.norm_out(x)), f_hat_BChw)
+        r_BChw = _grid(self.proj_out(self.norm_out(x)), f_hat_BChw)
+        if self.detail_cell:
+            r_BChw = r_BChw - block_mean(r_BChw, self.detail_cell)
+        return f_hat_BChw + r_BChw
 
     def loss(self, f_hat_BChw, hidden_BLC, target_BChw) -> torch.Tensor:
         return F.l1_loss(self.refine(f_hat_BChw, hidden_BLC), target_BChw)
+
+
+def block_mean(x_BChw: torch.Tensor, cell: int) -> torch.Tensor:
+    """Each pixel replaced by the mean of its ``cell`` x ``cell`` block (a ragged edge block by its own mean)."""
+    h, w = x_BChw.shape[-2:]
+    m = F.avg_pool2d(x_BChw, cell, stride=cell, ceil_mode=True, count_include_pad=False)
+    return m.repeat_interleave(cell, dim=-2).repeat_interleave(cell, dim=-1)[..., :h, :w]
 
 
 # ------------------------------------------------------------------------------------------------
