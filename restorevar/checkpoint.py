@@ -393,7 +393,7 @@ def load_model(path: str | Path, components: list[str], refiner_none: bool = Fal
     ck = load_checkpoint(path)
     cfg = config_from_checkpoint(ck)
     if refiner_none:
-        cfg.refiner = dataclasses.replace(cfg.refiner, kind="none")
+        cfg.refiner = dataclasses.replace(cfg.refiner, kind="none", residual="full")  # none has no residual
     model = RestoreVAR(cfg)
     load_components(model, ck, components, path)
     return model.eval()

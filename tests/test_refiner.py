@@ -109,3 +109,17 @@ def test_hart_refiner_is_seeded_and_learns(images):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+
+
+def test_a_detail_refiners_checkpoint_decodes_its_tokens_without_a_refiner(tmp_path):
+    """load_model(refiner_none=True) swaps in the identity refiner, which has no residual to filter: a checkpoint
+    whose refiner is an LRT with residual=detail still loads that way (the transformer ablations decode so)."""
+    from restorevar.checkpoint import load_model, save_checkpoint
+    from restorevar.models.refiner import NoRefiner
+
+    m = make_tiny(["refiner.residual=detail"])
+    save_checkpoint(tmp_path / "c.pt", config=m.cfg, components={"transformer": m.transformer.state_dict()})
+    loaded = load_model(tmp_path / "c.pt", ["transformer"], refiner_none=True)
+    assert isinstance(loaded.refiner, NoRefiner)
+    for k, v in m.transformer.state_dict().items():
+        assert torch.equal(loaded.transformer.state_dict()[k], v)
