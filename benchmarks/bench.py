@@ -40,6 +40,7 @@ from PIL import Image
 from restorevar.checkpoint import config_from_checkpoint, load_checkpoint, load_model
 from restorevar.data.degrade import DEGRADATIONS
 from restorevar.data.photos import load_photo, photos_for
+from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, check_output_file
 from restorevar.imaging import from_uint8_batch, pooled_psnr
@@ -47,7 +48,6 @@ from restorevar.inference.engine import DTYPES, PLAIN, Engine, bf16_problem, fas
 from restorevar.metrics.cost import count_flops, device_name, time_interleaved, time_paths, timer_name
 from restorevar.models import RestoreVAR
 from restorevar.models.presets import PRESETS, get_preset
-from restorevar.train.common import pick_device, set_tf32
 
 SCHEMA = 1
 

@@ -25,14 +25,16 @@ from pipelines import tracking, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
 from pipelines.stage import history, run_trials
 from restorevar.checkpoint import load_checkpoint, load_components, load_model
+from restorevar.device import pick_device
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, publish_copy
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
 from restorevar.metrics.results import summary as summarize
+from restorevar.models.presets import ModelRef
 from restorevar.stats.compare import compare_methods
 from restorevar.stats.seeds import across_seed_comparisons, seed_means
-from restorevar.train.common import CKPT_NAME, ModelRef, pick_device
+from restorevar.train.common import CKPT_NAME
 
 
 def _write_json(path: Path, obj) -> None:

@@ -19,6 +19,7 @@ from pipelines import tuning
 from pipelines.params import BASELINES, MODEL_METHOD, ROOT, Params, checkpoint_path
 from restorevar.checkpoint import load_model
 from restorevar.data.manifest import read_manifest
+from restorevar.device import pick_device
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.inference.engine import fast
@@ -33,7 +34,6 @@ from restorevar.metrics.evaluate import (
     roundtrip_method,
 )
 from restorevar.metrics.results import read_results
-from restorevar.train.common import pick_device
 
 RESULTS = ROOT / "results"
 

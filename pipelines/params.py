@@ -31,7 +31,7 @@ from restorevar.errors import UserError
 from restorevar.fileio import read_regular_text
 
 if TYPE_CHECKING:
-    from restorevar.train.common import ModelRef
+    from restorevar.models.presets import ModelRef
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -607,7 +607,7 @@ class Params:
 
     @cached_property
     def model(self) -> ModelRef:
-        from restorevar.train.common import ModelRef
+        from restorevar.models.presets import ModelRef
 
         m = _typed(ModelRef, self._entry("model"), self._where("model"))
         try:

@@ -23,11 +23,11 @@ from restorevar.analysis import scale_swap_images, swap_scales
 from restorevar.checkpoint import load_model
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.data.manifest import CLASS_NAMES
+from restorevar.device import pick_device
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, write_png
 from restorevar.imaging import psnr_per_image, to_uint8
 from restorevar.stats.paired import mean_ci
-from restorevar.train.common import pick_device
 
 OUT = ROOT / "results" / "scale_space"
 # the other pyramid is the degraded image's, or the model's restored one; rows name them alike

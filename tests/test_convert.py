@@ -143,7 +143,7 @@ def _fake_var_cache(tmp_path, monkeypatch, src):
 
     from restorevar.data import weights
     from restorevar.data.fetch import sha256_of
-    from restorevar.train.prior import reads_condition
+    from restorevar.models.transformer import reads_condition
 
     cache = tmp_path / "weights"
     (cache / "var").mkdir(parents=True)
@@ -164,7 +164,7 @@ def _fake_var_cache(tmp_path, monkeypatch, src):
 def test_training_starts_from_vars_published_files_after_their_checksum(tmp_path, monkeypatch):
     from restorevar.convert import load_official_into
     from restorevar.errors import UserError
-    from restorevar.train.prior import reads_condition
+    from restorevar.models.transformer import reads_condition
 
     src = make_tiny(seed=3, gains=0.0)
     cache = _fake_var_cache(tmp_path, monkeypatch, src)

@@ -98,10 +98,18 @@ def test_the_deps_checks_can_fail():
     without = Stage(ev.name, ev.cmd, [d for d in ev.deps if d != "restorevar/checkpoint.py"], ev.params, ev.outs)
     assert missing_deps(without) == ["restorevar/checkpoint.py"]
     extra = Stage(ev.name, ev.cmd, [*ev.deps, "restorevar/report", "restorevar/train"], ev.params, ev.outs)
-    assert unused_deps(extra) == ["restorevar/report"]  # evaluate runs train/common.py: the folder covers it
+    assert unused_deps(extra) == ["restorevar/report", "restorevar/train"]
     oc = _stage("official_compat")
     without = Stage(oc.name, oc.cmd, [d for d in oc.deps if d != "restorevar/reference"], oc.params, oc.outs)
     assert missing_deps(without) == ["restorevar/reference/official_state_dict_shapes.json"]
+
+
+def test_evaluation_and_restoring_run_no_training_code():
+    """The device choice, the model reference and the condition's parameter names live beside the models, so
+    evaluating and restoring never run the trainers' module."""
+    for entry_module, function, words in (("pipelines.evaluate", None, []), ("restorevar.cli", "main", ["restore"])):
+        walked = Run(entry_module, function, words).modules
+        assert not [m for m in walked if m.startswith("restorevar.train")], (entry_module, words)
 
 
 # Prints {module: the project modules that importing it imports}, for each module named in argv. Importing

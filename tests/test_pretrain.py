@@ -13,8 +13,9 @@ from restorevar.data.corpus import build_corpus
 from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
 from restorevar.errors import UserError
 from restorevar.models import VQVAE, RestoreVAR, get_preset
+from restorevar.models.transformer import reads_condition
 from restorevar.train.common import CKPT_NAME
-from restorevar.train.prior import PriorTrainConfig, load_prior, reads_condition, train_prior
+from restorevar.train.prior import PriorTrainConfig, load_prior, train_prior
 from restorevar.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 from restorevar.train.transformer import TransformerTrainConfig, train_transformer
 

@@ -250,7 +250,7 @@ def test_loss_weightings_token_is_the_plain_mean_and_scale_weighs_every_scale_al
 
 def test_condition_params_and_gates_get_their_own_learning_rates_and_decay_follows_the_official_filter():
     from restorevar.models import RestoreVAR, get_preset
-    from restorevar.train.prior import reads_condition
+    from restorevar.models.transformer import reads_condition
     from restorevar.train.transformer import param_groups
 
     tr = RestoreVAR(get_preset("tiny", ["transformer.positions=ape"])).transformer

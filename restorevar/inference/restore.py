@@ -70,7 +70,7 @@ class RestoreOptions:
             raise UserError(f"top-p must be in [0, 1] (0: off), got {self.top_p}")
         if self.seed is not None and not -(2**63) <= self.seed < 2**64:  # what torch.Generator accepts
             raise UserError(f"seed must fit in 64 bits, got {self.seed}")
-        from restorevar.train.common import pick_device
+        from restorevar.device import pick_device
 
         pick_device(self.device)  # an unknown or missing device is named before the checkpoint is read
 
@@ -198,7 +198,7 @@ class Restorer:
                             "(checkpoints/train_refiner.pt)")
         self.model = RestoreVAR(config_from_checkpoint(ck))
         load_components(self.model, ck, ["vqvae", "transformer", "refiner"], path)
-        from restorevar.train.common import pick_device
+        from restorevar.device import pick_device
 
         self.device = pick_device(self.opts.device)
         self.engine = Engine(self.model.to(self.device), PLAIN if self.opts.plain else fast(self.opts.dtype))

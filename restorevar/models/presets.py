@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from restorevar.config import apply_overrides, from_dict
@@ -49,3 +50,14 @@ def get_preset(name: str, overrides: list[str] | None = None) -> RestoreVARConfi
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     cfg = from_dict(RestoreVARConfig, PRESETS[name])
     return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+@dataclass
+class ModelRef:
+    """A model as a stage's config names it: a preset and overrides on it."""
+
+    preset: str = "tiny"
+    overrides: list[str] = field(default_factory=list)
+
+    def build_config(self) -> RestoreVARConfig:
+        return get_preset(self.preset, list(self.overrides))

@@ -43,6 +43,14 @@ SHIFTS = ("colocated_shift", "colocated_image_shift")  # the values whose logits
 CONDITION_INJECTS = get_args(ConditionInject)
 
 
+# the parameters that read the condition: a prior has none of them, and the condition path's learning rate is theirs
+CONDITION_PARTS = ("cross_attn", "cond_", "sos_")
+
+
+def reads_condition(name: str) -> bool:
+    return any(part in name for part in CONDITION_PARTS)
+
+
 @dataclass
 class TransformerConfig:
     depth: int = 16

@@ -23,7 +23,7 @@ from restorevar.checkpoint import check_weights, load_checkpoint, rng_state, sav
 from restorevar.config import check_range
 from restorevar.data.dataset import PairedDataset, PairedTransform
 from restorevar.errors import UserError
-from restorevar.models import RestoreVARConfig, get_preset
+from restorevar.models import RestoreVARConfig
 from restorevar.train.distributed import Ranks
 
 CKPT_NAME = "last.pt"
@@ -142,15 +142,6 @@ class LoopConfig:
                                 "it (it would be ignored)")
 
 
-@dataclass
-class ModelRef:
-    preset: str = "tiny"
-    overrides: list[str] = field(default_factory=list)
-
-    def build_config(self) -> RestoreVARConfig:
-        return get_preset(self.preset, list(self.overrides))
-
-
 class Reporter(Protocol):
     """Called on every rank at each logged or checkpointed step, after that step's checkpoint is written; a
     resumed run first reports its checkpoint's step again (the report a kill may have cut off)."""
@@ -160,42 +151,6 @@ class Reporter(Protocol):
 
 def null_reporter(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
     return None
-
-
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
-
-
-def pick_device(name: str) -> torch.device:
-    """The torch device for a user's ``device`` setting; an unknown or unavailable one raises UserError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise UserError(f"unknown device {name!r}; use {DEVICE_CHOICES}") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name} was asked for but no GPU is visible; use device auto or cpu")
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            raise UserError(f"device {name} was asked for but only {n} GPU(s) are visible (cuda:0 to cuda:{n - 1})")
-        return dev
-    if dev.type == "mps" and torch.backends.mps.is_available():  # Apple GPUs, where torch has them
-        return dev
-    # torch knows more device types (xla, meta, ...); the engine and trainers are built for CPU and CUDA
-    raise UserError(f"unsupported device {name!r}; use {DEVICE_CHOICES}")
-
-
-def set_tf32(dev: torch.device, on: bool) -> bool:
-    """TF32 for fp32 matmuls and convolutions on CUDA, as the official code sets it; whether it is on."""
-    if dev.type != "cuda":
-        return False
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.backends.cudnn.allow_tf32 = on
-    torch.set_float32_matmul_precision("high" if on else "highest")
-    return on
 
 
 def lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:

@@ -14,24 +14,23 @@ import torch.nn.functional as F
 
 from restorevar.checkpoint import seed_rngs
 from restorevar.config import check_range
+from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import PatchGAN
+from restorevar.models.presets import ModelRef
 from restorevar.train.common import (
     MAX_LOSS_WEIGHT,
     MAX_LR,
     MAX_STEPS,
     DataConfig,
     LoopConfig,
-    ModelRef,
     Reporter,
     frozen,
     load_vqvae,
     make_train_val,
     null_reporter,
-    pick_device,
     run_loop,
-    set_tf32,
 )
 from restorevar.train.distributed import Ranks
 from restorevar.train.losses import hinge_d_loss, hinge_g_loss, make_lpips, ssim_loss

@@ -16,12 +16,14 @@ import torch.nn.functional as F
 
 from restorevar.checkpoint import load_checkpoint, seed_rngs
 from restorevar.config import check_range
+from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
+from restorevar.models.presets import ModelRef
+from restorevar.models.transformer import reads_condition
 from restorevar.train.common import (
     DataConfig,
     LoopConfig,
-    ModelRef,
     Reporter,
     accumulate_backward,
     decay_groups,
@@ -29,18 +31,10 @@ from restorevar.train.common import (
     load_component,
     make_train_val,
     null_reporter,
-    pick_device,
     run_loop,
-    set_tf32,
     teacher_forced_eval,
 )
 from restorevar.train.distributed import Ranks
-
-CONDITION_PARTS = ("cross_attn", "cond_", "sos_")
-
-
-def reads_condition(name: str) -> bool:
-    return any(part in name for part in CONDITION_PARTS)
 
 
 def load_prior(transformer: torch.nn.Module, path: str | Path) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 
 from restorevar.checkpoint import seed_rngs
+from restorevar.device import pick_device, set_tf32
 from restorevar.imaging import mean_psnr
 from restorevar.models import RestoreVAR
+from restorevar.models.presets import ModelRef
 from restorevar.train.common import (
     DataConfig,
     LoopConfig,
-    ModelRef,
     Reporter,
     accumulate_backward,
     decay_groups,
@@ -22,9 +23,7 @@ from restorevar.train.common import (
     load_component,
     make_train_val,
     null_reporter,
-    pick_device,
     run_loop,
-    set_tf32,
 )
 from restorevar.train.distributed import Ranks
 

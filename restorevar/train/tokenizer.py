@@ -9,25 +9,24 @@ import torch.nn.functional as F
 
 from restorevar.checkpoint import seed_rngs
 from restorevar.config import check_range
+from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import VQVAE
+from restorevar.models.presets import ModelRef
 from restorevar.pretrained import pretrained_path
 from restorevar.train.common import (
     MAX_LOSS_WEIGHT,
     MAX_STEPS,
     DataConfig,
     LoopConfig,
-    ModelRef,
     Reporter,
     export_untrained,
     frozen,
     load_vqvae,
     make_train_val,
     null_reporter,
-    pick_device,
     run_loop,
-    set_tf32,
 )
 from restorevar.train.distributed import Ranks
 from restorevar.train.losses import ssim_loss

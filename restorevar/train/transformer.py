@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from restorevar.analysis.health import model_health
 from restorevar.checkpoint import seed_rngs
 from restorevar.config import check_range
+from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
-from restorevar.models.transformer import SHIFTS
+from restorevar.models.presets import ModelRef
+from restorevar.models.transformer import SHIFTS, reads_condition
 from restorevar.pretrained import pretrained_path
 from restorevar.train.common import (
     MAX_LOSS_WEIGHT,
@@ -22,7 +24,6 @@ from restorevar.train.common import (
     MAX_STEPS,
     DataConfig,
     LoopConfig,
-    ModelRef,
     Reporter,
     accumulate_backward,
     decay_groups,
@@ -30,10 +31,8 @@ from restorevar.train.common import (
     load_component,
     make_train_val,
     null_reporter,
-    pick_device,
     run_loop,
     seen_val_batches,
-    set_tf32,
     teacher_forced_eval,
 )
 from restorevar.train.distributed import Ranks
@@ -127,8 +126,6 @@ def param_groups(tr: torch.nn.Module, lr: float, weight_decay: float, gain_lr_mu
                  condition_lr_mult: float = 1.0) -> list[dict]:
     """AdamW groups: the gates (``*gain``) at ``gain_lr_mult`` x LR, the other weights that read the condition
     at ``condition_lr_mult`` x LR, the rest at the LR; weight decay as ``decay_groups`` gives it."""
-    from restorevar.train.prior import reads_condition
-
     return decay_groups(tr, lr, weight_decay, lambda name: gain_lr_mult if name.endswith("gain")
                         else condition_lr_mult if reads_condition(name) else 1.0)
 
