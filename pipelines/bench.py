@@ -13,11 +13,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.bench import format_table, run_bench
 from pipelines import tracking, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
+from restorevar.inference.bench import format_table, run_bench
 
 OUT = ROOT / "results" / "bench.json"
 

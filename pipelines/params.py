@@ -237,7 +237,7 @@ class StatsParams:
 
 @dataclass
 class BenchParams:
-    """`restorevar bench` on the trained model (stage `bench`); see benchmarks/bench.py."""
+    """`restorevar bench` on the trained model (stage `bench`); see restorevar/inference/bench.py."""
 
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     dtypes: list[str] = field(default_factory=lambda: ["fp32", "bf16"])

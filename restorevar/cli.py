@@ -368,7 +368,7 @@ def _add_data(sub, help: str) -> None:
 
 
 def _add_bench(sub, help: str) -> None:
-    from benchmarks.bench import add_parser
+    from restorevar.inference.bench import add_parser
 
     add_parser(sub, help)
 

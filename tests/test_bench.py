@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from benchmarks.bench import photo_pairs, run_bench
 from conftest import make_tiny
 from restorevar.checkpoint import save_checkpoint
 from restorevar.cli import main
+from restorevar.inference.bench import photo_pairs, run_bench
 from restorevar.inference.engine import bf16_problem
 from restorevar.report.document import Document
 from restorevar.report.speed import speed_section
@@ -106,7 +106,7 @@ def test_paths_are_timed_round_robin():
     (["--train-steps", "0"], "--train-steps must be >= 1"),
 ])
 def test_bad_outputs_and_settings_fail_before_the_benchmark_runs(args, needle, tmp_path, capsys, monkeypatch):
-    from benchmarks import bench
+    from restorevar.inference import bench
 
     (tmp_path / "file.txt").write_text("x")
     ck = tmp_path / "model.pt"
@@ -120,7 +120,7 @@ def test_bad_outputs_and_settings_fail_before_the_benchmark_runs(args, needle, t
 
 
 def test_agreement_psnr_is_none_only_when_all_images_are_identical():
-    from benchmarks.bench import _psnr
+    from restorevar.inference.bench import _psnr
 
     a = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.8 - 0.9  # +0.01 stays in range
     b = a.clone()
@@ -130,7 +130,7 @@ def test_agreement_psnr_is_none_only_when_all_images_are_identical():
 
 
 def test_a_phase_out_of_gpu_memory_is_recorded_and_the_others_go_on(monkeypatch):
-    from benchmarks import bench
+    from restorevar.inference import bench
 
     real = bench.time_paths
 
@@ -155,7 +155,7 @@ def test_a_phase_out_of_gpu_memory_is_recorded_and_the_others_go_on(monkeypatch)
 
 
 def test_cli_keeps_the_measured_phases_when_a_later_one_fails(tmp_path, monkeypatch, capsys):
-    from benchmarks import bench
+    from restorevar.inference import bench
 
     def boom(*a, **k):
         raise KeyboardInterrupt  # stands in for a kill, or an error no phase survives, during training
