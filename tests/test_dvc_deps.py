@@ -112,6 +112,12 @@ def test_evaluation_and_restoring_run_no_training_code():
         assert not [m for m in walked if m.startswith("restorevar.train")], (entry_module, words)
 
 
+
+def test_the_cli_runs_nothing_from_outside_the_package():
+    walked = Run("restorevar.cli", "main").modules  # every sub-command
+    assert walked and all(m.split(".")[0] == "restorevar" for m in walked), sorted(walked)
+
+
 # Prints {module: the project modules that importing it imports}, for each module named in argv. Importing
 # them all once first loads the third-party modules they need; then each is imported afresh in a forked
 # child that has forgotten every project module, so the slow imports are paid once.
