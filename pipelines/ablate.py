@@ -21,16 +21,16 @@ from typing import Any
 
 import torch
 
-from pipelines import tracking, tuning
+from pipelines import mlflow_runs, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
-from pipelines.stage import history, run_trials
+from pipelines.training_stage import history, run_trials
 from restorevar.checkpoint import load_checkpoint, load_components, load_model
 from restorevar.device import pick_device
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, publish_copy
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
-from restorevar.metrics.evaluate import evaluate, model_method, reconstruction_method
 from restorevar.metrics.results import summary as summarize
+from restorevar.metrics.scoring import evaluate, model_method, reconstruction_method
 from restorevar.models.presets import ModelRef
 from restorevar.stats.compare import compare_methods
 from restorevar.stats.seeds import across_seed_comparisons, seed_means
@@ -54,11 +54,11 @@ def _log_test_scores(uri: str, results: list[dict], frames: dict[int, Any], prot
     for r in results:
         v, k = r["trial"]["variant"], r["trial"]["config"]["loop"]["seed"]
         entry = summarize(frames[k][frames[k].method == v])[protocol][v]
-        names = tracking.stratum_names([key for key in entry if key != "overall"])
+        names = mlflow_runs.stratum_names([key for key in entry if key != "overall"])
         scores = {(f"test_{metric}" if key == "overall" else f"test_{metric}/{names[key]}"): val
                   for key, values in entry.items() for metric, val in values.items()}
         run_id = (ROOT / r["trial"]["run_dir"] / "mlflow_run_id").read_text().strip()
-        tracking.log_metrics_to(uri, run_id, scores)
+        mlflow_runs.log_metrics_to(uri, run_id, scores)
 
 
 def _methods(stage: str, checkpoints: dict[str, Path], device: torch.device) -> dict:

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipelines import tracking, tuning
+from pipelines import mlflow_runs, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
@@ -33,7 +33,7 @@ def run() -> dict:
     result["weights"] = f"checkpoint {checkpoint_path('train_refiner').relative_to(ROOT)}"  # not this machine's path
     text = json.dumps(result, indent=1) + "\n"
     atomic_write(OUT, lambda tmp: Path(tmp).write_text(text))
-    tracking.log_run(p.mlflow_uri, "bench", ROOT / "mlartifacts", f"bench/{p.profile}",
+    mlflow_runs.log_run(p.mlflow_uri, "bench", ROOT / "mlartifacts", f"bench/{p.profile}",
                      params={"profile": p.profile, "preset": p.model.preset, **asdict(b)},
                      metrics=result["metrics"], artifacts=[OUT],
                      tags={"device": result["device"], "torch": result["torch"], "weights": result["weights"]})

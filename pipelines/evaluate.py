@@ -25,7 +25,8 @@ from restorevar.fileio import atomic_write
 from restorevar.inference.engine import fast
 from restorevar.metrics import MetricProtocol, MetricSuite, summary, write_rows
 from restorevar.metrics.cost import measure_cost
-from restorevar.metrics.evaluate import (
+from restorevar.metrics.results import read_results
+from restorevar.metrics.scoring import (
     copy_input_method,
     evaluate,
     external_method,
@@ -33,7 +34,6 @@ from restorevar.metrics.evaluate import (
     model_method,
     roundtrip_method,
 )
-from restorevar.metrics.results import read_results
 
 RESULTS = ROOT / "results"
 

@@ -2,7 +2,7 @@
 under Ray Tune; exports checkpoints/pretrain_restoration.pt."""
 import sys
 
-from pipelines.stage import main
+from pipelines.training_stage import main
 
 if __name__ == "__main__":
     sys.exit(main("pretrain_restoration"))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import tracking
+from pipelines import mlflow_runs
 from pipelines.params import ROOT, Params, checkpoint_path
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
@@ -35,7 +35,7 @@ def quality_metrics(metrics: dict[str, Any], protocol: str) -> dict[str, float]:
         raise UserError(f"metrics.json has no results under protocol {protocol}; run the evaluate stage")
     out = {}
     for method, entry in metrics[protocol].items():
-        names = tracking.stratum_names([k for k in entry if k != "overall"])
+        names = mlflow_runs.stratum_names([k for k in entry if k != "overall"])
         for key, values in entry.items():
             for metric, v in values.items():
                 out[f"{metric}/{method}/{names.get(key, key)}"] = float(v)
@@ -48,7 +48,7 @@ def comparison_metrics(stats: dict[str, Any]) -> dict[str, float]:
     out = {}
     for c in stats["comparisons"]:
         head = f"{c['metric']}_diff_vs_{c['b']}"
-        names = tracking.stratum_names([f"{s['dataset']}/{s['degradation']}" for s in c["strata"]])
+        names = mlflow_runs.stratum_names([f"{s['dataset']}/{s['degradation']}" for s in c["strata"]])
         rows = [(names[f"{s['dataset']}/{s['degradation']}"], s["mean_diff"], s["ci_bca"], s["p_t"]) for s in c["strata"]]
         w = c["weighted"]
         rows.append(("overall", w["mean_diff"], w["ci"], w["p_perm"]))
@@ -65,12 +65,12 @@ def run() -> dict[str, Any]:
     stats = json.loads((ROOT / "results" / "stats.json").read_text())
     info = json.loads((ROOT / "results" / "evaluation.json").read_text())
     protocol = info["protocol"]["id"]
-    prov = tracking.provenance(ROOT, p.path, checkpoint=checkpoint_path("train_refiner"),
+    prov = mlflow_runs.provenance(ROOT, p.path, checkpoint=checkpoint_path("train_refiner"),
                                test_manifest=Path(p.test_manifest))
     params = {"profile": p.profile, "protocol": protocol, "preset": info["preset"], **prov}
     logged = {**quality_metrics(metrics, protocol), **comparison_metrics(stats)}
     artifacts = [ROOT / a for a in ARTIFACTS if (ROOT / a).is_file()]
-    run_id = tracking.log_run(p.mlflow_uri, EXPERIMENT, ROOT / "mlartifacts", f"evaluation/{p.profile}", params,
+    run_id = mlflow_runs.log_run(p.mlflow_uri, EXPERIMENT, ROOT / "mlartifacts", f"evaluation/{p.profile}", params,
                               logged, artifacts, tags={"profile": p.profile, "protocol": protocol,
                                                        "study": prov["study"], "git_commit": prov["git_commit"]})
     out = {"experiment": EXPERIMENT, "run_id": run_id, "study": prov["study"], "params": params,

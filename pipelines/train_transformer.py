@@ -1,7 +1,7 @@
 """DVC stage `train_transformer`: runs the trainer under Ray Tune; exports checkpoints/train_transformer.pt."""
 import sys
 
-from pipelines.stage import main
+from pipelines.training_stage import main
 
 if __name__ == "__main__":
     sys.exit(main("train_transformer"))

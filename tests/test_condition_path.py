@@ -14,7 +14,7 @@ from restorevar.data.pairs import SynthPairs, load_scenes, split_scenes
 from restorevar.data.photos import load_photo, photo_path, photos_for
 from restorevar.errors import UserError
 from restorevar.imaging import lowfreq_psnr_per_image, psnr_per_image
-from restorevar.metrics.evaluate import copy_input_method, roundtrip_method
+from restorevar.metrics.scoring import copy_input_method, roundtrip_method
 from restorevar.train.common import DataConfig, LoopConfig, lr_lambda, make_train_val, seen_val_batches
 from restorevar.train.transformer import (
     TransformerTrainConfig,

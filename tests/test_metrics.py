@@ -19,7 +19,7 @@ from restorevar.data.weights import metric_availability
 from restorevar.errors import UserError
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, summary, write_rows
 from restorevar.metrics.cost import measure_cost
-from restorevar.metrics.evaluate import evaluate, external_method, identity_method, model_method, roundtrip_method
+from restorevar.metrics.scoring import evaluate, external_method, identity_method, model_method, roundtrip_method
 
 # stated tolerances: pyiqa computes in float32, scikit-image in float64
 PSNR_TOL_DB = 1e-3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.tracking import TrialRun, ensure_experiment, is_server
+from pipelines.mlflow_runs import TrialRun, ensure_experiment, is_server
 
 
 def _free_port() -> int:

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from benchmarks.tiny_run import copy_project, env, repro, tool, write_metrics
-from pipelines.tracking import sha256_short
+from pipelines.mlflow_runs import sha256_short
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ["ablate@conditioning", "ablate@positions", "ablate@refiner", "ablate@decoder_losses"]
@@ -181,7 +181,7 @@ def test_every_ablation_variant_trains_and_is_evaluated_or_listed_as_not_run(don
 def test_the_evaluation_run_holds_metrics_json_and_the_stats_and_every_run_its_inputs(done):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import sha256_short
+    from pipelines.mlflow_runs import sha256_short
 
     project = done["project"]
     c = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -370,7 +370,7 @@ def test_a_two_worker_trial_follows_the_one_process_trial_and_resumes_after_sigk
     exported transformer."""
     from mlflow.tracking import MlflowClient
 
-    from pipelines.stage import history
+    from pipelines.training_stage import history
 
     project = done["project"]
     one = next((project / "runs").glob("train_transformer-*/main"))  # the study's one-process trial

@@ -11,7 +11,7 @@ from conftest import make_tiny
 from restorevar.data.synth import SynthConfig, synth
 from restorevar.metrics import MetricProtocol, MetricSuite, read_results, write_rows
 from restorevar.metrics.cost import measure_cost
-from restorevar.metrics.evaluate import evaluate, identity_method, model_method
+from restorevar.metrics.scoring import evaluate, identity_method, model_method
 from restorevar.report import build_report
 from restorevar.stats.compare import compare_methods
 

@@ -19,7 +19,7 @@ from restorevar.metrics.results import read_results
 from restorevar.report import figures
 from restorevar.report.ablations import ablation_sections, scale_space_section
 from restorevar.report.document import Document
-from restorevar.report.health import health_section
+from restorevar.report.health_section import health_section
 from restorevar.report.speed import speed_section
 from restorevar.stats.compare import comparison_table, format_table, holm
 

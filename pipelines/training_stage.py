@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipelines import tracking, tuning
+from pipelines import mlflow_runs, tuning
 from pipelines.params import ROOT, Params, checkpoint_path, train_config_class
 from restorevar.config import from_dict
 from restorevar.errors import UserError
@@ -59,7 +59,7 @@ def trainable(config: dict[str, Any]) -> None:
         return
     seed = t["config"]["loop"].get("seed", 0)
     run_name = f"{stage}/{t['variant']}" + (f"/seed{seed}" if t.get("replicate") else "")
-    run = tracking.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
+    run = mlflow_runs.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
                             tags={"stage": stage, "variant": t["variant"], "profile": t["profile"],
                                   "ablation_family": t.get("family", stage), "seed": str(seed),
                                   "config_sha256": _hash(t["config"]), "ray_node": tuning.node(),
@@ -90,7 +90,7 @@ def trainable(config: dict[str, Any]) -> None:
             run.log_image(sample_grid(ckpt, t["config"]["data"]["train_manifest"]), "samples.png")
         except Exception as e:  # noqa: BLE001 - a failed picture must not fail the training run
             run.set_tags({"samples_error": str(e)[:200]})
-        run.set_tags({"checkpoint": _relative(ckpt), "checkpoint_sha256": tracking.sha256_short(ckpt)})
+        run.set_tags({"checkpoint": _relative(ckpt), "checkpoint_sha256": mlflow_runs.sha256_short(ckpt)})
         if t.get("log_checkpoint"):
             run.log_artifact(ckpt, "checkpoint")
         ok = True
@@ -184,7 +184,7 @@ UPSTREAM_KEYS = ("tokenizer_checkpoint", "decoder_checkpoint", "transformer_chec
 def upstream_digests(configs: list[dict[str, Any]]) -> dict[str, str]:
     """SHA-256 (short) of every upstream checkpoint file the configs name, by path."""
     paths = {c[k] for c in configs for k in UPSTREAM_KEYS if isinstance(c.get(k), str) and Path(c[k]).is_file()}
-    return {path: tracking.sha256_short(Path(path)) for path in sorted(paths)}
+    return {path: mlflow_runs.sha256_short(Path(path)) for path in sorted(paths)}
 
 
 def with_seed(config: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -212,9 +212,9 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
     key = [variants if pretrain is None and seeds is None else ident, upstream] + (
         [{"workers": tune.workers}] if tune.workers > 1 else [])
     name = f"{experiment.replace('/', '-')}-{p.profile}-{_hash(key)}"
-    exp_id = tracking.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
+    exp_id = mlflow_runs.ensure_experiment(p.mlflow_uri, experiment, ROOT / "mlartifacts")
     # on the driver, once: git and hashing stay out of the trials
-    prov = {data: {**tracking.provenance(ROOT, p.path, **({"train_data": ROOT / data} if data != "shipped" else {})),
+    prov = {data: {**mlflow_runs.provenance(ROOT, p.path, **({"train_data": ROOT / data} if data != "shipped" else {})),
                    "train_data": data}
             for data in {_train_data(c) for c in configs.values()}}
     trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": _rooted(configs[v, k]),

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from pipelines.tracking import git_state, provenance, stratum_names
+from pipelines.mlflow_runs import git_state, provenance, stratum_names
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -51,7 +51,7 @@ def test_stratum_names_use_the_dataset_unless_it_holds_several_degradations():
 
 
 def test_a_retrained_upstream_checkpoint_gives_its_downstream_stage_a_new_experiment(tmp_path):
-    from pipelines.stage import upstream_digests
+    from pipelines.training_stage import upstream_digests
 
     ck = tmp_path / "train_transformer.pt"
     ck.write_bytes(b"weights 1")
@@ -64,7 +64,7 @@ def test_a_retrained_upstream_checkpoint_gives_its_downstream_stage_a_new_experi
 
 def test_a_trial_names_project_files_relative_to_the_project_and_other_paths_as_given():
     from pipelines.params import ROOT
-    from pipelines.stage import _rooted
+    from pipelines.training_stage import _rooted
 
     cfg = {"data": {"train_manifest": str(ROOT / "data" / "prepared" / "train.json"), "crop": 32},
            "init_from": "/elsewhere/var_d16.pth", "tokenizer_checkpoint": str(ROOT / "checkpoints" / "t.pt"),
