@@ -228,7 +228,7 @@ def _replace_once(text: str, old: str, new: str) -> str:
 
 
 # the start of train_transformer.default's loop, a line found once in params.yaml
-TT_LOOP = "loop: {steps: 50, batch_size: 8, lr: 0.0001, ckpt_every: 25, log_every: 5, "
+TT_LOOP = "loop: {steps: 100, batch_size: 8, lr: 0.0001, ckpt_every: 25, log_every: 5, "
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -242,11 +242,11 @@ TT_LOOP = "loop: {steps: 50, batch_size: 8, lr: 0.0001, ckpt_every: 25, log_ever
                              "  tiny:\n    <<: *eval\n    batch_size: 4\n    batch_size: 2\n"),
      "duplicate key evaluate.tiny.batch_size"),
     # what Python's or the reader's own limits turned into a traceback
-    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("50", "9" * 5000, 1)),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("100", "9" * 5000, 1)),
      "train_transformer.default.loop.steps: the integer 9999999999999999...99999999 (5000 characters) is larger"),
-    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("50", "0x" + "f" * 5000, 1)),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("100", "0x" + "f" * 5000, 1)),
      "train_transformer.default.loop.steps: the integer 0xffffffffffffff"),
-    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("50", "2024-13-45", 1)),
+    (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("100", "2024-13-45", 1)),
      "train_transformer.default.loop.steps: cannot read '2024-13-45' (month must be in 1..12)"),
     (lambda t: t + "deep: " + "[" * 5000 + "]" * 5000 + "\n", "nests its lists or mappings too deeply"),
     (lambda t: _replace_once(t, TT_LOOP, TT_LOOP.replace("{", "{1: 2, ", 1)),
@@ -408,18 +408,24 @@ def test_model_overrides_add_up_from_profile_to_family_to_variant(tmp_path):
 
 
 def test_the_paper_families_keep_the_papers_model_under_the_default_profiles_skip():
-    """The default profile's transformer carries the co-located skip (a deviation); the conditioning and positions
-    families test the paper's claims, so they build the paper's model: no skip, no copy start."""
+    """The default profile's transformer carries the co-located skip and its refiner the detail residual (deviations);
+    the conditioning, positions and refiner families test the paper's claims, so they build the paper's parts: no
+    skip, no copy start, the full residual."""
     from restorevar.config import from_dict
+    from restorevar.train.refiner import RefinerTrainConfig
     from restorevar.train.transformer import TransformerTrainConfig
 
     p = Params()
-    assert p.stages["train_transformer"].config.model.build_config().transformer.condition_inject == "colocated_shift"
+    main = p.stages["train_transformer"].config.model.build_config()
+    assert (main.transformer.condition_inject, main.refiner.residual) == ("colocated_image_shift", "detail")
     for family in ("conditioning", "positions"):
         for name, d in p.ablation_variants[family].items():
             cfg = from_dict(TransformerTrainConfig, d)
             t = cfg.model.build_config().transformer
             assert (t.condition_inject, cfg.copy_init, cfg.shift_weight) == ("none", 0.0, 0.0), (family, name)
+    for name, d in p.ablation_variants["refiner"].items():  # the paper's full residual, on every refiner kind
+        r = from_dict(RefinerTrainConfig, d).model.build_config().refiner
+        assert (r.kind, r.residual) == (name, "full"), name
     assert p.ablation_variants["conditioning"]["continuous"]["model"]["overrides"][-1] == \
         "transformer.conditioning=continuous"
 
