@@ -35,14 +35,16 @@ def evaluate(model, batches) -> dict[str, dict[str, dict[str, float]]]:
 
     from restorevar.data.manifest import CLASS_NAMES
     from restorevar.imaging import lowfreq_psnr_per_image, psnr_per_image
+    from restorevar.metrics.scoring import copy_input_method
 
+    copy_input = copy_input_method(model.vqvae, torch.device("cpu"))  # the evaluation's own baseline
     sums: dict[tuple[str, str], list[float]] = {}
     with torch.no_grad():
         for b in batches:
             deg, clean = b["degraded"], b["clean"]
             out = model.restore(deg)
             vq = model.vqvae
-            images = {"input": deg, "copy_input": vq.decode(vq.quantizer.idx_to_f_hat(vq.quantize(vq.encode(deg)).idx_list)),
+            images = {"input": deg, "copy_input": torch.stack(copy_input(None, deg)),
                       "tokens": vq.decode(out.generated.f_hat_BChw), "restored": out.image_B3HW}
             for method, x_B3HW in images.items():
                 p_B, lf_B = psnr_per_image(x_B3HW, clean), lowfreq_psnr_per_image(x_B3HW, clean)
