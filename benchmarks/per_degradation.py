@@ -1,14 +1,17 @@
 """Per degradation, on the unseen validation scenes: what the transformer's tokens and the refiner each do.
 
 For a study's checkpoint (or a refiner trained here on its transformer), one row per degradation: PSNR and 8 x 8
-low-frequency fidelity of the degraded input, of ``copy_input`` (its own tokens decoded), of the transformer's
-greedy tokens decoded without the refiner, and of the whole model. The validation scenes are never trained on and
+low-frequency fidelity of the degraded input, of the input's continuous latent decoded (``autoencoded``: what any
+model painting through this autoencoder can keep of its input), of ``copy_input`` (its own tokens decoded), of the
+transformer's greedy tokens decoded without the refiner, and of the whole model. The validation scenes are never trained on and
 are not the test split, so a choice made from this table is allowed; the test split's table is the report's.
 
     python -m benchmarks.per_degradation checkpoints/train_refiner.pt
     python -m benchmarks.per_degradation --train-refiner "model.overrides=[refiner.residual=full]" \\
         --decoder checkpoints/finetune_decoder.pt --transformer checkpoints/train_transformer.pt --out per_deg/
 
+``--zero cond_shift_h,cond_shift_img`` zeroes those transformer modules (weights and biases) before evaluating: which
+part of the condition path moves which degradation, without retraining.
 ``--train-refiner SETTINGS`` trains a refiner (``key=value`` settings of RefinerTrainConfig, on top of the default
 profile's ``train_refiner`` column and the transformer checkpoint's own model config) and evaluates it.
 """
@@ -26,7 +29,7 @@ from restorevar.errors import UserError
 REFINER_BASE = {"data.pairs": "onthefly", "data.photos": "shipped", "data.crop": 64, "data.val_photos": "unseen",
                 "loop.steps": 150, "loop.batch_size": 8, "loop.lr": 0.001, "loop.ckpt_every": 150,
                 "loop.log_every": 50, "loop.eval_every": 150}
-METHODS = ("input", "copy_input", "tokens", "restored")
+METHODS = ("input", "autoencoded", "copy_input", "tokens", "restored")
 
 
 def evaluate(model, batches) -> dict[str, dict[str, dict[str, float]]]:
@@ -38,13 +41,15 @@ def evaluate(model, batches) -> dict[str, dict[str, dict[str, float]]]:
     from restorevar.metrics.scoring import copy_input_method
 
     copy_input = copy_input_method(model.vqvae, torch.device("cpu"))  # the evaluation's own baseline
+    autoencoded = copy_input_method(model.vqvae, torch.device("cpu"), continuous=True)
     sums: dict[tuple[str, str], list[float]] = {}
     with torch.no_grad():
         for b in batches:
             deg, clean = b["degraded"], b["clean"]
             out = model.restore(deg)
             vq = model.vqvae
-            images = {"input": deg, "copy_input": torch.stack(copy_input(None, deg)),
+            images = {"input": deg, "autoencoded": torch.stack(autoencoded(None, deg)),
+                      "copy_input": torch.stack(copy_input(None, deg)),
                       "tokens": vq.decode(out.generated.f_hat_BChw), "restored": out.image_B3HW}
             for method, x_B3HW in images.items():
                 p_B, lf_B = psnr_per_image(x_B3HW, clean), lowfreq_psnr_per_image(x_B3HW, clean)
@@ -59,9 +64,22 @@ def evaluate(model, batches) -> dict[str, dict[str, dict[str, float]]]:
     return table
 
 
+def zero_modules(transformer, names: str) -> None:
+    import torch
+
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        module = getattr(transformer, name, None)
+        if not isinstance(module, torch.nn.Module) or not list(module.parameters()):
+            raise UserError(f"--zero: the transformer has no module {name!r} with weights; "
+                            "name one of its cond_* modules (cond_shift_h, cond_shift_c, cond_shift_img, cond_inject)")
+        with torch.no_grad():
+            for p in module.parameters():
+                p.zero_()
+
+
 def print_table(name: str, table: dict) -> None:
     print(f"{name}: PSNR / 8 x 8 PSNR (dB) on the unseen validation scenes")
-    print(f"{'degradation':<14}{'n':>4}" + "".join(f"{m:>20}" for m in METHODS))
+    print(f"{'degradation':<14}{'n':>4}" + "".join(f"{m:>19}" for m in METHODS))
     for deg, row in table.items():
         n = row["input"]["n"]
         cells = "".join(f"{row[m]['psnr']:>11.2f} / {row[m]['lowfreq_psnr']:5.2f}" for m in METHODS)
@@ -88,6 +106,7 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="per_degradation")
     ap.add_argument("--val-batches", type=int, default=8, help="batches of 8 validation pairs")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--zero", default="", metavar="MODULES", help="transformer modules to zero, comma-separated")
     args = ap.parse_args(argv)
     if not args.checkpoints and args.train_refiner is None:
         raise UserError("name a checkpoint, or --train-refiner SETTINGS (\"\" for the default column)")
@@ -121,6 +140,7 @@ def run(argv: list[str] | None = None) -> int:
     results = {}
     for name, path in runs:
         model = load_model(path, ["vqvae", "transformer", "refiner"])
+        zero_modules(model.transformer, args.zero)
         results[name] = evaluate(model, val)
         print_table(name, results[name])
     (out / "per_degradation.json").write_text(json.dumps(results, indent=1) + "\n")

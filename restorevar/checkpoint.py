@@ -304,6 +304,9 @@ def stored_config(ckpt: dict[str, Any]) -> dict[str, Any]:
         t = cfg["transformer"]
     if isinstance(t, dict) and "condition_inject" not in t:  # before it existed, every model was the paper's
         cfg = {**cfg, "transformer": {**t, "condition_inject": "none"}}
+        t = cfg["transformer"]
+    if isinstance(t, dict) and "shift_reads_stream" not in t:  # before it existed, every shift read the stream
+        cfg = {**cfg, "transformer": {**t, "shift_reads_stream": True}}
     return cfg
 
 

@@ -375,3 +375,29 @@ def test_the_image_shift_reads_each_images_statistics_and_moves_its_tokens_alone
         t.cond_shift_img.bias.copy_(torch.cat([-torch.ones(t.cvae), e_w]))
         idx = torch.cat([i.flatten(1) for i in t.generate(cond[:1], m.vqvae.quantizer).idx_list], 1)
     assert (idx == w).all()
+
+
+def test_a_shift_without_the_stream_ignores_the_last_block_and_is_refused_elsewhere(images):
+    """shift_reads_stream=false: the moved latent no longer depends on the blocks' output (the recipe study's
+    check of whether the stream's shift is what re-tones a blurred photograph), and it has no shift map for it."""
+    from restorevar.models.transformer import TransformerConfig
+
+    m = make_tiny(["transformer.condition_inject=colocated_shift", "transformer.conditioning=discrete",
+                   "transformer.shift_reads_stream=false"])
+    t = m.transformer
+    assert not hasattr(t, "cond_shift_h")
+    with torch.no_grad():
+        t.cond_shift_c.bias.fill_(0.5)
+    c_BlCv = torch.randn(2, 3, t.cvae, generator=torch.Generator().manual_seed(0))
+    h1, h2 = (torch.randn(2, 3, t.cfg.width, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    assert torch.equal(t.skip_input(c_BlCv, h1), t.skip_input(c_BlCv, h2))
+    assert torch.equal(t.skip_input(c_BlCv, h1), c_BlCv + 0.5)
+    with pytest.raises(UserError, match="shift_reads_stream=false is a setting of the shifts"):
+        TransformerConfig(condition_inject="colocated_logits", shift_reads_stream=False).validate()
+
+
+def test_a_checkpoint_from_before_shift_reads_stream_loads_as_reading_the_stream():
+    from restorevar.checkpoint import stored_config
+
+    cfg = stored_config({"config": {"transformer": {"condition_inject": "colocated_shift", "cross_norm_eps": 1e-5}}})
+    assert cfg["transformer"]["shift_reads_stream"] is True

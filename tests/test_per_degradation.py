@@ -1,4 +1,7 @@
 """benchmarks/per_degradation.py: the per-degradation table on the unseen validation scenes."""
+import pytest
+import torch
+
 from conftest import make_tiny
 from restorevar.imaging import lowfreq_psnr_per_image, psnr_per_image
 
@@ -20,6 +23,28 @@ def test_the_table_is_each_methods_mean_per_degradation(images):
     # the refiner 'none' passes the tokens through: restored and tokens-only agree
     assert haze["restored"] == haze["tokens"]
     assert blur["input"]["psnr"] > haze["input"]["psnr"]  # two of its three pairs are perfect (capped PSNR)
+    with torch.no_grad():  # the autoencoder's ceiling: the input's continuous latent decoded, no quantization
+        auto = m.vqvae.decode(m.vqvae.encode(deg))
+    assert haze["autoencoded"]["psnr"] == round(float(psnr_per_image(auto, clean)[0]), 2)
+    assert haze["autoencoded"] != haze["copy_input"]
+
+
+def test_zero_empties_the_named_condition_modules_and_refuses_others():
+    from benchmarks.per_degradation import zero_modules
+    from restorevar.errors import UserError
+
+    m = make_tiny(["transformer.condition_inject=colocated_image_shift", "transformer.conditioning=discrete"])
+    t = m.transformer
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(0.1)
+    zero_modules(t, "cond_shift_h, cond_shift_img")
+    assert all(float(p.abs().max()) == 0 for mod in (t.cond_shift_h, t.cond_shift_img) for p in mod.parameters())
+    assert float(t.cond_shift_c.weight.abs().max()) > 0
+    with pytest.raises(UserError, match="no module 'cond_shift_x'"):
+        zero_modules(t, "cond_shift_x")
+    with pytest.raises(UserError, match="no module 'lvl_L'"):  # a buffer, not a module with weights
+        zero_modules(t, "lvl_L")
 
 
 def test_bad_calls_answer_in_one_line(tmp_path, capsys):

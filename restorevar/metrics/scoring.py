@@ -44,13 +44,15 @@ def model_method(model, device: torch.device, options: InferenceOptions | None =
     return run
 
 
-def copy_input_method(vqvae, device: torch.device) -> Method:
+def copy_input_method(vqvae, device: torch.device, continuous: bool = False) -> Method:
     """The degraded image's own tokens, decoded by ``vqvae`` (the study's decoder): what a model that only copies its
-    input would score. Beside ``identity`` it is the bar that shows whether the model restores or merely copies."""
+    input would score. Beside ``identity`` it is the bar that shows whether the model restores or merely copies.
+    ``continuous`` decodes the input's continuous latent instead: the best any model painting through this
+    autoencoder can keep of its input, quantization aside."""
     def run(items, deg_B3HW):
         with torch.no_grad():
             f = vqvae.encode(deg_B3HW.to(device))
-            out = vqvae.decode(vqvae.quantizer.idx_to_f_hat(vqvae.quantize(f).idx_list))
+            out = vqvae.decode(f if continuous else vqvae.quantizer.idx_to_f_hat(vqvae.quantize(f).idx_list))
         return list(out.float().cpu())
     return run
 

@@ -61,6 +61,7 @@ class TransformerConfig:
     positions: Literal["rope2d", "ape"] = "rope2d"
     conditioning: Literal["continuous", "discrete"] = "continuous"
     condition_inject: ConditionInject = "none"  # "none" is the paper's model
+    shift_reads_stream: bool = True  # the shifts: False drops the shift predicted from the last block's output
     num_classes: int = 1000  # kept so VAR's class table loads; the null class is the SOS
     rope_theta: float = 1e4
     norm_eps: float = 1e-6
@@ -96,6 +97,9 @@ class TransformerConfig:
         if self.condition_inject not in CONDITION_INJECTS:
             raise UserError("transformer.condition_inject must be one of " + ", ".join(map(repr, CONDITION_INJECTS))
                             + f", got {self.condition_inject!r}")
+        if not self.shift_reads_stream and self.condition_inject not in SHIFTS:
+            raise UserError("transformer.shift_reads_stream=false is a setting of the shifts ("
+                            + ", ".join(SHIFTS) + f"), not of condition_inject={self.condition_inject!r}")
         for name in ("norm_eps", "cross_norm_eps"):
             if not getattr(self, name) > 0:
                 raise UserError(f"transformer.{name} must be positive, got {getattr(self, name)}")
@@ -179,7 +183,8 @@ class RestoreVARTransformer(nn.Module):
         if cfg.condition_inject != "none":
             self.cond_inject = nn.Linear(cvae, C if cfg.condition_inject == "colocated" else vocab_size)
         if cfg.condition_inject in SHIFTS:
-            self.cond_shift_h = nn.Linear(C, cvae)  # the shift the stream asks for
+            if cfg.shift_reads_stream:
+                self.cond_shift_h = nn.Linear(C, cvae)  # the shift the stream asks for
             self.cond_shift_c = nn.Linear(cvae, cvae)  # and an affine map of the latent itself
         if cfg.condition_inject == "colocated_image_shift":  # per image: a scale and an offset of every latent
             n_stats = 2 * len(patch_nums) * cvae
@@ -291,7 +296,9 @@ class RestoreVARTransformer(nn.Module):
         offset, too)."""
         if self.cfg.condition_inject not in SHIFTS:
             return c_BlCv
-        m_BlCv = c_BlCv + self.cond_shift_c(c_BlCv) + self.cond_shift_h(self.head_norm(h_BlC))
+        m_BlCv = c_BlCv + self.cond_shift_c(c_BlCv)
+        if self.cfg.shift_reads_stream:
+            m_BlCv = m_BlCv + self.cond_shift_h(self.head_norm(h_BlC))
         if affine is not None:
             m_BlCv = m_BlCv + affine[0] * c_BlCv + affine[1]
         return m_BlCv
