@@ -19,9 +19,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restorevar.checkpoint import check_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from restorevar.checkpoint import (
+    check_weights,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_rngs,
+    set_rng_state,
+)
 from restorevar.config import check_range
 from restorevar.data.dataset import PairedDataset, PairedTransform
+from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.models import RestoreVARConfig
 from restorevar.train.distributed import Ranks
@@ -535,6 +543,45 @@ def export_untrained(*, run_dir: Path, loop: LoopConfig, model_cfg: RestoreVARCo
                     optimizers={"none": torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.0)},
                     step_fn=lambda step: {}, eval_fn=eval_fn, components=components, report=report,
                     images_per_step=0)
+
+
+@dataclass
+class TrainRun:
+    """One trainer's run, set up the way every trainer starts: its config checked, the device picked, TF32 set,
+    every RNG seeded from ``loop.seed`` (before any model is built, so initial weights follow the seed) and the
+    model config built once. ``loop`` and ``export_untrained`` pass the run's own settings to the shared loop."""
+    cfg: Any  # the trainer's config: a dataclass with ``loop`` (LoopConfig), ``model`` (ModelRef) and validate()
+    run_dir: Path
+    report: Reporter
+    device: torch.device
+    model_cfg: RestoreVARConfig
+    ranks: Ranks
+
+    @classmethod
+    def setup(cls, cfg: Any, run_dir: str | Path, report: Reporter) -> TrainRun:
+        cfg.validate()
+        device = pick_device(cfg.loop.device)
+        set_tf32(device, cfg.loop.tf32)
+        seed_rngs(cfg.loop.seed)
+        return cls(cfg, Path(run_dir), report, device, cfg.model.build_config(), Ranks.current())
+
+    @property
+    def amp(self) -> bool:
+        return self.device.type == "cuda" and self.cfg.loop.amp
+
+    def data(self) -> tuple[Any, list[dict]]:
+        """The step-indexed training batches and the fixed validation batches."""
+        return make_train_val(self.cfg.data, self.cfg.loop, self.device)
+
+    def loop(self, **kwargs: Any) -> dict[str, float]:
+        """``run_loop`` with this run's folder, loop, configs, reporter and images per step."""
+        return run_loop(run_dir=self.run_dir, loop=self.cfg.loop, model_cfg=self.model_cfg,
+                        train_cfg=asdict(self.cfg), report=self.report, images_per_step=self.cfg.loop.batch_size,
+                        **kwargs)
+
+    def export_untrained(self, **kwargs: Any) -> dict[str, float]:
+        return export_untrained(run_dir=self.run_dir, loop=self.cfg.loop, model_cfg=self.model_cfg,
+                                train_cfg=asdict(self.cfg), report=self.report, **kwargs)
 
 
 def frozen(module: torch.nn.Module) -> torch.nn.Module:

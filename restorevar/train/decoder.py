@@ -6,15 +6,13 @@ its weight drops to 0 and the reason is reported; with it true, training stops w
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from restorevar.checkpoint import seed_rngs
 from restorevar.config import check_range
-from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import PatchGAN
@@ -26,13 +24,11 @@ from restorevar.train.common import (
     DataConfig,
     LoopConfig,
     Reporter,
+    TrainRun,
     frozen,
     load_vqvae,
-    make_train_val,
     null_reporter,
-    run_loop,
 )
-from restorevar.train.distributed import Ranks
 from restorevar.train.losses import hinge_d_loss, hinge_g_loss, make_lpips, ssim_loss
 
 
@@ -62,11 +58,8 @@ class DecoderTrainConfig:
 
 
 def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
-    cfg.validate()
-    device = pick_device(cfg.loop.device)
-    set_tf32(device, cfg.loop.tf32)
-    seed_rngs(cfg.loop.seed)
-    model_cfg = cfg.model.build_config()
+    run = TrainRun.setup(cfg, run_dir, report)
+    device, model_cfg = run.device, run.model_cfg
     vae = load_vqvae(model_cfg, cfg.tokenizer_checkpoint).to(device)
     for part in (vae.encoder, vae.quant_conv, vae.quantizer):
         frozen(part)
@@ -89,8 +82,8 @@ def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter
     if disc is not None:
         opts["discriminator"] = torch.optim.AdamW(disc.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
         trained["discriminator"] = disc
-    batches, val = make_train_val(cfg.data, cfg.loop, device)
-    ranks = Ranks.current()
+    batches, val = run.data()
+    ranks = run.ranks
 
     def step_fn(step: int) -> dict[str, float]:
         x = batches.batch(step, device)["clean"]
@@ -133,8 +126,6 @@ def train_decoder(cfg: DecoderTrainConfig, run_dir: str | Path, report: Reporter
         n = max(len(cont), 1)
         return {"val_psnr_continuous": sum(cont) / n, "val_psnr_discrete": sum(disc_psnr) / n, **notes}
 
-    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
-                    trained=trained, optimizers=opts, step_fn=step_fn, eval_fn=eval_fn,
+    return run.loop(trained=trained, optimizers=opts, step_fn=step_fn, eval_fn=eval_fn,
                     components=lambda: {"vqvae": vae.state_dict(), **({"discriminator": disc.state_dict()} if disc else {})},
-                    report=report, images_per_step=cfg.loop.batch_size,
                     resume_modules={"vqvae": vae, **({"discriminator": disc} if disc else {})})

@@ -8,15 +8,14 @@ and with every gate at zero the output does not depend on the condition at all.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from restorevar.checkpoint import load_checkpoint, seed_rngs
+from restorevar.checkpoint import load_checkpoint
 from restorevar.config import check_range
-from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.models.presets import ModelRef
@@ -25,16 +24,14 @@ from restorevar.train.common import (
     DataConfig,
     LoopConfig,
     Reporter,
+    TrainRun,
     accumulate_backward,
     decay_groups,
     frozen,
     load_component,
-    make_train_val,
     null_reporter,
-    run_loop,
     teacher_forced_eval,
 )
-from restorevar.train.distributed import Ranks
 
 
 def load_prior(transformer: torch.nn.Module, path: str | Path) -> None:
@@ -79,12 +76,9 @@ def prior_logits(model: RestoreVAR, clean_B3HW: torch.Tensor) -> tuple[torch.Ten
 
 
 def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
-    cfg.validate()
-    device = pick_device(cfg.loop.device)
-    set_tf32(device, cfg.loop.tf32)
-    seed_rngs(cfg.loop.seed)
-    model_cfg = cfg.model.build_config()
-    model = RestoreVAR(model_cfg)
+    run = TrainRun.setup(cfg, run_dir, report)
+    device = run.device
+    model = RestoreVAR(run.model_cfg)
     load_component(model, cfg.tokenizer_checkpoint, ["vqvae"])
     model.to(device)
     frozen(model.vqvae)
@@ -96,9 +90,8 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
     for n, p in tr.named_parameters():
         p.requires_grad_(not reads_condition(n))
     opt = torch.optim.AdamW(decay_groups(tr, cfg.loop.lr, cfg.loop.weight_decay), betas=cfg.loop.betas)
-    batches, val = make_train_val(cfg.data, cfg.loop, device)
-    amp = device.type == "cuda" and cfg.loop.amp
-    ranks = Ranks.current()
+    batches, val = run.data()
+    amp, ranks = run.amp, run.ranks
 
     tr.activation_checkpointing = cfg.loop.activation_checkpointing
 
@@ -119,7 +112,5 @@ def train_prior(cfg: PriorTrainConfig, run_dir: str | Path, report: Reporter = n
     def eval_fn() -> dict[str, float]:
         return teacher_forced_eval(tr.patch_nums, val, lambda b: prior_logits(model, b["clean"]))
 
-    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
-                    trained={"transformer": tr}, optimizers={"transformer": opt}, step_fn=step_fn, eval_fn=eval_fn,
-                    components=lambda: {"vqvae": model.vqvae.state_dict(), "transformer": tr.state_dict()},
-                    report=report, images_per_step=cfg.loop.batch_size)
+    return run.loop(trained={"transformer": tr}, optimizers={"transformer": opt}, step_fn=step_fn, eval_fn=eval_fn,
+                    components=lambda: {"vqvae": model.vqvae.state_dict(), "transformer": tr.state_dict()})

@@ -2,13 +2,11 @@
 forced): L1 (LRT) or the denoising loss (hart_mlp) to the clean continuous latent ``quant_conv(encoder(GT))``."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from restorevar.checkpoint import seed_rngs
-from restorevar.device import pick_device, set_tf32
 from restorevar.imaging import mean_psnr
 from restorevar.models import RestoreVAR
 from restorevar.models.presets import ModelRef
@@ -16,16 +14,13 @@ from restorevar.train.common import (
     DataConfig,
     LoopConfig,
     Reporter,
+    TrainRun,
     accumulate_backward,
     decay_groups,
-    export_untrained,
     frozen,
     load_component,
-    make_train_val,
     null_reporter,
-    run_loop,
 )
-from restorevar.train.distributed import Ranks
 
 
 @dataclass
@@ -43,19 +38,16 @@ class RefinerTrainConfig:
 
 
 def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
-    cfg.validate()
-    device = pick_device(cfg.loop.device)
-    set_tf32(device, cfg.loop.tf32)
-    seed_rngs(cfg.loop.seed)
-    model_cfg = cfg.model.build_config()
-    model = RestoreVAR(model_cfg)
+    run = TrainRun.setup(cfg, run_dir, report)
+    device = run.device
+    model = RestoreVAR(run.model_cfg)
     load_component(model, cfg.decoder_checkpoint, ["vqvae"])
     load_component(model, cfg.transformer_checkpoint, ["transformer"])
     model.to(device)
     frozen(model.vqvae)
     frozen(model.transformer)
     ref = model.refiner
-    batches, val = make_train_val(cfg.data, cfg.loop, device)
+    batches, val = run.data()
 
     def components():
         return {"vqvae": model.vqvae.state_dict(), "transformer": model.transformer.state_dict(),
@@ -71,10 +63,9 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
         return {"val_psnr_unrefined": sum(raw) / n, "val_psnr_refined": sum(refined) / n}
 
     if not ref.trainable:  # refiner 'none': nothing to learn; evaluate and export the assembled model
-        return export_untrained(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
-                                eval_fn=eval_fn, components=components, report=report)
+        return run.export_untrained(eval_fn=eval_fn, components=components)
     opt = torch.optim.AdamW(decay_groups(ref, cfg.loop.lr, cfg.loop.weight_decay), betas=cfg.loop.betas)
-    ranks = Ranks.current()
+    ranks = run.ranks
 
     def micro_loss(b: dict) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad():
@@ -90,6 +81,5 @@ def train_refiner(cfg: RefinerTrainConfig, run_dir: str | Path, report: Reporter
         opt.step()
         return metrics
 
-    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
-                    trained={"refiner": ref}, optimizers={"refiner": opt}, step_fn=step_fn, eval_fn=eval_fn,
-                    components=components, report=report, images_per_step=cfg.loop.batch_size)
+    return run.loop(trained={"refiner": ref}, optimizers={"refiner": opt}, step_fn=step_fn, eval_fn=eval_fn,
+                    components=components)

@@ -1,15 +1,13 @@
 """Train the multi-scale VQ-VAE from scratch: L1 + (1 - SSIM) + VQ loss, on clean and degraded images."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from restorevar.checkpoint import seed_rngs
 from restorevar.config import check_range
-from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.imaging import mean_psnr
 from restorevar.models import VQVAE
@@ -21,12 +19,10 @@ from restorevar.train.common import (
     DataConfig,
     LoopConfig,
     Reporter,
-    export_untrained,
+    TrainRun,
     frozen,
     load_vqvae,
-    make_train_val,
     null_reporter,
-    run_loop,
 )
 from restorevar.train.distributed import Ranks
 from restorevar.train.losses import ssim_loss
@@ -91,11 +87,8 @@ def tokenizer_loss(vae: VQVAE, f_BChw: torch.Tensor, x_B3HW: torch.Tensor, cfg: 
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
-    cfg.validate()
-    device = pick_device(cfg.loop.device)
-    set_tf32(device, cfg.loop.tf32)
-    seed_rngs(cfg.loop.seed)
-    model_cfg = cfg.model.build_config()
+    run = TrainRun.setup(cfg, run_dir, report)
+    device, model_cfg = run.device, run.model_cfg
     vae = VQVAE(model_cfg.vqvae)
     if cfg.init_from == "var":
         from types import SimpleNamespace
@@ -108,10 +101,10 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
         vae = load_vqvae(model_cfg, pretrained_path(cfg.model.preset, "tokenizer") if cfg.init_from == "pretrained"
                          else cfg.init_from)
     vae.to(device)
-    batches, val = make_train_val(cfg.data, cfg.loop, device)
+    batches, val = run.data()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.loop.lr, betas=cfg.loop.betas, weight_decay=cfg.loop.weight_decay)
     restarts = {"n": 0}
-    ranks = Ranks.current()
+    ranks = run.ranks
 
     def step_fn(step: int) -> dict[str, float]:
         b = batches.batch(step, device)
@@ -155,10 +148,6 @@ def train_tokenizer(cfg: TokenizerTrainConfig, run_dir: str | Path, report: Repo
 
     if cfg.frozen:  # one evaluation, then the checkpoint of the weights as they came
         frozen(vae)  # in eval mode, the quantizer's usage statistics stay as they came too
-        return export_untrained(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
-                                eval_fn=eval_fn, components=lambda: {"vqvae": vae.state_dict()}, report=report)
-    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
-                    trained={"vqvae": vae}, optimizers={"vqvae": opt}, step_fn=step_fn, eval_fn=eval_fn,
-                    components=lambda: {"vqvae": vae.state_dict()}, report=report,
-                    images_per_step=cfg.loop.batch_size,
-                    counters=restarts)
+        return run.export_untrained(eval_fn=eval_fn, components=lambda: {"vqvae": vae.state_dict()})
+    return run.loop(trained={"vqvae": vae}, optimizers={"vqvae": opt}, step_fn=step_fn, eval_fn=eval_fn,
+                    components=lambda: {"vqvae": vae.state_dict()}, counters=restarts)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from restorevar.analysis.health import model_health
-from restorevar.checkpoint import seed_rngs
 from restorevar.config import check_range
-from restorevar.device import pick_device, set_tf32
 from restorevar.errors import UserError
 from restorevar.models import RestoreVAR
 from restorevar.models.presets import ModelRef
@@ -25,17 +23,15 @@ from restorevar.train.common import (
     DataConfig,
     LoopConfig,
     Reporter,
+    TrainRun,
     accumulate_backward,
     decay_groups,
     frozen,
     load_component,
-    make_train_val,
     null_reporter,
-    run_loop,
     seen_val_batches,
     teacher_forced_eval,
 )
-from restorevar.train.distributed import Ranks
 
 MAX_GATE_INIT = 10.0  # the gates scale what reads the condition; they start at or near zero
 
@@ -225,12 +221,9 @@ def identity_mask(seed: int, step: int, batch_size: int, share: float, steps: in
 
 
 def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: Reporter = null_reporter) -> dict:
-    cfg.validate()
-    device = pick_device(cfg.loop.device)
-    set_tf32(device, cfg.loop.tf32)
-    seed_rngs(cfg.loop.seed)
-    model_cfg = cfg.model.build_config()
-    model = RestoreVAR(model_cfg)
+    run = TrainRun.setup(cfg, run_dir, report)
+    device = run.device
+    model = RestoreVAR(run.model_cfg)
     load_component(model, cfg.tokenizer_checkpoint, ["vqvae"], cfg.any_resolution)
     # a resumed run then overwrites these weights with its own checkpoint's
     if cfg.init_from == "pretrained_restoration":  # the shipped conditional pretraining: all of it
@@ -261,9 +254,8 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
     tr = model.transformer
     opt = torch.optim.AdamW(param_groups(tr, cfg.loop.lr, cfg.loop.weight_decay, cfg.gain_lr_mult,
                                          cfg.condition_lr_mult), betas=cfg.loop.betas)
-    batches, val = make_train_val(cfg.data, cfg.loop, device)
-    amp = device.type == "cuda" and cfg.loop.amp
-    ranks = Ranks.current()
+    batches, val = run.data()
+    amp, ranks = run.amp, run.ranks
 
     tr.activation_checkpointing = cfg.loop.activation_checkpointing
 
@@ -307,7 +299,5 @@ def train_transformer(cfg: TransformerTrainConfig, run_dir: str | Path, report: 
             out.update(model_health(model, val, seed=cfg.loop.seed))
         return out
 
-    return run_loop(run_dir=Path(run_dir), loop=cfg.loop, model_cfg=model_cfg, train_cfg=asdict(cfg),
-                    trained={"transformer": tr}, optimizers={"transformer": opt}, step_fn=step_fn, eval_fn=eval_fn,
-                    components=lambda: {"vqvae": model.vqvae.state_dict(), "transformer": tr.state_dict()},
-                    report=report, images_per_step=cfg.loop.batch_size)
+    return run.loop(trained={"transformer": tr}, optimizers={"transformer": opt}, step_fn=step_fn, eval_fn=eval_fn,
+                    components=lambda: {"vqvae": model.vqvae.state_dict(), "transformer": tr.state_dict()})
