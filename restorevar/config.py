@@ -103,6 +103,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
             f"valid keys for {cls.__name__}: {', '.join(sorted(names))}"
         )
+    missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+               if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"missing config key(s) {', '.join(prefix + m for m in missing)} for {cls.__name__}")
     kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)

@@ -15,6 +15,26 @@ def test_unknown_keys_are_rejected_with_the_valid_ones_listed():
         from_dict(RestoreVARConfig, {"decoder": {}})
 
 
+def test_a_missing_required_key_is_a_user_error_naming_it():
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Inner:
+        size: int
+
+    @dataclass
+    class Outer:
+        name: str
+        inner: Inner = field(default_factory=lambda: Inner(1))
+        tags: list[str] = field(default_factory=list)
+
+    with pytest.raises(UserError, match=r"missing config key\(s\) name for Outer"):
+        from_dict(Outer, {"tags": []})
+    with pytest.raises(UserError, match=r"missing config key\(s\) inner.size for Inner"):
+        from_dict(Outer, {"name": "x", "inner": {}})
+    assert from_dict(Outer, {"name": "x"}) == Outer("x")  # defaults and default factories fill the rest
+
+
 def test_values_are_type_checked():
     with pytest.raises(UserError, match="transformer.depth: expected an integer"):
         from_dict(RestoreVARConfig, {"transformer": {"depth": "16"}})
