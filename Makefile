@@ -38,12 +38,12 @@ repro: setup
 	$(PY) -m pipelines.validate
 	$(VENV)/bin/dvc repro dvc.yaml
 
-# The pretraining tier (pretrain/dvc.yaml): corpus, tokenizer and prior for the profile's preset, then the
+# The pretraining tier (pretrain/pipeline.yaml, read by DVC during this run only): corpus, tokenizer and prior for the profile's preset, then the
 # weights and model card shipped in restorevar/pretrained/<preset>/ that `make repro` starts from. It needs
 # `apt-get download` (the Debian mirror) for the corpus; ~60 min for the cpu preset on 2 cores.
 pretrain: setup
 	$(PY) -m pipelines.validate
-	$(VENV)/bin/dvc repro pretrain/dvc.yaml
+	$(PY) -m pipelines.pretrain_tier
 	$(PY) -m pipelines.ship_pretrained
 
 # The MLflow UI on this machine only; UI_HOST=0.0.0.0 exposes it (think twice).

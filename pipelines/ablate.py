@@ -15,7 +15,6 @@ import json
 import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 
 from pipelines import mlflow_runs, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
+from pipelines.stage_main import stage_main
 from pipelines.training_stage import history, run_trials
 from restorevar.checkpoint import load_checkpoint, load_components, load_model
 from restorevar.device import pick_device
@@ -52,12 +52,12 @@ def _log_test_scores(uri: str, results: list[dict], frames: dict[int, Any], prot
     """Each trial's MLflow run gets its own test scores (``test_<metric>``: dataset-weighted over all strata;
     ``test_<metric>/<dataset>``), so the UI ranks the variants as the report does."""
     for r in results:
-        v, k = r["trial"]["variant"], r["trial"]["config"]["loop"]["seed"]
+        v, k = r["trial"].variant, r["trial"].seed
         entry = summarize(frames[k][frames[k].method == v])[protocol][v]
         names = mlflow_runs.stratum_names([key for key in entry if key != "overall"])
         scores = {(f"test_{metric}" if key == "overall" else f"test_{metric}/{names[key]}"): val
                   for key, values in entry.items() for metric, val in values.items()}
-        run_id = (ROOT / r["trial"]["run_dir"] / "mlflow_run_id").read_text().strip()
+        run_id = (ROOT / r["trial"].run_dir / "mlflow_run_id").read_text().strip()
         mlflow_runs.log_metrics_to(uri, run_id, scores)
 
 
@@ -141,7 +141,7 @@ def run(family: str) -> dict:
     pre_curves: dict[str, dict[str, list]] = {v: {} for v in to_run}
     finals: dict[int, dict[str, dict]] = {k: {} for k in seeds}
     for r in results:
-        v, run_dir, k = r["trial"]["variant"], ROOT / r["trial"]["run_dir"], r["trial"]["config"]["loop"]["seed"]
+        v, run_dir, k = r["trial"].variant, ROOT / r["trial"].run_dir, r["trial"].seed
         dst = ck_dir / f"seed{k}" / f"{v}.pt"
         publish_copy(run_dir / CKPT_NAME, dst)
         checkpoints[k][v] = dst
@@ -209,21 +209,14 @@ def _mean_over_seeds(rows: list[dict]) -> dict:
 
 
 def main(family: str) -> int:
-    try:
-        s = run(family)
-    except UserError as e:
-        print(f"ablate {family}: error: {e}", file=sys.stderr)
-        return 2
-    except Exception:  # noqa: BLE001 - show the trace, exit non-zero for DVC
-        traceback.print_exc()
-        return 1
-    for c in s["across_seeds"]:
-        lo, hi = c["ci"]
-        print(f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {c['mean_diff']:+.4f} over {c['n_seeds']} "
-              f"seed(s) [{lo:+.4f}, {hi:+.4f}], between-seed SD {c['between_seed_sd']:.4f}: {c['verdict']}")
-    print(f"ablate {family}: {len(s['variants'])} variant(s) x {len(s['seeds'])} seed(s) trained and evaluated on "
-          f"{s['images']} test images, {len(s['not_run'])} not run, {s['seconds']} s")
-    return 0
+    def summary(s: dict) -> list[str]:
+        return [*(f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {c['mean_diff']:+.4f} over "
+                  f"{c['n_seeds']} seed(s) [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], between-seed SD "
+                  f"{c['between_seed_sd']:.4f}: {c['verdict']}" for c in s["across_seeds"]),
+                (f"ablate {family}: {len(s['variants'])} variant(s) x {len(s['seeds'])} seed(s) trained and "
+                 f"evaluated on {s['images']} test images, {len(s['not_run'])} not run, {s['seconds']} s")]
+
+    return stage_main(f"ablate {family}", lambda: run(family), summary)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines import mlflow_runs, tuning
 from pipelines.params import ROOT, Params, checkpoint_path
-from restorevar.errors import UserError
+from pipelines.stage_main import stage_main
 from restorevar.fileio import atomic_write
 from restorevar.inference.bench import format_table, run_bench
 
@@ -42,16 +42,14 @@ def run() -> dict:
 
 def main() -> int:
     started = time.perf_counter()
-    try:
+
+    def work() -> dict:
         p = Params()
-        result = tuning.run_task(run, what="bench", device=p.bench.device, address=p.ray_address, root=ROOT)
-    except UserError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(result))
-    print(f"bench: wrote {OUT.relative_to(ROOT)} and logged MLflow experiment 'bench' in "
-          f"{time.perf_counter() - started:.0f} s")
-    return 0
+        return tuning.run_task(run, what="bench", device=p.bench.device, address=p.ray_address, root=ROOT)
+
+    return stage_main("bench", work, lambda result: [
+        format_table(result),
+        f"bench: wrote {OUT.relative_to(ROOT)} and logged MLflow experiment 'bench' in {time.perf_counter() - started:.0f} s"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DVC stage `corpus` (pretrain/dvc.yaml): `restorevar data corpus` with the stage's arguments.
+"""DVC stage `corpus` (pretrain/pipeline.yaml): `restorevar data corpus` with the stage's arguments.
 
 A module of its own, rather than the `restorevar` console script, so that the stage depends on the corpus
 code alone: the console script imports every sub-command, and any model change would rebuild the corpus

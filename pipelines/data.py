@@ -13,7 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from pipelines.params import ROOT, DataParams, Params
+from pipelines.params import ROOT, Params
+from pipelines.params_schema import DataParams
+from pipelines.stage_main import stage_main
 from restorevar.data.manifest import Entry, check_manifest, count_table, read_manifest, write_manifest
 from restorevar.data.registry import fetch_dataset
 from restorevar.data.synth import SynthConfig, synth
@@ -54,31 +56,30 @@ def _real(d: DataParams, out: Path) -> None:
         write_manifest(out / f"{split}.json", entries)
 
 
+def _work() -> None:
+    p = Params()
+    out = p.data_dir
+    if out.exists():
+        shutil.rmtree(out)
+    d = p.data
+    if d.source == "synth":
+        info = synth(out, SynthConfig(size=d.size, train_per_degradation=d.train_per_degradation,
+                                      test_per_degradation=d.test_per_degradation, seed=d.seed))
+        print(f"data: synthetic benchmark, {info['pairs']} pairs, {info['seconds']} s")
+    elif d.source == "manifests":
+        _from_manifests(d, out)
+    else:
+        _real(d, out)
+    # real datasets stay where `data fetch` put them: their manifests point outside data/prepared
+    entries, problems = check_manifest(out / "train.json", other=out / "test.json",
+                                       allow_outside_root=d.source != "synth")
+    print(count_table(entries))
+    if problems:
+        raise UserError(f"{len(problems)} problem(s) in the training manifest, first: {problems[0]}")
+
+
 def main() -> int:
-    try:
-        p = Params()
-        out = p.data_dir
-        if out.exists():
-            shutil.rmtree(out)
-        d = p.data
-        if d.source == "synth":
-            info = synth(out, SynthConfig(size=d.size, train_per_degradation=d.train_per_degradation,
-                                          test_per_degradation=d.test_per_degradation, seed=d.seed))
-            print(f"data: synthetic benchmark, {info['pairs']} pairs, {info['seconds']} s")
-        elif d.source == "manifests":
-            _from_manifests(d, out)
-        else:
-            _real(d, out)
-        # real datasets stay where `data fetch` put them: their manifests point outside data/prepared
-        entries, problems = check_manifest(out / "train.json", other=out / "test.json",
-                                           allow_outside_root=d.source != "synth")
-        print(count_table(entries))
-        if problems:
-            raise UserError(f"{len(problems)} problem(s) in the training manifest, first: {problems[0]}")
-    except UserError as e:
-        print(f"data: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return stage_main("data", _work)
 
 
 if __name__ == "__main__":

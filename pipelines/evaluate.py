@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from pipelines import tuning
-from pipelines.params import BASELINES, MODEL_METHOD, ROOT, Params, checkpoint_path
+from pipelines.params import ROOT, Params, checkpoint_path
+from pipelines.params_schema import BASELINES, MODEL_METHOD
+from pipelines.stage_main import stage_main
 from restorevar.checkpoint import load_model
 from restorevar.data.manifest import read_manifest
 from restorevar.device import pick_device
-from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.inference.engine import fast
 from restorevar.metrics import MetricProtocol, MetricSuite, summary, write_rows
@@ -151,20 +152,21 @@ def test_health(model, p: Params, device) -> dict:
     return out
 
 
-def main() -> int:
-    try:
-        p = Params()
-        info = tuning.run_task(run, what="evaluate", device=p.evaluate.device, address=p.ray_address, root=ROOT)
-    except UserError as e:
-        print(f"evaluate: error: {e}", file=sys.stderr)
-        return 2
+def _work() -> dict:
+    p = Params()
+    return tuning.run_task(run, what="evaluate", device=p.evaluate.device, address=p.ray_address, root=ROOT)
+
+
+def _summary(info: dict) -> list[str]:
     m = json.loads((ROOT / "metrics.json").read_text())
     proto = info["protocol"]["id"]
-    for method, entry in m[proto].items():
-        o = entry["overall"]
-        print(f"evaluate: {method:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(o.items())))
-    print(f"evaluate: {info['images']} test images, protocol {proto}, {info['seconds']} s")
-    return 0
+    return [*(f"evaluate: {method:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(entry["overall"].items()))
+              for method, entry in m[proto].items()),
+            f"evaluate: {info['images']} test images, protocol {proto}, {info['seconds']} s"]
+
+
+def main() -> int:
+    return stage_main("evaluate", _work, _summary)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DVC stage `pretrain_prior` (pretrain/dvc.yaml): runs the trainer under Ray Tune; exports checkpoints/pretrain_prior.pt."""
+"""DVC stage `pretrain_prior` (pretrain/pipeline.yaml): runs the trainer under Ray Tune; exports checkpoints/pretrain_prior.pt."""
 import sys
 
 from pipelines.training_stage import main

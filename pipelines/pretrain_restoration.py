@@ -1,4 +1,4 @@
-"""DVC stage `pretrain_restoration` (pretrain/dvc.yaml): the conditional restoration pretraining of the transformer
+"""DVC stage `pretrain_restoration` (pretrain/pipeline.yaml): the conditional restoration pretraining of the transformer
 under Ray Tune; exports checkpoints/pretrain_restoration.pt."""
 import sys
 

@@ -1,4 +1,4 @@
-"""DVC stage `pretrain_tokenizer` (pretrain/dvc.yaml): runs the trainer under Ray Tune; exports checkpoints/pretrain_tokenizer.pt."""
+"""DVC stage `pretrain_tokenizer` (pretrain/pipeline.yaml): runs the trainer under Ray Tune; exports checkpoints/pretrain_tokenizer.pt."""
 import sys
 
 from pipelines.training_stage import main

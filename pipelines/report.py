@@ -5,21 +5,20 @@ import sys
 import time
 
 from pipelines.params import ROOT, Params
-from restorevar.errors import UserError
+from pipelines.stage_main import stage_main
 from restorevar.report import build_report
 
 
 def main() -> int:
     started = time.perf_counter()
-    try:
+
+    def work() -> dict:
         p = Params()
-        out = build_report(ROOT / "results", ROOT / "reports", p.report.title, p.report.grid_images_per_degradation)
-    except UserError as e:
-        print(f"report: error: {e}", file=sys.stderr)
-        return 2
-    print(f"report: wrote {out['markdown'].relative_to(ROOT)} and {out['html'].relative_to(ROOT)} "
-          f"in {time.perf_counter() - started:.1f} s")
-    return 0
+        return build_report(ROOT / "results", ROOT / "reports", p.report.title, p.report.grid_images_per_degradation)
+
+    return stage_main("report", work, lambda out: [
+        f"report: wrote {out['markdown'].relative_to(ROOT)} and {out['html'].relative_to(ROOT)} in "
+        + f"{time.perf_counter() - started:.1f} s"])
 
 
 if __name__ == "__main__":

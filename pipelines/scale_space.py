@@ -19,6 +19,7 @@ import torch
 
 from pipelines import tuning
 from pipelines.params import ROOT, Params, checkpoint_path
+from pipelines.stage_main import stage_main
 from restorevar.analysis import scale_swap_images, swap_scales
 from restorevar.checkpoint import load_model
 from restorevar.data.dataset import PairedDataset, PairedTransform
@@ -119,16 +120,15 @@ def run() -> dict:
     return summary
 
 
+def _work() -> dict:
+    p = Params()
+    return tuning.run_task(run, what="scale_space", device=p.evaluate.device, address=p.ray_address, root=ROOT)
+
+
 def main() -> int:
-    try:
-        p = Params()
-        s = tuning.run_task(run, what="scale_space", device=p.evaluate.device, address=p.ray_address, root=ROOT)
-    except UserError as e:
-        print(f"scale_space: error: {e}", file=sys.stderr)
-        return 2
-    print(f"scale_space: {len(s['table']) // 2} cells (pair x swap x degradation), split {s['split']}/{s['scales']} "
-          f"scales, {s['seconds']} s")
-    return 0
+    return stage_main("scale_space", _work, lambda s: [
+        f"scale_space: {len(s['table']) // 2} cells (pair x swap x degradation), split {s['split']}/{s['scales']} "
+        + f"scales, {s['seconds']} s"])
 
 
 if __name__ == "__main__":

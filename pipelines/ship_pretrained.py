@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from pipelines.params import ROOT, Params, checkpoint_path
+from pipelines.stage_main import stage_main
 from restorevar.checkpoint import load_checkpoint, save_checkpoint, stored_config
 from restorevar.data.corpus import load_corpus
 from restorevar.data.fetch import sha256_of
@@ -44,7 +45,7 @@ def _metrics(stage: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path} is missing; run `dvc repro pretrain/dvc.yaml` (make pretrain) first") from None
+        raise UserError(f"{path} is missing; run `make pretrain` first") from None
 
 
 def _relative(value: Any) -> Any:
@@ -145,14 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="ship only these (the stages that ran); the card keeps the others' entries")
     args = ap.parse_args(argv)
     os.chdir(ROOT)
-    try:
-        card = ship(tuple(args.parts))
-    except UserError as e:
-        print(f"ship_pretrained: error: {e}", file=sys.stderr)
-        return 2
-    sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in card["files"].items())
-    print(f"ship_pretrained: wrote restorevar/pretrained/{card['preset']} ({sizes}) at {card['commit'][:12]}")
-    return 0
+
+    def summary(card: dict) -> list[str]:
+        sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in card["files"].items())
+        return [f"ship_pretrained: wrote restorevar/pretrained/{card['preset']} ({sizes}) at {card['commit'][:12]}"]
+
+    return stage_main("ship_pretrained", lambda: ship(tuple(args.parts)), summary)
 
 
 if __name__ == "__main__":

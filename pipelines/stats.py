@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from pipelines.params import ROOT, Params
+from pipelines.stage_main import stage_main
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.metrics.results import read_results
@@ -42,20 +43,16 @@ def run() -> dict:
     return out
 
 
+def _summary(out: dict) -> list[str]:
+    return [*(f"stats: {c['metric']:<7} {c['a']} - {c['b']:<16} weighted {w['mean_diff']:+.4f} "
+              f"CI [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] p_perm {w['p_perm']:.3g} (n={w['n']})"
+              for c in out["comparisons"] for w in [c["weighted"]]),
+            *(f"stats: {m} {why}" for m, why in out["not_measured"].items()),
+            f"stats: {len(out['comparisons'])} comparisons in {out['seconds']} s"]
+
+
 def main() -> int:
-    try:
-        out = run()
-    except UserError as e:
-        print(f"stats: error: {e}", file=sys.stderr)
-        return 2
-    for c in out["comparisons"]:
-        w = c["weighted"]
-        print(f"stats: {c['metric']:<7} {c['a']} - {c['b']:<16} weighted {w['mean_diff']:+.4f} "
-              f"CI [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] p_perm {w['p_perm']:.3g} (n={w['n']})")
-    for m, why in out["not_measured"].items():
-        print(f"stats: {m} {why}")
-    print(f"stats: {len(out['comparisons'])} comparisons in {out['seconds']} s")
-    return 0
+    return stage_main("stats", run, _summary)
 
 
 if __name__ == "__main__":

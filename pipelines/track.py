@@ -22,6 +22,7 @@ from typing import Any
 
 from pipelines import mlflow_runs
 from pipelines.params import ROOT, Params, checkpoint_path
+from pipelines.stage_main import stage_main
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 
@@ -82,14 +83,9 @@ def run() -> dict[str, Any]:
 
 
 def main() -> int:
-    try:
-        out = run()
-    except UserError as e:
-        print(f"track: error: {e}", file=sys.stderr)
-        return 2
-    print(f"track: MLflow run {out['run_id']} in experiment '{out['experiment']}' (study {out['study']}): "
-          f"{out['metrics']} metrics, {len(out['artifacts'])} artifacts, {out['seconds']} s")
-    return 0
+    return stage_main("track", run, lambda out: [
+        f"track: MLflow run {out['run_id']} in experiment '{out['experiment']}' (study {out['study']}): "
+        + f"{out['metrics']} metrics, {len(out['artifacts'])} artifacts, {out['seconds']} s"])
 
 
 if __name__ == "__main__":

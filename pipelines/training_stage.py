@@ -1,19 +1,26 @@
 """Run one training stage: every variant as a Ray Tune trial logged to MLflow, then export the chosen
-checkpoint to the fixed path DVC tracks (``checkpoints/<stage>.pt``) with its metrics beside it."""
+checkpoint to the fixed path DVC tracks (``checkpoints/<stage>.pt``) with its metrics beside it.
+
+A trial is a typed ``TrialSpec`` built once on the driver from params.yaml. It crosses Ray as the plain dict
+``to_ray`` makes (Tune stores it in its experiment state, so a killed stage is restored from it) and
+``from_ray`` reads back, refusing a key it does not know; the trainer config inside is parsed into its
+dataclass once, on the side that trains (``train_config``)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
-import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines import mlflow_runs, tuning
-from pipelines.params import ROOT, Params, checkpoint_path, train_config_class
+from pipelines.params import ROOT, Params, checkpoint_path
+from pipelines.params_schema import train_config_class
+from pipelines.stage_main import stage_main
 from restorevar.config import from_dict
 from restorevar.errors import UserError
 from restorevar.fileio import atomic_write, publish_copy
@@ -30,6 +37,55 @@ TRAINERS = {
 }
 
 
+
+# ------------------------------------------------------------------------------------------------
+# The trial: built once on the driver, crosses Ray as one plain dict (to_ray), read back by from_ray
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialSpec:
+    stage: str  # the training stage whose trainer runs (an ablation family's runs its stage's)
+    profile: str
+    variant: str
+    family: str  # the ablation family, or the stage's own name
+    replicate: bool  # one of several seeds of the variant: its run folder and MLflow name carry the seed
+    config: dict[str, Any]  # the trainer config as plain data, its paths relative to the project
+    run_dir: str  # relative to the project: runs/<experiment>/<variant>[/seed<k>]
+    root: str  # the driver's project folder (a node's own is RESTOREVAR_ROOT)
+    mlflow_uri: str
+    experiment_id: str
+    pretrain: dict[str, Any] | None = None  # the same trial first trained at another size, then fine-tuned
+    log_checkpoint: bool = False  # also copy the checkpoint into MLflow's artifacts
+    workers: int = 1  # Ray Train workers sharing each batch (data parallel) when above 1
+    provenance: dict[str, str] = field(default_factory=dict)  # git commit, params and data digests, as tags
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("loop", {}).get("seed", 0))
+
+    @property
+    def run_name(self) -> str:
+        """The MLflow run's name: stage/variant, and /seed<k> for a replicate."""
+        return f"{self.stage}/{self.variant}" + (f"/seed{self.seed}" if self.replicate else "")
+
+    @property
+    def described(self) -> str:
+        """The trial in a message: its variant, and its seed when it is one of several."""
+        return self.variant + (f" (seed {self.seed})" if self.replicate else "")
+
+    def to_ray(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_ray(cls, data: dict[str, Any]) -> TrialSpec:
+        return from_dict(cls, data, where="trial")
+
+    def train_config(self) -> Any:
+        """The trainer's typed config (``TransformerTrainConfig`` for train_transformer, ...)."""
+        return from_dict(train_config_class(self.stage), self.config)
+
+    def pretrain_config(self) -> Any:
+        return from_dict(train_config_class(self.stage), self.pretrain) if self.pretrain else None
+
 def _trainer(stage: str):
     import importlib
 
@@ -42,32 +98,28 @@ def trainable(config: dict[str, Any]) -> None:
     to Tune + MLflow, then log the samples and the checkpoint's path and digest (the file itself only with
     ``tracking.log_checkpoints``: a copy of every trial's weights). In a data-parallel trial this runs on each
     Ray Train worker: rank 0 does all of that, the others train their share of each batch."""
-    t = config["trial"]
-    # the trial's paths are relative to the project (a Tune experiment restored from before that holds
-    # absolute ones, and no root)
-    os.chdir(os.environ.get("RESTOREVAR_ROOT") or t.get("root") or os.getcwd())
-    stage, run_dir = t["stage"], Path(t["run_dir"])
-    data_parallel = t.get("workers", 1) > 1  # then this is one of the trial's Ray Train workers
+    t = TrialSpec.from_ray(config["trial"])
+    os.chdir(os.environ.get("RESTOREVAR_ROOT") or t.root)  # the trial's paths are relative to the project
+    run_dir = Path(t.run_dir)
+    data_parallel = t.workers > 1  # then this is one of the trial's Ray Train workers
     rank = tuning.rank(data_parallel)
     if data_parallel:  # what ran where, in the stage's log
-        print(f"{stage}/{t['variant']}: rank {rank} of {t['workers']} on node {tuning.node()}", flush=True)
+        print(f"{t.stage}/{t.variant}: rank {rank} of {t.workers} on node {tuning.node()}", flush=True)
     if rank:  # ranks but 0 train their share and report to Train's barrier only
         def silent(history: Path, prefix: str = ""):
             return lambda step, metrics, checkpoint=None: tuning.report({}, True)
 
-        _train(stage, t, run_dir, silent)
+        _train(t, run_dir, silent)
         return
-    seed = t["config"]["loop"].get("seed", 0)
-    run_name = f"{stage}/{t['variant']}" + (f"/seed{seed}" if t.get("replicate") else "")
-    run = mlflow_runs.TrialRun(t["mlflow_uri"], t["experiment_id"], run_name, run_dir / "mlflow_run_id",
-                            tags={"stage": stage, "variant": t["variant"], "profile": t["profile"],
-                                  "ablation_family": t.get("family", stage), "seed": str(seed),
-                                  "config_sha256": _hash(t["config"]), "ray_node": tuning.node(),
-                                  **({"ray_workers": str(t["workers"])} if data_parallel else {}),
-                                  **t.get("provenance", {})})
+    run = mlflow_runs.TrialRun(t.mlflow_uri, t.experiment_id, t.run_name, run_dir / "mlflow_run_id",
+                            tags={"stage": t.stage, "variant": t.variant, "profile": t.profile,
+                                  "ablation_family": t.family, "seed": str(t.seed),
+                                  "config_sha256": _hash(t.config), "ray_node": tuning.node(),
+                                  **({"ray_workers": str(t.workers)} if data_parallel else {}),
+                                  **t.provenance})
     ok = False
     try:
-        run.log_params(t["config"])
+        run.log_params(t.config)
 
         def reporter(history: Path, prefix: str = ""):
             def report(step: int, metrics: dict[str, float], checkpoint: Path | None = None) -> None:
@@ -78,36 +130,35 @@ def trainable(config: dict[str, Any]) -> None:
                 tuning.report({**named, "step": step}, data_parallel)
             return report
 
-        if t.get("pretrain"):
-            run.log_params({"pretrain": t["pretrain"]})
-        config = _train(stage, t, run_dir, reporter)
-        if t.get("pretrain"):
-            run.log_params({"init_from": config["init_from"]})
+        if t.pretrain:
+            run.log_params({"pretrain": t.pretrain})
+        config = _train(t, run_dir, reporter)
+        if t.pretrain:
+            run.log_params({"init_from": config.init_from})
         ckpt = run_dir / CKPT_NAME
         try:
             from restorevar.train.samples import sample_grid
 
-            run.log_image(sample_grid(ckpt, t["config"]["data"]["train_manifest"]), "samples.png")
+            run.log_image(sample_grid(ckpt, config.data.train_manifest), "samples.png")
         except Exception as e:  # noqa: BLE001 - a failed picture must not fail the training run
             run.set_tags({"samples_error": str(e)[:200]})
         run.set_tags({"checkpoint": _relative(ckpt), "checkpoint_sha256": mlflow_runs.sha256_short(ckpt)})
-        if t.get("log_checkpoint"):
+        if t.log_checkpoint:
             run.log_artifact(ckpt, "checkpoint")
         ok = True
     finally:
         run.end(ok)
 
 
-def _train(stage: str, t: dict[str, Any], run_dir: Path, reporter: Callable[..., Any]) -> dict[str, Any]:
+def _train(t: TrialSpec, run_dir: Path, reporter: Callable[..., Any]) -> Any:
     """The trial's training: with ``pretrain``, first at another size, then fine-tuned from it (each resumes
-    from its own last.pt); returns the config the last part trained with."""
-    config = t["config"]
-    if t.get("pretrain"):
+    from its own last.pt); returns the typed config the last part trained with."""
+    config = t.train_config()
+    if t.pretrain:
         pre_dir = run_dir / "pretrain"  # the trainer creates it (and run_dir) before its first report
-        _trainer(stage)(from_dict(train_config_class(stage), t["pretrain"]), pre_dir,
-                        reporter(run_dir / "pretrain_history.jsonl", "pretrain_"))
-        config = {**config, "init_from": str(pre_dir / CKPT_NAME), "any_resolution": True}
-    _trainer(stage)(from_dict(train_config_class(stage), config), run_dir, reporter(run_dir / "history.jsonl"))
+        _trainer(t.stage)(t.pretrain_config(), pre_dir, reporter(run_dir / "pretrain_history.jsonl", "pretrain_"))
+        config = dataclasses.replace(config, init_from=str(pre_dir / CKPT_NAME), any_resolution=True)
+    _trainer(t.stage)(config, run_dir, reporter(run_dir / "history.jsonl"))
     return config
 
 
@@ -217,24 +268,23 @@ def run_trials(p: Params, stage: str, variants: dict[str, dict[str, Any]], tune:
     prov = {data: {**mlflow_runs.provenance(ROOT, p.path, **({"train_data": ROOT / data} if data != "shipped" else {})),
                    "train_data": data}
             for data in {_train_data(c) for c in configs.values()}}
-    trials = [{"stage": stage, "variant": v, "profile": p.profile, "family": family, "config": _rooted(configs[v, k]),
-               "pretrain": _rooted(pre.get((v, k))), "replicate": k is not None,
-               "provenance": prov[_train_data(configs[v, k])],
-               "run_dir": str(Path("runs", name, v, "" if k is None else f"seed{k}")), "root": str(ROOT),
-               "mlflow_uri": p.mlflow_uri, "experiment_id": exp_id, "log_checkpoint": p.tracking.log_checkpoints,
-               **({"workers": tune.workers} if tune.workers > 1 else {})}
+    trials = [TrialSpec(stage=stage, profile=p.profile, variant=v, family=family, replicate=k is not None,
+                        config=_rooted(configs[v, k]), pretrain=_rooted(pre.get((v, k))),
+                        run_dir=str(Path("runs", name, v, "" if k is None else f"seed{k}")), root=str(ROOT),
+                        mlflow_uri=p.mlflow_uri, experiment_id=exp_id, log_checkpoint=p.tracking.log_checkpoints,
+                        workers=tune.workers, provenance=prov[_train_data(configs[v, k])])
               for v, k in keys]
     tuning.init(p.ray_address)
     resources = tune.trial_resources()
     tuning.check_resources(f"{stage}.tune" + (f" (each of {tune.workers} workers)" if tune.workers > 1 else ""),
                            resources, "lower it in params.yaml or add nodes that have it")
-    results = tuning.run(name=name, trainable=trainable, trials=trials, resources=resources,
-                         storage=p.ray_storage, max_failures=tune.max_failures, workers=tune.workers)
+    results = tuning.run(name=name, trainable=trainable, trials=[t.to_ray() for t in trials], resources=resources,
+                         storage=p.ray_storage, max_failures=tune.max_failures, workers=tune.workers,
+                         run_name=lambda trial: TrialSpec.from_ray(trial).run_dir.strip("/").replace("/", "-"))
+    results = [{**r, "trial": TrialSpec.from_ray(r["trial"])} for r in results]
     failed = [r for r in results if r["error"]]
     if failed:
-        t = failed[0]["trial"]
-        which = t["variant"] + (f" (seed {t['config']['loop']['seed']})" if t["replicate"] else "")
-        raise UserError(f"{experiment}: trial {which} failed: {failed[0]['error']}")
+        raise UserError(f"{experiment}: trial {failed[0]['trial'].described} failed: {failed[0]['error']}")
     return results
 
 
@@ -248,7 +298,7 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
             raise UserError(f"{stage} needs {path}; run the stage that makes it first (dvc repro)")
     results = run_trials(p, stage, sp.variants, sp.tune, experiment=stage, family=family or stage)
     if sp.tune.chosen:
-        best = next(r for r in results if r["trial"]["variant"] == sp.tune.chosen)
+        best = next(r for r in results if r["trial"].variant == sp.tune.chosen)
     elif sp.tune.metric:
         scored = [r for r in results if sp.tune.metric in r["metrics"]]
         if not scored:
@@ -256,34 +306,26 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
         best = (max if sp.tune.mode == "max" else min)(scored, key=lambda r: r["metrics"][sp.tune.metric])
     else:
         best = results[0]
-    src = ROOT / best["trial"]["run_dir"] / CKPT_NAME
+    src = ROOT / best["trial"].run_dir / CKPT_NAME
     dst = checkpoint_path(stage)
     publish_copy(src, dst)
     if stage in VAL_CURVES:  # the study's stages (dvc.yaml declares their curves), not the pretraining tier's
-        write_curves(stage, src.parent, sp.variants[best["trial"]["variant"]].get("loop", {}),
+        write_curves(stage, src.parent, sp.variants[best["trial"].variant].get("loop", {}),
                      ROOT / "results" / "curves")
     summary = {
-        "stage": stage, "profile": p.profile, "exported_variant": best["trial"]["variant"],
+        "stage": stage, "profile": p.profile, "exported_variant": best["trial"].variant,
         "metrics": {k: v for k, v in best["metrics"].items() if isinstance(v, (int, float)) and not k.startswith(
             ("time_", "timestamp", "pid", "training_iteration", "done"))},
-        "trials": {r["trial"]["variant"]: {k: r["metrics"].get(k) for k in ("step", sp.tune.metric) if k}
+        "trials": {r["trial"].variant: {k: r["metrics"].get(k) for k in ("step", sp.tune.metric) if k}
                    for r in results},
         "seconds": round(time.perf_counter() - started, 1),
     }
     text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
     atomic_write(dst.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
-    print(f"{stage}: exported {best['trial']['variant']} to {dst.relative_to(ROOT)} in {summary['seconds']} s")
+    print(f"{stage}: exported {best['trial'].variant} to {dst.relative_to(ROOT)} in {summary['seconds']} s")
     return summary
 
 
 def main(stage: str) -> int:
     os.chdir(ROOT)
-    try:
-        run_stage(stage)
-    except UserError as e:
-        print(f"{stage}: error: {e}", file=sys.stderr)
-        return 2
-    except Exception:  # noqa: BLE001 - show the trace, exit non-zero for DVC
-        traceback.print_exc()
-        return 1
-    return 0
+    return stage_main(stage, lambda: run_stage(stage))

@@ -143,7 +143,7 @@ TRAIN_DRIVER = {"node:__internal_head__": 0.01}
 
 
 def _data_parallel(train_fn: Callable[[dict[str, Any]], None], workers: int, per_worker: dict[str, float],
-                   storage: str) -> Callable[[dict[str, Any]], None]:
+                   storage: str, run_name: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], None]:
     """A Tune trial that runs ``train_fn`` on ``workers`` Ray Train workers (TorchTrainer: DDP on NCCL with
     GPUs, else gloo) and passes their reports on to Tune."""
 
@@ -158,7 +158,7 @@ def _data_parallel(train_fn: Callable[[dict[str, Any]], None], workers: int, per
             scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
                                                    resources_per_worker={k: v for k, v in per_worker.items() if v}),
             # Tune retries the whole trial (max_failures): a retried group resumes every rank from last.pt
-            run_config=ray.train.RunConfig(name=config["trial"]["run_dir"].strip("/").replace("/", "-"),
+            run_config=ray.train.RunConfig(name=run_name(config["trial"]),
                                            storage_path=f"{storage.rstrip('/')}/train", callbacks=[TuneReportCallback()],
                                            failure_config=ray.train.FailureConfig(max_failures=0)))
         trainer.fit()
@@ -174,9 +174,11 @@ def run(
     resources: dict[str, float],
     storage: str,
     max_failures: int,
+    run_name: Callable[[dict[str, Any]], str],
     workers: int = 1,
 ) -> list[dict[str, Any]]:
     """Run (or restore) the experiment; returns each trial's config, last metrics and error, if any.
+    ``run_name`` names a trial's Ray Train run (its folder under the storage's ``train/``) from its config.
 
     ``resources`` are a trial's, or with ``workers`` > 1 each of its Ray Train workers'. Such a trial's own
     process (the Train driver) takes none, so as many trials run at once as the cluster has room for groups.
@@ -186,7 +188,7 @@ def run(
 
     tune_config = None
     if workers > 1:
-        fn = tune.with_resources(_data_parallel(trainable, workers, resources, storage), TRAIN_DRIVER)
+        fn = tune.with_resources(_data_parallel(trainable, workers, resources, storage, run_name), TRAIN_DRIVER)
         have = ray.cluster_resources()
         room = min(int(have.get(k, 0) // (v * workers)) for k, v in resources.items() if v) if any(
             resources.values()) else 1

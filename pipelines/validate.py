@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from pipelines.params import PARAMS, check_all
+    from pipelines.params_yaml import PARAMS
+    from pipelines.preflight import check_all, preflight
     from restorevar.errors import UserError
 
     ap = argparse.ArgumentParser(prog="python -m pipelines.validate", description=__doc__.split("\n")[0])
@@ -35,7 +36,7 @@ def _main(argv: list[str] | None) -> int:
               file=sys.stderr)
         return 2
     p = checked[0]
-    missing = [] if args.no_preflight else p.preflight()
+    missing = [] if args.no_preflight else preflight(p)
     if missing:
         for line in missing:
             print(f"missing: {line}", file=sys.stderr)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pipelines.data import _from_manifests
-from pipelines.params import DataParams
+from pipelines.params_schema import DataParams
 from restorevar.data.manifest import check_manifest, read_manifest
 
 

@@ -1,4 +1,4 @@
-"""dvc.yaml (and pretrain/dvc.yaml) declares what every stage runs and reads, so `dvc repro` never reuses a result
+"""dvc.yaml (and pretrain/pipeline.yaml) declares what every stage runs and reads, so `dvc repro` never reuses a result
 made by other code, other data or other params, and declares no code or params that the stage does not use.
 
 The lists are written by ``python -m tools.dvc_deps --write`` from a walk over the source (its docstring says

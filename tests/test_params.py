@@ -6,7 +6,8 @@ import re
 import pytest
 import yaml
 
-from pipelines.params import PARAMS, Params, check_all, load_raw
+from pipelines.params import PARAMS, Params, load_raw
+from pipelines.preflight import check_all, check_profile, preflight
 from restorevar.errors import UserError
 
 RAW = yaml.safe_load(PARAMS.read_text())
@@ -21,7 +22,7 @@ def _write(tmp_path, edit):
 
 
 def _params(tmp_path, edit):
-    return Params(_write(tmp_path, edit)).check_profile()
+    return check_profile(Params(_write(tmp_path, edit)))
 
 
 @pytest.mark.parametrize("profile", RAW["profiles"])
@@ -285,7 +286,7 @@ def test_a_params_path_that_is_no_regular_file_is_refused(tmp_path):
 
 
 def test_workers_take_the_per_worker_resources_and_one_worker_keeps_the_trials_own(tmp_path):
-    from pipelines.params import Resources, TuneParams
+    from pipelines.params_schema import Resources, TuneParams
 
     assert TuneParams(resources=Resources(cpu=4, gpu=1)).trial_resources() == {"CPU": 4, "GPU": 1}
     assert TuneParams(resources=Resources(cpu=4), gpus_per_worker=1).trial_resources() == {"CPU": 4, "GPU": 1}
@@ -303,13 +304,13 @@ def test_a_stage_reads_only_the_sections_it_uses_in_its_own_profile(tmp_path):
     assert p.data.size == RAW["data"]["default"]["size"] and p.stages["train_refiner"].config.loop.steps > 0
     assert p.reads == {"profile", "data.default", "model.default", "train_refiner.default"}
     with pytest.raises(UserError, match="n_perm"):  # what the stage does not read still fails validation
-        p.check_profile()
+        check_profile(p)
 
 
 def test_validation_checks_every_profile(tmp_path):
     assert [p.profile for p in check_all()] == ["default", "tiny", "small", "paper"]
     path = _write(tmp_path, lambda r: r["train_refiner"]["paper"]["loop"].update(lr=float("nan")))
-    Params(path).check_profile()  # the default profile is fine
+    check_profile(Params(path))  # the default profile is fine
     with pytest.raises(UserError, match=r"train_refiner\.paper\.loop\.lr: expected a finite number"):
         check_all(path)
 
@@ -333,7 +334,7 @@ def test_preflight_lists_every_missing_weight_and_dataset_with_its_command(tmp_p
     cache = tmp_path / "weights"
     monkeypatch.setenv("RESTOREVAR_WEIGHTS", str(cache))
     path = _write(tmp_path, lambda r: r.update(profile="paper"))
-    missing = Params(path).check_profile().preflight()
+    missing = preflight(check_profile(Params(path)))
     var = [m for m in missing if m.startswith("weights var/")]
     assert len(var) == 2 and all(m.endswith(f"restorevar data fetch-weights --cache {cache}") for m in var)
     assert any("train_transformer.paper.init_from var_d16" in m for m in var)
@@ -347,14 +348,14 @@ def test_preflight_lists_every_missing_weight_and_dataset_with_its_command(tmp_p
         (cache / spec.relpath).parent.mkdir(parents=True, exist_ok=True)
         with open(cache / spec.relpath, "wb") as f:
             f.truncate(spec.size)
-    assert all(m.startswith("dataset ") for m in Params(path).check_profile().preflight())
+    assert all(m.startswith("dataset ") for m in preflight(check_profile(Params(path))))
     assert validate.main(["--params", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     n = len(RAW["data"]["paper"]["datasets"])
     assert err[-1].endswith(f"profile paper needs {n} thing(s) that are not here (listed above); get them, then run again")
     assert all(line.startswith("missing: dataset ") for line in err[:-1])
     assert validate.main(["--params", str(path), "--no-preflight"]) == 0
-    assert Params().check_profile().preflight() == []  # the default profile needs nothing it lacks
+    assert preflight(check_profile(Params())) == []  # the default profile needs nothing it lacks
 
 
 @pytest.mark.parametrize("profile", ["small", "paper"])

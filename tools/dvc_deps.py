@@ -1,4 +1,4 @@
-"""The deps and params lists of ``dvc.yaml`` and ``pretrain/dvc.yaml``, written from what each stage runs and reads.
+"""The deps and params lists of ``dvc.yaml`` and ``pretrain/pipeline.yaml``, written from what each stage runs and reads.
 
     python -m tools.dvc_deps --write   # rewrite the lists in place
     python -m tools.dvc_deps --check   # exit 1, naming each stale stage (``make lint`` and the tests run this)
@@ -41,9 +41,12 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.params import PARAMS, PROFILE_SECTIONS, UNTRACKED, Params
+from pipelines.params import PARAMS, Params
+from pipelines.params_schema import PROFILE_SECTIONS, UNTRACKED
 
-DVC_FILES = ("dvc.yaml", "pretrain/dvc.yaml")  # the study and the pretraining tier
+# the study and the pretraining tier, each with the name DVC reads it under (`make pretrain` puts the tier's
+# file in place as pretrain/dvc.yaml for its run only, so that a plain `dvc repro` or `dvc status` never sees it)
+DVC_FILES = {"dvc.yaml": "dvc.yaml", "pretrain/pipeline.yaml": "pretrain/dvc.yaml"}
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,9 +361,9 @@ def stages() -> tuple[Stage, ...]:
             "'params': [k for d in s.deps if hasattr(d, 'params') for k in d.params], "
             "'outs': [o.def_path for o in s.outs]} for s in r.index.stages]))")
     with tempfile.TemporaryDirectory() as tmp:
-        for f in ("params.yaml", *DVC_FILES):
-            (Path(tmp) / f).parent.mkdir(exist_ok=True)
-            (Path(tmp) / f).write_bytes((ROOT / f).read_bytes())
+        for f, as_read in {"params.yaml": "params.yaml", **DVC_FILES}.items():
+            (Path(tmp) / as_read).parent.mkdir(exist_ok=True)
+            (Path(tmp) / as_read).write_bytes((ROOT / f).read_bytes())
         out = subprocess.run([sys.executable, "-c", code, tmp], capture_output=True, text=True, check=True,
                              env={**os.environ, "DVC_NO_ANALYTICS": "1"}).stdout
     return tuple(Stage(**s) for s in json.loads(out.splitlines()[-1]))  # after what `init` prints
