@@ -1,0 +1,1 @@
+"""Baselines the paper compares RestoreVAR with, written from their papers (PromptIR)."""

@@ -1,0 +1,72 @@
+"""restorevar.baselines.promptir: the PromptIR baseline, written from its paper and the published shapes."""
+import pytest
+import torch
+
+from restorevar.baselines.promptir import (
+    PromptGeneration,
+    PromptIR,
+    PromptIRConfig,
+    count_parameters,
+    promptir_preset,
+)
+from restorevar.errors import UserError
+
+
+def test_the_paper_preset_counts_table_6s_35_59_million_parameters():
+    m = PromptIR(promptir_preset("paper"))
+    assert count_parameters(m) == 35_592_263  # the RestoreVAR paper's Table 6: 35.59 M
+    unused = sum(p.numel() for p in m.unused.parameters())
+    assert unused == 215_296  # the published model's six uncalled 1 x 1 convolutions are part of that count
+
+
+def _image(seed=0, size=32):
+    return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_a_zero_output_layer_returns_the_input_exactly():
+    torch.manual_seed(0)
+    m = PromptIR(promptir_preset("tiny"))
+    x = _image()
+    with torch.no_grad():
+        m.out.weight.zero_()
+        assert torch.equal(m(x), x)  # the global residual: PromptIR predicts a correction of its input
+
+
+def test_the_unused_published_layers_change_no_output():
+    cfgs = [PromptIRConfig(**{**promptir_preset("tiny").__dict__, "unused_published_layers": u}) for u in (False, True)]
+    outs = []
+    for cfg in cfgs:
+        torch.manual_seed(3)
+        with torch.no_grad():
+            outs.append(PromptIR(cfg)(_image(1)))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_the_prompt_weights_follow_the_features_and_a_single_prompt_ignores_them():
+    torch.manual_seed(0)
+    gen = PromptGeneration(prompt_dim=4, prompt_len=3, prompt_size=4, feature_dim=6)
+    a, b = torch.randn(1, 6, 8, 8), torch.randn(1, 6, 8, 8) + 3
+    assert not torch.allclose(gen(a), gen(b))
+    one = PromptGeneration(prompt_dim=4, prompt_len=1, prompt_size=4, feature_dim=6)
+    assert torch.allclose(one(a), one(b))  # softmax over one prompt: weight 1 whatever the features
+    assert one(a).shape == (1, 4, 8, 8)  # resized to the features' size
+
+
+def test_training_reaches_every_parameter_but_the_unused_ones():
+    torch.manual_seed(0)
+    m = PromptIR(PromptIRConfig(**{**promptir_preset("tiny").__dict__, "unused_published_layers": True}))
+    torch.nn.functional.l1_loss(m(_image()), _image(1)).backward()
+    no_grad = sorted(n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum())
+    assert no_grad and all(n.startswith("unused.") for n in no_grad)
+
+
+def test_bad_settings_and_sizes_are_one_line_errors():
+    with pytest.raises(UserError, match=r"heads\[1\]=3 must divide level 2"):
+        PromptIR(PromptIRConfig(dim=8, heads=(1, 3, 2, 2)))
+    with pytest.raises(UserError, match="prompt interaction has"):
+        PromptIR(PromptIRConfig(dim=8, heads=(1, 1, 4, 4), prompt_dims=(8, 8, 2)))
+    with pytest.raises(UserError, match="unknown PromptIR preset 'huge'"):
+        promptir_preset("huge")
+    m = PromptIR(promptir_preset("tiny"))
+    with pytest.raises(UserError, match=r"multiples of 8 \(three halvings\), got 30 x 32"):
+        m(torch.zeros(1, 3, 30, 32))
