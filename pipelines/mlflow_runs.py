@@ -113,8 +113,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# tracked files the study itself rewrites (the committed report): a change there is a result, not an input
-GENERATED = ("reports",)
+# tracked files the study itself rewrites (the committed report and metrics): a change there is a result, not an
+# input. Without metrics.json here, every trial after the evaluate stage of a fresh clone's first study (the
+# ablation families) was tagged "-dirty": evaluate rewrites its cost timings.
+GENERATED = ("reports", "metrics.json")
 
 
 def git_state(root: Path) -> tuple[str, str]:

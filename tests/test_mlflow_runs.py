@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def _repo(tmp_path):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     (tmp_path / "reports").mkdir()
-    for name, text in (("params.yaml", "lr: 1\n"), ("code.py", "x = 1\n"), ("reports/report.md", "old\n")):
+    for name, text in (("params.yaml", "lr: 1\n"), ("code.py", "x = 1\n"), ("reports/report.md", "old\n"),
+                       ("metrics.json", "{}\n")):
         (tmp_path / name).write_text(text)
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "c"]):
         subprocess.run(git + cmd, cwd=tmp_path, check=True, capture_output=True)
@@ -27,6 +28,8 @@ def test_the_study_id_follows_commit_inputs_and_params_but_not_the_regenerated_r
     clean = provenance(tmp_path, tmp_path / "params.yaml", data=tmp_path / "code.py")
     assert clean["git_commit"] == head and "git_diff_sha256" not in clean and len(clean["data_sha256"]) == 16
     (tmp_path / "reports" / "report.md").write_text("new numbers\n")  # what a study run writes
+    (tmp_path / "metrics.json").write_text('{"psnr": 12.5}\n')
+    assert provenance(tmp_path, tmp_path / "params.yaml")["git_commit"] == head  # results, not inputs
     assert provenance(tmp_path, tmp_path / "params.yaml")["study"] == clean["study"]
     (tmp_path / "code.py").write_text("x = 2\n")  # an uncommitted change to an input
     dirty = provenance(tmp_path, tmp_path / "params.yaml")
