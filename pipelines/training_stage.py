@@ -37,7 +37,6 @@ TRAINERS = {
 }
 
 
-
 # ------------------------------------------------------------------------------------------------
 # The trial: built once on the driver, crosses Ray as one plain dict (to_ray), read back by from_ray
 # ------------------------------------------------------------------------------------------------
@@ -86,6 +85,10 @@ class TrialSpec:
     def pretrain_config(self) -> Any:
         return from_dict(train_config_class(self.stage), self.pretrain) if self.pretrain else None
 
+
+# ------------------------------------------------------------------------------------------------
+# What Ray runs for one trial, and the stage around the trials
+# ------------------------------------------------------------------------------------------------
 def _trainer(stage: str):
     import importlib
 
