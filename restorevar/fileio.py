@@ -7,6 +7,7 @@ import shutil
 import stat
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -207,30 +208,62 @@ def check_output_file(path: str | Path, flag: str) -> None:
         raise UserError(f"cannot write {flag} {path}: {why}; choose another path")
 
 
-def _open_regular(path: Path):
-    """A binary file object, refusing anything but a regular file without blocking on it.
+@dataclass(frozen=True)
+class Refusals:
+    """How one kind of input file is refused: the error type and the messages (``{path}``, ``{why}``, ``{size}``
+    and ``{limit}`` are filled in)."""
+    error: type[Exception]
+    missing: str
+    unreadable: str
+    folder: str
+    not_regular: str
+    too_big: str = "{path} is {size} bytes, over the limit of {limit}; give the right file"
+
+
+IMAGE = Refusals(ImageReadError, missing="image not found: {path}; check the path",
+                 unreadable="cannot read image {path}: {why}; check its permissions",
+                 folder="{path} is a folder, not an image file; give the images inside it",
+                 not_regular="{path} is not a regular file (a FIFO, socket or device); give an image file")
+
+
+def input_file(what: str) -> Refusals:
+    """The refusals of a text or data input named ``what`` in messages ("baseline", "results file")."""
+    return Refusals(UserError, missing=f"{what} {{path}} not found; check the path",
+                    unreadable=f"cannot read {what} {{path}}: {{why}}; check the path and its permissions",
+                    folder=f"{what} {{path}} is a folder; give the file inside it",
+                    not_regular=f"{what} {{path}} is not a regular file (a FIFO, socket or device); give a file",
+                    too_big=f"{what} {{path}} is {{size}} bytes, over the limit of {{limit}}; give the right file")
+
+
+def open_regular(path: str | Path, refusals: Refusals, max_bytes: int | None = None):
+    """A binary file object, refusing anything but a regular file (or one over ``max_bytes``) without blocking.
 
     A FIFO would block ``open`` until someone writes to it, and a device may act on being opened, so the
     file is stat'ed first; the descriptor is opened non-blocking and checked again, in case the path was
     swapped in between.
     """
+    def refuse(message: str, **fields) -> Exception:
+        return refusals.error(message.format(path=path, **fields))
+
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ImageReadError(f"image not found: {path}; check the path") from None
+        raise refuse(refusals.missing) from None
     except OSError as e:
-        raise ImageReadError(f"cannot read image {path}: {e.strerror or e}; check its permissions") from None
+        raise refuse(refusals.unreadable, why=e.strerror or e) from None
     if stat.S_ISDIR(st.st_mode):
-        raise ImageReadError(f"{path} is a folder, not an image file; give the images inside it")
+        raise refuse(refusals.folder)
     if not stat.S_ISREG(st.st_mode):
-        raise ImageReadError(f"{path} is not a regular file (a FIFO, socket or device); give an image file")
+        raise refuse(refusals.not_regular)
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise refuse(refusals.too_big, size=st.st_size, limit=max_bytes)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
-        raise ImageReadError(f"cannot read image {path}: {e.strerror or e}; check its permissions") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise refuse(refusals.unreadable, why=e.strerror or e) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between the stat and the open
         os.close(fd)
-        raise ImageReadError(f"{path} is not a regular file (a FIFO, socket or device); give an image file")
+        raise refuse(refusals.not_regular)
     return os.fdopen(fd, "rb")
 
 
@@ -243,25 +276,7 @@ def read_regular_text(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYT
     on being opened): anything else, a missing or unreadable file, or bytes that are not UTF-8 is a UserError
     naming ``what`` (e.g. "baseline") and the file."""
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} not found; check the path") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror or e}; check the path and its permissions") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UserError(f"{what} {path} is a folder; give the file inside it")
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{what} {path} is not a regular file (a FIFO, socket or device); give a file")
-    if st.st_size > max_bytes:
-        raise UserError(f"{what} {path} is {st.st_size} bytes, over the limit of {max_bytes}; give the right file")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror or e}; check its permissions") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped between the stat and the open
-            raise UserError(f"{what} {path} is not a regular file (a FIFO, socket or device); give a file")
+    with open_regular(path, input_file(what), max_bytes) as f:
         data = f.read(max_bytes + 1)
     try:
         return data.decode("utf-8")
@@ -299,7 +314,7 @@ def image_header_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) as the image will be read (EXIF rotation applied), from its header alone; None for a
     file that cannot be opened as an image (reading it says why)."""
     try:
-        with _open_regular(Path(path)) as f, _PIL_LIMIT:
+        with open_regular(Path(path), IMAGE) as f, _PIL_LIMIT:
             saved = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None  # only the header is read: nothing is decoded
             try:
@@ -322,7 +337,7 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, ex
     show it (the result carries no orientation tag).
     """
     path = Path(path)
-    with _open_regular(path) as f:
+    with open_regular(path, IMAGE) as f:
         try:
             with _PIL_LIMIT:
                 saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None

@@ -6,17 +6,18 @@ drop in rows from elsewhere. Every column but ``value`` is read as text: pandas 
 """
 from __future__ import annotations
 
+import dataclasses
 import io
-import os
-import stat
 from pathlib import Path
 
 import pandas as pd
 
 from restorevar.errors import UserError
-from restorevar.fileio import atomic_write, read_regular_text
+from restorevar.fileio import Refusals, atomic_write, input_file, open_regular, read_regular_text
 
 COLUMNS = ["method", "dataset", "degradation", "image_id", "metric", "value", "protocol"]
+RESULTS: Refusals = dataclasses.replace(
+    input_file("results file"), folder="results file {path} is a folder; give the .parquet/.csv files inside it")
 
 
 def write_rows(path: str | Path, rows: list[dict]) -> None:
@@ -26,18 +27,6 @@ def write_rows(path: str | Path, rows: list[dict]) -> None:
 
 
 NAN_SPELLINGS = {"nan", "+nan", "-nan"}  # a value written as NaN is a number (refused later as not finite)
-
-
-def _check_regular(f: Path) -> None:
-    """A results file must be a regular file: pandas would block for ever on a FIFO."""
-    try:
-        st = os.stat(f)
-    except OSError as e:
-        raise UserError(f"cannot read results file {f}: {e.strerror or e}; check the path") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UserError(f"results file {f} is a folder; give the .parquet/.csv files inside it")
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"results file {f} is not a regular file (a FIFO, socket or device); give a file")
 
 
 def _values(text: pd.Series) -> pd.Series:
@@ -52,12 +41,13 @@ def _values(text: pd.Series) -> pd.Series:
 
 def _read_one(f: Path) -> pd.DataFrame:
     if f.suffix == ".parquet":
-        _check_regular(f)
-        try:
-            df = pd.read_parquet(f)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
-            raise UserError(f"cannot read results file {f} (corrupt?): {e}; give a file the evaluate stage "
-                            "wrote") from None
+        # a regular file, opened without blocking (pandas would wait for ever on a FIFO), read from that handle
+        with open_regular(f, RESULTS) as handle:
+            try:
+                df = pd.read_parquet(handle)
+            except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+                raise UserError(f"cannot read results file {f} (corrupt?): {e}; give a file the evaluate stage "
+                                "wrote") from None
         for c in df.columns:  # ids as text, whatever type the writer gave them
             if c != "value" and df[c].dtype != object:
                 df[c] = df[c].astype(str)
