@@ -6,10 +6,10 @@ from restorevar.baselines.promptir import (
     PromptGeneration,
     PromptIR,
     PromptIRConfig,
-    count_parameters,
     promptir_preset,
 )
 from restorevar.errors import UserError
+from restorevar.metrics.cost import count_parameters
 
 
 def test_the_paper_preset_counts_table_6s_35_59_million_parameters():

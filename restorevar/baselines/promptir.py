@@ -217,7 +217,7 @@ class PromptIR(nn.Module):
         self.interact1 = PromptInteraction(c2, p1, c2, h3, e)
         self.up1 = upsample(c2)  # to c1 channels, concatenated with level 1's c1: 2 c1 from here on
         self.dec1 = blocks(n1, 2 * c1, h1, e)
-        self.refine = nn.Sequential(*(RestormerBlock(2 * c1, h1, e) for _ in range(cfg.num_refinement_blocks)))
+        self.refine = blocks(cfg.num_refinement_blocks, 2 * c1, h1, e)
         self.out = nn.Conv2d(2 * c1, 3, 3, padding=1, bias=False)
         if cfg.unused_published_layers:  # never called: kept for the published parameter count and tensors
             self.unused = nn.ModuleList(nn.Conv2d(i, o, 1, bias=False) for i, o in (
@@ -239,7 +239,3 @@ class PromptIR(nn.Module):
         d2 = self.interact1(d2, self.prompt1(d2))
         d1 = self.refine(self.dec1(torch.cat([self.up1(d2), e1], dim=1)))
         return self.out(d1) + x_B3HW
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

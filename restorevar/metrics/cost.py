@@ -40,15 +40,15 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
 
 
-def _count(*modules: torch.nn.Module) -> int:
+def count_parameters(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def component_params(model: RestoreVAR) -> dict[str, int]:
     v = model.vqvae
     encode = [v.encoder] + ([v.quant_conv, v.quantizer] if model.cfg.transformer.conditioning == "discrete" else [])
-    return {"encode": _count(*encode), "transformer": _count(model.transformer), "refiner": _count(model.refiner),
-            "decode": _count(v.post_quant_conv, v.decoder)}
+    return {"encode": count_parameters(*encode), "transformer": count_parameters(model.transformer),
+            "refiner": count_parameters(model.refiner), "decode": count_parameters(v.post_quant_conv, v.decoder)}
 
 
 def _time_once(device: torch.device, fn: Callable[[], Any]) -> float:
