@@ -50,10 +50,7 @@ def copy_input_method(vqvae, device: torch.device, continuous: bool = False) -> 
     ``continuous`` decodes the input's continuous latent instead: the best any model painting through this
     autoencoder can keep of its input, quantization aside."""
     def run(items, deg_B3HW):
-        with torch.no_grad():
-            f = vqvae.encode(deg_B3HW.to(device))
-            out = vqvae.decode(f if continuous else vqvae.quantizer.idx_to_f_hat(vqvae.quantize(f).idx_list))
-        return list(out.float().cpu())
+        return list(_autoencode(vqvae, deg_B3HW.to(device), continuous).float().cpu())
     return run
 
 
@@ -62,16 +59,20 @@ def roundtrip_method(vqvae, device: torch.device) -> Method:
     return reconstruction_method(vqvae, device, continuous=False)
 
 
+def _autoencode(vqvae, x_B3HW: torch.Tensor, continuous: bool) -> torch.Tensor:
+    """``x_B3HW`` through the autoencoder: its continuous latent decoded, or its tokens decoded."""
+    with torch.no_grad():
+        f = vqvae.encode(x_B3HW)
+        return vqvae.decode(f if continuous else vqvae.quantizer.idx_to_f_hat(vqvae.quantize(f).idx_list))
+
+
 def reconstruction_method(vqvae, device: torch.device, continuous: bool = True) -> Method:
     """The clean image through an autoencoder: its continuous latent (or its tokens) decoded again."""
     def run(items, deg_B3HW):
         have = [j for j, it in enumerate(items) if "clean" in it]
         out: list[torch.Tensor | None] = [None] * len(items)
         if have:
-            clean = torch.stack([items[j]["clean"] for j in have]).to(device)
-            with torch.no_grad():
-                f = vqvae.encode(clean)
-                rec = vqvae.decode(f if continuous else vqvae.quantizer.idx_to_f_hat(vqvae.quantize(f).idx_list))
+            rec = _autoencode(vqvae, torch.stack([items[j]["clean"] for j in have]).to(device), continuous)
             for j, r in zip(have, rec.float().cpu()):
                 out[j] = r
         return out
