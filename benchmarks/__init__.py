@@ -1,1 +1,1 @@
-"""Speed and quality benchmarks with saved baselines (issue 7 onwards)."""
+"""Speed and quality benchmarks with saved baselines."""

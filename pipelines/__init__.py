@@ -1,1 +1,1 @@
-"""One thin module per DVC stage; the only code that talks to Ray Tune and MLflow (issue 4 onwards)."""
+"""One thin module per DVC stage; the only code that talks to Ray Tune and MLflow."""

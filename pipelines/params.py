@@ -21,7 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import params_schema as schema
 from pipelines.params_schema import PRETRAIN_STAGES, TRAIN_STAGES, UPSTREAM
-from pipelines.params_yaml import PARAMS, ROOT, load_raw, located, profile_entry, set_dotted, typed
+from pipelines.params_yaml import (
+    PARAMS,
+    ROOT,
+    load_raw,
+    located,
+    merge,
+    override_strings,
+    profile_entry,
+    typed,
+    with_override_strings,
+)
 from restorevar.errors import UserError
 
 if TYPE_CHECKING:
@@ -59,6 +69,10 @@ class Params:
         self.path = path
         self.raw = load_raw(path)
         self.reads: set[str] = set()
+        # stage and ablation-variant configs with their model overrides still a mapping, which later changes merge
+        # into; the configs handed out hold them as strings
+        self._trees: dict[str, dict[str, Any]] = {}
+        self._ablation_trees: dict[str, dict[str, dict[str, Any]]] = {}
         if profile is None:
             self.reads.add("profile")
             profile = self.raw["profile"]
@@ -75,10 +89,16 @@ class Params:
         return f"{name}.{self.profile}"
 
     @cached_property
+    def _model_entry(self) -> dict[str, Any]:
+        """The model entry as written: its overrides a nested mapping, which stage configs merge into."""
+        return self._entry("model")
+
+    @cached_property
     def model(self) -> ModelRef:
         from restorevar.models.presets import ModelRef
 
-        m = typed(ModelRef, self._entry("model"), self.where("model"))
+        m = typed(ModelRef, {**self._model_entry, "overrides": override_strings(
+            self._model_entry.get("overrides", {}), f"{self.where('model')}.overrides")}, self.where("model"))
         try:
             m.build_config()  # a bad preset or override fails here, before any work
         except UserError as e:
@@ -174,16 +194,18 @@ class Params:
             raise UserError(f"{where}.tune: expected a mapping, got {tune!r}; remove it for the defaults")
         tune = typed(schema.TuneParams, tune, f"{where}.tune")
         tune.check(f"{where}.tune")
-        sec["model"] = {"preset": self.model.preset, "overrides": list(self.model.overrides)}
+        sec["model"] = {"preset": self.model.preset, "overrides": copy.deepcopy(self._model_entry.get("overrides", {}))}
         sec.setdefault("data", {})["train_manifest"] = self.train_manifest
         for key, stage in UPSTREAM.get(name, {}).items():
             sec[key] = str(checkpoint_path(stage))
+        self._trees[name] = copy.deepcopy(sec)
+        sec = with_override_strings(sec, where)
         cfg = typed(cls, sec, where)
         variants = {}
         for vname, changes in (tune.variants or {"main": {}}).items():
-            d = copy.deepcopy(sec)
-            for k, v in (changes or {}).items():
-                set_dotted(d, k, v, f"{where}.tune.variants.{vname}")
+            d = copy.deepcopy(self._trees[name])
+            merge(d, changes or {}, f"{where}.tune.variants.{vname}")
+            d = with_override_strings(d, f"{where}.tune.variants.{vname}")
             batch = typed(cls, d, f"{where}.tune.variants.{vname}").loop.batch_size  # validates it too
             if batch % tune.workers:
                 raise UserError(f"{where}.tune.workers={tune.workers} must divide the batch size {batch} of variant "
@@ -202,29 +224,29 @@ class Params:
         family_where = f"ablations.{self.profile}.families.{family}"
 
         def config(*changes: dict[str, Any], where: str) -> dict[str, Any]:
-            """The stage's config with each mapping of ``changes`` set in turn (so model overrides add up: the
-            profile's, the family's, the variant's)."""
-            d = copy.deepcopy(self.stages[fam.stage].config_dict)
-            d["loop"] = {**d.get("loop", {}), **fam.loop}
+            """The stage's config (its model overrides still a mapping) with each of ``changes`` merged in turn:
+            the family's reduced loop, its ``set``, the variant's ``set``."""
+            self.stages[fam.stage]
+            d = copy.deepcopy(self._trees[fam.stage])
             for change in changes:
-                for k, val in change.items():
-                    set_dotted(d, k, copy.deepcopy(val), where)
-            typed(cls, d, where)
+                merge(d, change, where)
+            typed(cls, with_override_strings(d, where), where)
             return d
 
         out = {}
         for vname, v in fam.variants.items():
             try:
-                out[vname] = config(fam.set, v.set, where=f"{family_where}.variants.{vname}")
-            except UserError:
-                config(fam.set, where=family_where)  # a fault of the family's own loop or set is named at the family
+                out[vname] = config({"loop": fam.loop}, fam.set, v.set, where=f"{family_where}.variants.{vname}")
+            except UserError:  # a fault of the family's own loop or set is named at the family
+                config({"loop": fam.loop}, fam.set, where=family_where)
                 raise
         inits = {d.get("init_from", "") for d in out.values()}
         if len(inits) > 1:  # otherwise the family compares starting points, not the variants
             raise UserError(f"ablations.{self.profile}.families.{family}: every variant must start from the same "
                             f"weights, but init_from is {' / '.join(sorted(map(repr, inits)))}; set one init_from "
                             "in the family's `set`")
-        return out
+        self._ablation_trees[family] = out
+        return {vname: with_override_strings(d, f"{family_where}.variants.{vname}") for vname, d in out.items()}
 
     def _ablation_pretrain(self, family: str) -> dict[str, dict[str, Any]] | None:
         """Each variant's pre-training config (the variant at ``pretrain.fraction`` of the size), or None; validated."""
@@ -243,14 +265,15 @@ class Params:
         if pn[0] != v.patch_nums[0]:
             raise UserError(f"{where}.patch_nums must start at the model's first scale {v.patch_nums[0]}")
         out = {}
-        for vname, d in self.ablation_variants[family].items():
+        self.ablation_variants[family]
+        for vname, d in self._ablation_trees[family].items():
             d = copy.deepcopy(d)
-            d["model"]["overrides"] = list(d["model"]["overrides"]) + [
-                f"vqvae.image_size={size}", f"vqvae.patch_nums={pn}"]
+            merge(d, {"model": {"overrides": {"vqvae": {"image_size": size, "patch_nums": pn}}}}, where)
+            d = with_override_strings(d, where)
             d["data"]["crop"] = size
             if d["data"].get("resize_shorter"):  # the same framing of the photographs, at the smaller size
                 d["data"]["resize_shorter"] = round(d["data"]["resize_shorter"] * pre.fraction)
-            d["loop"] = {**d["loop"], **pre.loop}
+            merge(d, {"loop": pre.loop}, where)
             d["any_resolution"] = True
             cfg = typed(schema.train_config_class(fam.stage), d, where)  # its loop and sizes: the pretraining's own
             try:

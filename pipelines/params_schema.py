@@ -106,7 +106,7 @@ class TuneParams:
 
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2
-    # name -> {dotted.key: value} applied to the stage config; each becomes a trial
+    # name -> changes merged into the stage config, nested as it is written ({loop: {lr: 0.0003}}); each a trial
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric: str = ""  # how to pick the exported trial; empty = the only (or the `chosen`) variant
     mode: Literal["min", "max"] = "max"
@@ -254,7 +254,7 @@ class ReportParams:
 
 @dataclass
 class AblationVariant:
-    set: dict[str, Any] = field(default_factory=dict)  # dotted keys on the stage's config
+    set: dict[str, Any] = field(default_factory=dict)  # merged into the stage's config (nested, as it is written)
     needs: list[str] = field(default_factory=list)  # weights (metric names) the variant cannot run without
 
 
@@ -272,7 +272,7 @@ class AblationFamily:
     paper_choice: str = ""
     claim: str = ""  # the paper's claim, tested against our numbers in the report
     loop: dict[str, Any] = field(default_factory=dict)  # overrides of every variant's loop (the reduced run)
-    set: dict[str, Any] = field(default_factory=dict)  # dotted keys on every variant's config, before its own
+    set: dict[str, Any] = field(default_factory=dict)  # merged into every variant's config, before its own
     variants: dict[str, AblationVariant] = field(default_factory=dict)
     pretrain: AblationPretrain = field(default_factory=AblationPretrain)
 

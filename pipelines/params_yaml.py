@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -196,17 +197,70 @@ def profile_entry(raw: dict[str, Any], name: str, profile: str) -> dict[str, Any
     return copy.deepcopy(entry)
 
 
-def set_dotted(d: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """``d[a][b] = value`` for ``key`` 'a.b'. ``model.overrides`` is added to, not replaced: a variant's
-    overrides (``transformer.positions=ape``) apply on top of the profile's own (its image size, say).
-    ``where`` (the variant) is named when ``key`` reaches inside a setting rather than a section."""
-    if key == "model.overrides" and isinstance(value, list):
-        value = list(d.get("model", {}).get("overrides", [])) + [v for v in value
-                                                                   if v not in d.get("model", {}).get("overrides", [])]
+def _nested(key: str, value: Any) -> str:
+    """``loop.lr`` and 0.001 as the nested form a message asks for: ``{loop: {lr: 0.001}}``."""
     parts = key.split(".")
-    for i, p in enumerate(parts[:-1]):
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise UserError(f"{where}: {key!r} reaches inside {'.'.join(parts[:i + 1])}, which is a setting, not a "
-                            "section; give the setting's own dotted key")
-    d[parts[-1]] = value
+    return "{" + ": {".join(parts) + f": {value}" + "}" * len(parts)
+
+
+def merge(d: dict[str, Any], change: Any, where: str) -> None:
+    """Merge ``change`` into ``d`` in place: mappings merge key by key, any other value replaces. The one way
+    params.yaml changes a config (a stage's variants, an ablation family's ``set`` and its variants' ``set``), and
+    it is written the way the sections themselves are: ``{loop: {lr: 0.001}, model: {overrides: {refiner: {kind:
+    none}}}}``. The dotted keys of older files are refused with the nested form to write instead."""
+    if not isinstance(change, dict):
+        raise UserError(f"{where}: expected a mapping of settings, got {change!r}")
+    for key, value in change.items():
+        if isinstance(key, str) and "." in key:
+            raise UserError(f"{where}: {key!r} is a dotted key, which params.yaml no longer reads; nest it: "
+                            f"{_nested(key, value)}")
+        here = f"{where}.{key}"
+        if isinstance(value, list) and here.endswith(".model.overrides"):
+            override_strings(value, here)  # words the old list form
+        old = d.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            merge(old, value, here)
+        elif isinstance(value, dict) and key in d and old is not None:
+            raise UserError(f"{here} is a setting ({old!r}), not a section; give it a value, not a mapping")
+        else:
+            d[key] = copy.deepcopy(value)
+
+
+def _override_text(value: Any) -> str:
+    """A value as ``apply_overrides`` reads it back: JSON, but a plain string as itself unless it would read
+    back as something else (``"1"`` stays a string)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value)
+
+
+def override_strings(tree: Any, where: str) -> list[str]:
+    """A model's overrides, written in params.yaml as a nested mapping (``{transformer: {conditioning:
+    discrete}}``), as the ``section.key=value`` strings a ``ModelRef`` and a checkpoint's stored config hold, in
+    the order written. A list of such strings, the older form, is refused with the nested form to write."""
+    if isinstance(tree, list):
+        first = next((s for s in tree if isinstance(s, str) and "=" in s), "transformer.conditioning=discrete")
+        raise UserError(f"{where}: a list of 'key=value' strings is the old form; write a nested mapping, "
+                        f"e.g. overrides: {_nested(*first.split('=', 1))}")
+    if not isinstance(tree, dict):
+        raise UserError(f"{where}: expected a nested mapping of model settings ({{}} for none), got {tree!r}")
+    out = []
+    for key, value in tree.items():
+        if not isinstance(key, str) or "." in key:
+            raise UserError(f"{where}: {key!r} is a dotted key; nest it: {_nested(str(key), value)}")
+        if isinstance(value, dict):
+            out += [f"{key}.{s}" for s in override_strings(value, f"{where}.{key}")]
+        else:
+            out.append(f"{key}={_override_text(value)}")
+    return out
+
+
+def with_override_strings(d: dict[str, Any], where: str) -> dict[str, Any]:
+    """A copy of the stage config ``d`` whose ``model.overrides`` tree is the list of strings its config reads."""
+    d = copy.deepcopy(d)
+    if isinstance(d.get("model"), dict) and "overrides" in d["model"]:
+        d["model"]["overrides"] = override_strings(d["model"]["overrides"], f"{where}.model.overrides")
+    return d

@@ -17,7 +17,7 @@ def _write(tmp_path, edit):
     raw = copy.deepcopy(RAW)
     edit(raw)
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # order is meaning: overrides are stored as written
     return path
 
 
@@ -82,15 +82,25 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["finetune_decoder"]["default"].update(discriminator="yes please"), "discriminator"),
     (lambda r: r.update(profile="huge"), "huge"),
     (lambda r: r["model"]["default"].update(preset="enormous"), "enormous"),
-    (lambda r: r["model"]["default"].update(overrides=["transformer.depht=3"]), "depht"),
+    (lambda r: r["model"]["default"].update(overrides={"transformer": {"depht": 3}}), "depht"),
+    (lambda r: r["model"]["default"].update(overrides=["transformer.depht=3"]),
+     ("model.default.overrides: a list of 'key=value' strings is the old form; write a nested mapping, "
+      "e.g. overrides: {transformer: {depht: 3}}")),
+    (lambda r: r["model"]["default"].update(overrides={"transformer.depth": 3}),
+     "model.default.overrides: 'transformer.depth' is a dotted key; nest it: {transformer: {depth: 3}}"),
     (lambda r: r["data"]["default"].update(source="ftp"), "ftp"),
     (lambda r: r["data"]["default"].update(source="datasets"), "datasets"),
     (lambda r: r["train_refiner"].pop("default"), "train_refiner"),
     (lambda r: r["tracking"].update(mlflow="x"), "tracking.mlflow"),
     (lambda r: r["train_transformer"]["default"].update(
-        tune={"variants": {"a": {"loop.lr": 0.1}, "b": {"loop.lr": 0.2}}}), "metric or a chosen"),
+        tune={"variants": {"a": {"loop": {"lr": 0.1}}, "b": {"loop": {"lr": 0.2}}}}), "metric or a chosen"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"loop.lr": 0.1}}, "chosen": "a"}),
+     ("train_transformer.default.tune.variants.a: 'loop.lr' is a dotted key, which params.yaml no longer reads; "
+      "nest it: {loop: {lr: 0.1}}")),
+    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"data": {"crop": {"x": 1}}}}, "chosen": "a"}),
+     "variants.a.data.crop is a setting (64), not a section"),
     (lambda r: r["train_transformer"]["default"].update(
-        tune={"variants": {"a": {"loop.stepz": 1}}, "chosen": "a"}), "variants.a"),
+        tune={"variants": {"a": {"loop": {"stepz": 1}}}, "chosen": "a"}), "variants.a"),
     (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {}}, "chosen": "b"}), "'b'"),
     (lambda r: r["train_transformer"]["default"].update(tune={"resources": {"gpus": 1}}), "gpus"),
     (lambda r: r["train_transformer"]["default"].update(tune={"workers": 0}), "default.tune.workers must be at least 1"),
@@ -109,7 +119,14 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"].update(needs=["fid"]),
      "variants.lrt.needs"),
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
-        {"loop.stepz": 3}), "families.refiner.variants.lrt"),
+        {"loop": {"stepz": 3}}), "families.refiner.variants.lrt"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"].update(
+        set={"model.overrides": ["refiner.kind=lrt"]}),
+     "families.refiner.variants.lrt: 'model.overrides' is a dotted key, which params.yaml no longer reads; nest it"),
+    (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"].update(
+        set={"model": {"overrides": ["refiner.kind=lrt"]}}),
+     ("variants.lrt.model.overrides: a list of 'key=value' strings is the old form; write a nested mapping, "
+      "e.g. overrides: {refiner: {kind: lrt}}")),
     (lambda r: r.update(ablation_families=["refiner", "positions"]), "ablation_families"),
     (lambda r: r["ablations"]["default"]["families"]["conditioning"]["variants"]["discrete"]["set"].update(
         init_from=""), "families.conditioning: every variant must start from the same weights"),
@@ -137,10 +154,10 @@ def _center_crop_of_small_images(raw):
     (lambda r: (r["data"]["default"].update(size=48), r["train_tokenizer"]["default"]["data"].update(pairs="manifest")),
      "train_tokenizer.default.data.crop 64 is larger than the 48 px synthetic images (data.default.size)"),
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
-        {"data.crop": 96, "data.pairs": "manifest", "data.val_photos": ""}),
+        {"data": {"crop": 96, "pairs": "manifest", "val_photos": ""}}),
      "families.refiner.variants.lrt.data.crop 96 is larger than the 64 px"),
     (lambda r: r["ablations"]["default"]["families"]["refiner"]["variants"]["lrt"]["set"].update(
-        {"data.pairs": "manifest"}), "data.val_photos needs data.pairs: onthefly"),
+        {"data": {"pairs": "manifest"}}), "data.val_photos needs data.pairs: onthefly"),
     (_center_crop_of_small_images, "center_crop needs test images of at least the model's 64 px"),
     (lambda r: r.update(evaluate=None), "section 'evaluate' is empty (null)"),
     (lambda r: r["stats"].update(default=None), "stats.default is empty (null); write {} for the defaults"),
@@ -187,10 +204,10 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["train_transformer"]["default"].update(gain_lr_mult=0),
      "train_transformer.default.gain_lr_mult must be in (0, 10000], got 0"),
     (lambda r: r["train_transformer"]["default"].update(gate_init=1e6), "train_transformer.default.gate_init must be"),
-    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"loop.log_every": 0}}, "chosen": "a"}),
+    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"loop": {"log_every": 0}}}, "chosen": "a"}),
      "train_transformer.default.tune.variants.a.loop.log_every must be between 1"),
-    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"loop.lr.x": 1}}}),
-     "train_transformer.default.tune.variants.a: 'loop.lr.x' reaches inside loop.lr"),
+    (lambda r: r["train_transformer"]["default"].update(tune={"variants": {"a": {"loop": {"lr": {"x": 1}}}}}),
+     "train_transformer.default.tune.variants.a.loop.lr is a setting (0.0001), not a section"),
     (lambda r: r["train_transformer"]["default"].update(tune={"max_failures": -1}),
      "train_transformer.default.tune.max_failures must be between 0 and 100, got -1"),
     (lambda r: r["train_transformer"]["default"].update(tune={"resources": {"cpu": 1e9}}),
@@ -215,7 +232,7 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["bench"]["default"].update(train_steps=10**8), "bench.default.train_steps must be between 1"),
     (lambda r: r["report"]["default"].update(grid_images_per_degradation=-1),
      "report.default.grid_images_per_degradation must be between 0"),
-    (lambda r: r.update(profile="tiny") or r["model"]["tiny"].update(overrides=["transformer.depht=3"]),
+    (lambda r: r.update(profile="tiny") or r["model"]["tiny"].update(overrides={"transformer": {"depht": 3}}),
      "model.tiny: override 'transformer.depht'"),
 ])
 def test_bad_params_fail_naming_the_key(edit, message, tmp_path):
@@ -372,40 +389,59 @@ def test_real_data_ablations_run_at_their_stages_full_length(profile, tmp_path):
 
 
 def test_a_variants_model_overrides_add_to_the_profiles_own(tmp_path):
-    size = ["transformer.drop_path_rate=0.05"]
+    size = {"transformer": {"drop_path_rate": 0.05}}
     p = _params(tmp_path, lambda r: r.update(profile="small") or r["model"]["small"].update(overrides=size))
     v = p.ablation_variants["conditioning"]["discrete"]
-    assert v["model"]["overrides"] == [*size, "transformer.conditioning=discrete"]
-    assert p.stages["train_transformer"].variants["lr1e-4"]["model"]["overrides"] == size
+    assert v["model"]["overrides"] == ["transformer.drop_path_rate=0.05", "transformer.conditioning=discrete"]
+    assert p.stages["train_transformer"].variants["lr1e-4"]["model"]["overrides"] == ["transformer.drop_path_rate=0.05"]
 
 
 def test_a_familys_set_applies_to_every_variant_before_its_own(tmp_path):
     def edit(r):
         fam = r["ablations"]["default"]["families"]["refiner"]
-        fam["set"] = {"loop.lr": 0.0005}
-        fam["variants"]["lrt"]["set"]["loop.lr"] = 0.002
+        fam["set"] = {"loop": {"lr": 0.0005}}
+        fam["variants"]["lrt"]["set"]["loop"] = {"lr": 0.002}
 
     p = _params(tmp_path, edit)
     v = p.ablation_variants["refiner"]
     assert v["none"]["loop"]["lr"] == 0.0005 and v["lrt"]["loop"]["lr"] == 0.002
+    assert v["lrt"]["loop"]["steps"] == 30  # the family's reduced loop, merged key by key, not replaced
     assert Params().ablation_variants["positions"]["ape"]["health"] is False  # default: curves only
     assert Params().ablation_pretrain["positions"]["ape"]["health"] is False
 
 
-def test_model_overrides_add_up_from_profile_to_family_to_variant(tmp_path):
-    """A family's model overrides are not dropped when a variant has its own: the profile's come first, then the
-    family's, then the variant's, and the last word on a key wins when the model is built."""
+def test_model_overrides_merge_from_profile_to_family_to_variant(tmp_path):
+    """One deep merge: the profile's overrides, then the family's, then the variant's, each key keeping its place
+    and taking the last value written, so a config (and a checkpoint) holds each setting once."""
     def edit(r):
-        r["model"]["default"]["overrides"] = ["transformer.conditioning=discrete",
-                                              "transformer.condition_inject=colocated_shift"]
+        r["model"]["default"]["overrides"] = {"transformer": {"conditioning": "discrete",
+                                                              "condition_inject": "colocated_shift"}}
         fam = r["ablations"]["default"]["families"]["conditioning"]
-        fam["set"] = {**fam.get("set", {}), "model.overrides": ["transformer.condition_inject=none"],
+        fam["set"] = {**fam.get("set", {}), "model": {"overrides": {"transformer": {"condition_inject": "none"}}},
                       "copy_init": 0.0, "shift_weight": 0.0}
-        fam["variants"]["continuous"]["set"] = {"model.overrides": ["transformer.conditioning=continuous"]}
+        fam["variants"]["continuous"]["set"] = {"model": {"overrides": {"transformer": {"conditioning": "continuous",
+                                                                                        "depth": 2}}}}
 
     v = _params(tmp_path, edit).ablation_variants["conditioning"]["continuous"]
-    assert v["model"]["overrides"] == ["transformer.conditioning=discrete", "transformer.condition_inject=colocated_shift",
-                                       "transformer.condition_inject=none", "transformer.conditioning=continuous"]
+    assert v["model"]["overrides"] == ["transformer.conditioning=continuous", "transformer.condition_inject=none",
+                                       "transformer.depth=2"]
+
+
+def test_override_strings_read_back_as_the_values_written():
+    """The nested mapping becomes the strings a checkpoint stores; each builds the model with the value and type
+    written, and a string that would read back as a number is quoted."""
+    from pipelines.params_yaml import override_strings
+    from restorevar.models.presets import get_preset
+
+    tree = {"vqvae": {"patch_nums": [1, 2, 4, 8], "shortcut": True},
+            "transformer": {"drop_path_rate": 0.05, "conditioning": "discrete"}}
+    strings = override_strings(tree, "x")
+    assert strings == ["vqvae.patch_nums=[1, 2, 4, 8]", "vqvae.shortcut=true", "transformer.drop_path_rate=0.05",
+                       "transformer.conditioning=discrete"]
+    cfg = get_preset("tiny", strings)
+    assert (list(cfg.vqvae.patch_nums), cfg.vqvae.shortcut) == ([1, 2, 4, 8], True)
+    assert (cfg.transformer.drop_path_rate, cfg.transformer.conditioning) == (0.05, "discrete")
+    assert override_strings({"refiner": {"kind": "1"}}, "x") == ['refiner.kind="1"']
 
 
 def test_the_paper_families_keep_the_papers_model_under_the_default_profiles_skip():
@@ -427,8 +463,7 @@ def test_the_paper_families_keep_the_papers_model_under_the_default_profiles_ski
     for name, d in p.ablation_variants["refiner"].items():  # the paper's full residual, on every refiner kind
         r = from_dict(RefinerTrainConfig, d).model.build_config().refiner
         assert (r.kind, r.residual) == (name, "full"), name
-    assert p.ablation_variants["conditioning"]["continuous"]["model"]["overrides"][-1] == \
-        "transformer.conditioning=continuous"
+    assert "transformer.conditioning=continuous" in p.ablation_variants["conditioning"]["continuous"]["model"]["overrides"]
 
 
 def test_ctrl_c_while_validate_imports_its_modules_is_one_line_and_130():

@@ -97,7 +97,7 @@ def study(request, tmp_path_factory):
     raw = yaml.safe_load((project / "params.yaml").read_text())
     build_all(project / raw["data"][profile]["root"], raw["data"][profile]["datasets"], real=True)
     if profile == "paper":
-        raw["model"]["paper"]["overrides"] = SMALL_SIZE
+        raw["model"]["paper"]["overrides"] = {"vqvae": {"image_size": 64, "patch_nums": [1, 2, 3, 4]}}  # SMALL_SIZE
         init = str(_var_init(project, SMALL_SIZE))
         raw["train_tokenizer"]["paper"]["init_from"] = init  # frozen: VAR's VAE exported as it came
         raw["train_transformer"]["paper"]["init_from"] = init

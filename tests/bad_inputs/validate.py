@@ -167,8 +167,16 @@ CASES = [
          _edited(lambda raw: raw["ablations"]["default"]["families"]["refiner"]["loop"].update(lr=float("nan"))),
          "ablations.default.families.refiner.loop.lr: expected a finite number, got nan", entry="validate"),
     Case("validate-variant-key-inside-a-setting",
-         _edited(_set("train_transformer", "default", "tune", {"variants": {"a": {"loop.steps.x": 1}}})),
-         "train_transformer.default.tune.variants.a: 'loop.steps.x' reaches inside loop.steps", entry="validate"),
+         _edited(_set("train_transformer", "default", "tune", {"variants": {"a": {"loop": {"steps": {"x": 1}}}}})),
+         "train_transformer.default.tune.variants.a.loop.steps is a setting (100), not a section", entry="validate"),
+    Case("validate-variant-old-dotted-key",
+         _edited(_set("train_transformer", "default", "tune", {"variants": {"a": {"loop.steps": 1}}})),
+         "train_transformer.default.tune.variants.a: 'loop.steps' is a dotted key, which params.yaml no longer reads; "
+         "nest it: {loop: {steps: 1}}", entry="validate"),
+    Case("validate-model-overrides-old-list",
+         _edited(lambda raw: raw["model"]["default"].update(overrides=["refiner.kind=none"])),
+         "model.default.overrides: a list of 'key=value' strings is the old form; write a nested mapping, "
+         "e.g. overrides: {refiner: {kind: none}}", entry="validate"),
     # what the YAML reader itself choked on: a traceback, not a message
     Case("validate-5000-digit-integer", _written(_literal("train_transformer", "default", "loop.steps", "9" * 5000)),
          "train_transformer.default.loop.steps: the integer 9999999999999999...99999999 (5000 characters) is larger "
@@ -182,7 +190,7 @@ CASES = [
          "train_transformer.default.loop: the key null reads as null, not as a name; quote it ('null')",
          entry="validate"),
     Case("validate-override-5000-digits",
-         _edited(lambda raw: raw["model"]["default"].update(overrides=["transformer.depth=" + "9" * 5000])),
+         _edited(lambda raw: raw["model"]["default"].update(overrides={"transformer": {"depth": "9" * 5000}})),
          "model.default: transformer.depth: expected an integer, got '9999", entry="validate"),
     Case("validate-nested-too-deep", _written(lambda: _dumped() + "deep: " + "[" * 5000 + "]" * 5000 + "\n"),
          "nests its lists or mappings too deeply", entry="validate"),
