@@ -76,6 +76,9 @@ def save_checkpoint(
         "rng": rng,
         "meta": meta or {},
     }
+    kind = _model_of(config)
+    if kind != "restorevar":  # RestoreVAR's files name no model (they did not before baselines), so stay as they were
+        payload["model"] = kind
     atomic_write(path, lambda tmp: _save_bytes(payload, tmp))
 
 
@@ -137,6 +140,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 # What a checkpoint's components may be called: the parts of RestoreVAR, and the decoder's discriminator.
 COMPONENTS = ("vqvae", "transformer", "refiner", "discriminator")
+# The models a checkpoint may describe, and each one's components: RestoreVAR (a file without a "model" key) and
+# the baselines the study retrains.
+MODELS = {"restorevar": COMPONENTS, "promptir": ("promptir",)}
 # Weights are copied into float32 parameters, which hold every value of these types exactly.
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The most elements (parameters and buffers) a checkpoint's config may describe, about 2.6x the paper's model
@@ -175,15 +181,19 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     for key in ("meta", "optimizer", "scheduler", "rng"):
         if not isinstance(ckpt.get(key), (dict, type(None))):
             raise UserError(f"checkpoint {path}: '{key}' must be a mapping, got {_kind(ckpt[key])}; {_DAMAGED}")
+    kind = ckpt.get("model", "restorevar")
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise UserError(f"checkpoint {path}: 'model' must be one of {', '.join(MODELS)}, got "
+                        f"{repr(kind)[:80] if isinstance(kind, str) else _kind(kind)}; {_DAMAGED}")
     comps = ckpt.get("components")
     if not isinstance(comps, dict):
         raise UserError(f"checkpoint {path}: 'components' must be a mapping of component names to weights, "
                         f"got {_kind(comps)}; {_DAMAGED}")
     for name, sd in comps.items():
-        if name not in COMPONENTS:
+        if name not in MODELS[kind]:
             shown = repr(name) if isinstance(name, str) else f"a key of type {_kind(name)}"
             raise UserError(f"checkpoint {path}: 'components' holds {shown[:80]}, which is none of "
-                            f"{', '.join(COMPONENTS)}; {_DAMAGED}")
+                            f"{', '.join(MODELS[kind])}; {_DAMAGED}")
         if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                for k, v in sd.items()):
             raise UserError(f"checkpoint {path}: the {name} weights are not a mapping of names to tensors; "
@@ -194,7 +204,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
                         f"{_DAMAGED}")
     _check_plain(stored, "config", path)
     try:
-        cfg = config_from_checkpoint(ckpt)
+        cfg = model_config(ckpt)
     except UserError as e:
         raise UserError(f"checkpoint {path}: {e}; {_DAMAGED}") from None
     expected = _meta_model(cfg, "discriminator" in comps)
@@ -243,6 +253,11 @@ def _meta_model(cfg: Any, discriminator: bool) -> dict[str, torch.nn.Module]:
     """
     from restorevar.models import PatchGAN, RestoreVAR
 
+    if _model_of(cfg) == "promptir":
+        from restorevar.baselines.promptir import PromptIR
+
+        with torch.device("meta"):
+            return {"promptir": PromptIR(cfg)}
     with torch.device("meta"):
         model = RestoreVAR(cfg)
         parts = {name: getattr(model, name) for name in ("vqvae", "transformer", "refiner")}
@@ -377,9 +392,30 @@ def load_components(model: torch.nn.Module, ckpt: dict[str, Any], names: list[st
         module.load_state_dict(sd, strict=True)
 
 
+def _model_of(config: Any) -> str:
+    """Which of ``MODELS`` a config describes."""
+    from restorevar.baselines.promptir import PromptIRConfig
+
+    return "promptir" if isinstance(config, PromptIRConfig) else "restorevar"
+
+
+def model_config(ckpt: dict[str, Any]):
+    """The typed config of whichever model the checkpoint describes."""
+    if ckpt.get("model", "restorevar") == "promptir":
+        from restorevar.baselines.promptir import PromptIRConfig
+
+        return from_dict(PromptIRConfig, ckpt["config"])
+    return config_from_checkpoint(ckpt)
+
+
 def config_from_checkpoint(ckpt: dict[str, Any]):
+    """The RestoreVAR config of a checkpoint; a baseline's checkpoint is refused by name."""
     from restorevar.models.restorevar import RestoreVARConfig
 
+    kind = ckpt.get("model", "restorevar")
+    if kind != "restorevar":
+        raise UserError(f"the checkpoint holds a {kind} model, not RestoreVAR; give a RestoreVAR checkpoint (a "
+                        f"{kind} checkpoint is evaluated as the `{kind}` method)")
     return from_dict(RestoreVARConfig, stored_config(ckpt))
 
 

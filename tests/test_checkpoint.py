@@ -383,3 +383,42 @@ def test_a_stored_component_must_fit_its_config_even_when_no_command_loads_it(tm
                     components={"vqvae": m.vqvae.state_dict()})
     with pytest.raises(UserError, match=r"the vqvae weight .* has shape .*, its config needs .*config and weights"):
         load_checkpoint(tmp_path / "tok.pt")
+
+
+def _promptir_file(path):
+    from restorevar.baselines.promptir import PromptIR, promptir_preset
+
+    torch.manual_seed(0)
+    net = PromptIR(promptir_preset("tiny"))
+    save_checkpoint(path, config=net.cfg, components={"promptir": net.state_dict()}, step=3)
+    return net
+
+
+def test_a_baselines_checkpoint_names_its_model_and_a_restorevar_one_stays_as_it_was(tmp_path):
+    """A PromptIR file says so ("model"), is checked against PromptIR's own shapes, and is refused by name where a
+    RestoreVAR model is built from it; RestoreVAR's files hold no such key, so they keep their bytes."""
+    from restorevar.checkpoint import model_config
+
+    net = _promptir_file(tmp_path / "p.pt")
+    ck = load_checkpoint(tmp_path / "p.pt")
+    assert ck["model"] == "promptir" and model_config(ck) == net.cfg
+    with pytest.raises(UserError, match="holds a promptir model, not RestoreVAR; give a RestoreVAR checkpoint"):
+        load_model(tmp_path / "p.pt", ["vqvae"])
+    _save(tmp_path / "r.pt", make_tiny())
+    assert "model" not in torch.load(tmp_path / "r.pt", weights_only=True)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda ck: ck.update(model="diffusion"), "'model' must be one of restorevar, promptir, got 'diffusion'"),
+    (lambda ck: ck.update(model=3), "'model' must be one of restorevar, promptir, got int"),
+    (lambda ck: ck["components"].update(vqvae={}), "'components' holds 'vqvae', which is none of promptir"),
+    (lambda ck: ck["config"].update(dim=12), "the promptir weight embed.weight has shape"),  # another width
+    (lambda ck: ck.pop("model"), "holds 'promptir', which is none of vqvae"),  # then read as RestoreVAR
+])
+def test_a_damaged_baseline_checkpoint_is_one_line(edit, message, tmp_path):
+    _promptir_file(tmp_path / "p.pt")
+    ck = torch.load(tmp_path / "p.pt", weights_only=True)
+    edit(ck)
+    torch.save(ck, tmp_path / "p.pt")
+    with pytest.raises(UserError, match=message):
+        load_checkpoint(tmp_path / "p.pt")

@@ -15,13 +15,13 @@ the parameter count (and a published checkpoint's tensors) match, and they chang
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from restorevar.config import check_range, from_dict
+from restorevar.config import apply_overrides, check_range, from_dict
 from restorevar.errors import UserError
 
 
@@ -73,10 +73,23 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def promptir_preset(name: str) -> PromptIRConfig:
+def promptir_preset(name: str, overrides: list[str] | None = None) -> PromptIRConfig:
+    """The named preset's config, with optional dotted ``key=value`` overrides (``dim=24``)."""
     if name not in PRESETS:
         raise UserError(f"unknown PromptIR preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return from_dict(PromptIRConfig, PRESETS[name])
+    cfg = from_dict(PromptIRConfig, PRESETS[name])
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+@dataclass
+class PromptIRRef:
+    """PromptIR as a stage's config names it: a preset and overrides on it (as ``ModelRef`` names RestoreVAR)."""
+
+    preset: str = "tiny"
+    overrides: list[str] = field(default_factory=list)
+
+    def build_config(self) -> PromptIRConfig:
+        return promptir_preset(self.preset, list(self.overrides))  # typed and checked
 
 
 # ------------------------------------------------------------------------------------------------

@@ -475,6 +475,7 @@ def run_loop(
     images_per_step: int,
     resume_modules: dict[str, torch.nn.Module] | None = None,
     counters: dict[str, int] | None = None,
+    lr_fn: Callable[[int], float] | None = None,
 ) -> dict[str, float]:
     """Resume, then train to ``loop.steps``: log, evaluate and checkpoint on their cadences.
 
@@ -482,11 +483,12 @@ def run_loop(
     ``components`` gives what the checkpoint exports (frozen parts included, so it is self-contained);
     ``resume_modules`` maps those exported names back to modules when they differ from ``trained``'s
     (the decoder trains inside the exported VQ-VAE). ``counters`` are a trainer's running counts, updated in
-    place by its step function: each checkpoint saves them, and a resumed run continues from them.
+    place by its step function: each checkpoint saves them, and a resumed run continues from them. ``lr_fn`` is
+    the LR multiplier of each step when a trainer follows another schedule than ``lr_lambda``'s.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(loop)) for k, o in optimizers.items()}
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_fn or lr_lambda(loop)) for k, o in optimizers.items()}
     state = resume_if_possible(run_dir, resume_modules or trained, optimizers, schedulers)
     step, last = state.step, dict(state.extra.get("last_metrics", {}))
     if counters is not None:
