@@ -19,13 +19,15 @@ from pipelines import tuning
 from pipelines.params import ROOT, Params, checkpoint_path
 from pipelines.params_schema import BASELINES, MODEL_METHOD
 from pipelines.stage_main import stage_main
+from restorevar.baselines.promptir import load_promptir
 from restorevar.checkpoint import load_model
 from restorevar.data.manifest import read_manifest
 from restorevar.device import pick_device
+from restorevar.errors import UserError
 from restorevar.fileio import atomic_write
 from restorevar.inference.engine import fast
 from restorevar.metrics import MetricProtocol, MetricSuite, summary, write_rows
-from restorevar.metrics.cost import measure_cost
+from restorevar.metrics.cost import measure_cost, measure_network_cost
 from restorevar.metrics.results import read_results
 from restorevar.metrics.scoring import (
     copy_input_method,
@@ -33,10 +35,13 @@ from restorevar.metrics.scoring import (
     external_method,
     identity_method,
     model_method,
+    network_method,
     roundtrip_method,
 )
+from restorevar.stats.seeds import seed_method
 
 RESULTS = ROOT / "results"
+PROMPTIR = checkpoint_path("train_promptir").with_suffix("")  # its seeds' checkpoints, seed<k>.pt
 
 
 def _write_json(path: Path, obj) -> None:
@@ -66,6 +71,17 @@ def run() -> dict:
     if "vqvae_roundtrip" in e.baselines:
         tok = load_model(checkpoint_path("train_tokenizer"), ["vqvae"]).to(device).eval()
         methods["vqvae_roundtrip"] = roundtrip_method(tok.vqvae, device)
+    baseline_nets = {}
+    if "promptir" in e.baselines:  # one method per training seed: what follows is stated across seeds
+        found = sorted(PROMPTIR.glob("seed*.pt"), key=lambda f: int(f.stem.removeprefix("seed") or 0)) \
+            if PROMPTIR.is_dir() else []
+        if not found:
+            raise UserError(f"{PROMPTIR.relative_to(ROOT)} holds no seed<k>.pt; run the train_promptir stage first "
+                            "(dvc repro train_promptir) or drop promptir from evaluate's baselines")
+        for f in found:
+            name = seed_method("promptir", int(f.stem.removeprefix("seed")))
+            baseline_nets[name] = load_promptir(f).to(device)
+            methods[name] = network_method(baseline_nets[name], device)
     entries = read_manifest(p.test_manifest)
     missing: dict[str, list[str]] = {}
     for name, folder in e.external.items():
@@ -81,6 +97,10 @@ def run() -> dict:
     eval_seconds = time.perf_counter() - started
 
     cost = measure_cost(model, e.cost.batch_size, e.cost.warmup, e.cost.repeats, options=inference)
+    if baseline_nets:  # one seed's network: the seeds share their architecture and so their cost
+        net = next(iter(baseline_nets.values()))
+        cost["baselines"] = {"promptir": measure_network_cost(net, protocol.size, e.cost.batch_size, e.cost.warmup,
+                                                              e.cost.repeats)}
     _write_json(RESULTS / "cost.json", cost)
     df = read_results(RESULTS / "per_image")
     sec = cost["seconds_per_image"]
@@ -89,6 +109,10 @@ def run() -> dict:
                        # ratios to the decoder's time travel between machines better than seconds
                        "ratio_to_decode": {k: round(v / sec["decode"], 4) for k, v in sec.items() if k != "decode"},
                        "gflops_per_image": {k: round(v / 1e9, 4) for k, v in cost["flops_per_image"].items()}}
+    for name, c in cost.get("baselines", {}).items():  # beside the model's end to end, on the same images
+        metrics["cost"][name] = {"seconds_per_image": round(c["seconds_per_image"]["end_to_end"], 6),
+                                 "params": c["params"]["end_to_end"],
+                                 "gflops_per_image": round(c["flops_per_image"]["end_to_end"] / 1e9, 4)}
     _write_json(ROOT / "metrics.json", metrics)
     _write_json(RESULTS / "plots" / "psnr_per_degradation.json", bar_records(metrics[protocol.id]))
     info = {

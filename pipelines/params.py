@@ -194,7 +194,16 @@ class Params:
             raise UserError(f"{where}.tune: expected a mapping, got {tune!r}; remove it for the defaults")
         tune = typed(schema.TuneParams, tune, f"{where}.tune")
         tune.check(f"{where}.tune")
-        sec["model"] = {"preset": self.model.preset, "overrides": copy.deepcopy(self._model_entry.get("overrides", {}))}
+        if name in schema.BASELINE_STAGES:  # its own model, named in its own entry
+            own = sec.get("model", {})
+            if not isinstance(own, dict):
+                raise UserError(f"{where}.model: expected a mapping {{preset: ..., overrides: {{...}}}}, got {own!r}")
+            sec["model"] = {**own, "overrides": copy.deepcopy(own.get("overrides", {}))}
+        else:
+            if "model" in sec:
+                raise UserError(f"{where}.model: this stage trains the `model` section's RestoreVAR; set it there")
+            sec["model"] = {"preset": self.model.preset,
+                            "overrides": copy.deepcopy(self._model_entry.get("overrides", {}))}
         sec.setdefault("data", {})["train_manifest"] = self.train_manifest
         for key, stage in UPSTREAM.get(name, {}).items():
             sec[key] = str(checkpoint_path(stage))

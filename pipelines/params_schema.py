@@ -11,7 +11,10 @@ from restorevar.errors import UserError
 
 # the pretraining tier (pretrain/pipeline.yaml, `make pretrain`): the weights the study's training starts from
 PRETRAIN_STAGES = ("pretrain_tokenizer", "pretrain_prior", "pretrain_restoration")
-TRAIN_STAGES = ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner")
+TRAIN_STAGES = ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "train_promptir")
+# stages that train a baseline, whose model is their own entry's (`model: {preset, overrides}`), not the `model`
+# section's RestoreVAR
+BASELINE_STAGES = ("train_promptir",)
 # sections that hold one entry per profile; the others are shared by all profiles
 PROFILE_SECTIONS = ("model", "data", *PRETRAIN_STAGES, *TRAIN_STAGES, "evaluate", "stats", "bench", "report",
                     "ablations")
@@ -40,13 +43,14 @@ MAX_WORKERS = 1024
 MAX_FAILURES = 100
 
 MODEL_METHOD = "restorevar"
-BASELINES = ("identity", "copy_input", "vqvae_roundtrip")
+BASELINES = ("identity", "copy_input", "vqvae_roundtrip", "promptir")
 
 
 def train_config_class(stage: str) -> type:
     """The typed trainer config of a training stage (imported here, not at the top: see the docstring)."""
     from restorevar.train.decoder import DecoderTrainConfig
     from restorevar.train.prior import PriorTrainConfig
+    from restorevar.train.promptir import PromptIRTrainConfig
     from restorevar.train.refiner import RefinerTrainConfig
     from restorevar.train.tokenizer import TokenizerTrainConfig
     from restorevar.train.transformer import TransformerTrainConfig
@@ -54,7 +58,8 @@ def train_config_class(stage: str) -> type:
     return {"pretrain_tokenizer": TokenizerTrainConfig, "pretrain_prior": PriorTrainConfig,
             "pretrain_restoration": TransformerTrainConfig,
             "train_tokenizer": TokenizerTrainConfig, "finetune_decoder": DecoderTrainConfig,
-            "train_transformer": TransformerTrainConfig, "train_refiner": RefinerTrainConfig}[stage]
+            "train_transformer": TransformerTrainConfig, "train_refiner": RefinerTrainConfig,
+            "train_promptir": PromptIRTrainConfig}[stage]
 
 
 @dataclass
@@ -117,8 +122,18 @@ class TuneParams:
     workers: int = 1
     cpus_per_worker: float | None = None
     gpus_per_worker: float | None = None
+    # several training runs of the exported variant, one per seed (its loop.seed), each exported as
+    # checkpoints/<stage>/seed<k>.pt so that what follows can be stated across seeds; empty: one run
+    seeds: list[int] = field(default_factory=list)
 
     def check(self, where: str) -> None:
+        if len(set(self.seeds)) != len(self.seeds) or any(isinstance(x, bool) or x < 0 for x in self.seeds):
+            raise UserError(f"{where}.seeds must be distinct integers >= 0 (one training run per seed, e.g. [0, 1]), "
+                            f"got {self.seeds}")
+        for i, seed in enumerate(self.seeds):
+            check_range(f"{where}.seeds[{i}]", seed, 0, MAX_SEED)
+        if self.seeds and len(self.variants) > 1:
+            raise UserError(f"{where}: seeds train one variant; give one variant, or none")
         check_range(f"{where}.resources.cpu", self.resources.cpu, 0, MAX_CPUS)
         check_range(f"{where}.resources.gpu", self.resources.gpu, 0, MAX_GPUS)
         check_range(f"{where}.max_failures", self.max_failures, 0, MAX_FAILURES)

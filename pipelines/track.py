@@ -6,7 +6,8 @@ The run (experiment ``evaluation``) carries:
   params.yaml's hash;
 - metrics, flat: ``<metric>/<method>/<dataset>`` from metrics.json (``overall`` for the dataset-weighted
   mean) and, from stats.json, ``<metric>_diff_vs_<baseline>/<dataset>`` with ``..._ci_low``,
-  ``..._ci_high`` and ``..._p`` beside it;
+  ``..._ci_high`` and ``..._p`` beside it, and ``<metric>_diff_vs_<baseline>_across_seeds/<dataset>`` with its
+  interval for a baseline trained once per seed (PromptIR);
 - artifacts: reports/report.html, metrics.json and results/stats.json.
 Its ``study`` tag is the one every training run of the same commit and params carries. Writes
 results/tracking.json (the run id and what was logged).
@@ -56,6 +57,11 @@ def comparison_metrics(stats: dict[str, Any]) -> dict[str, float]:
         for name, diff, (lo, hi), p in rows:
             out.update({f"{head}/{name}": diff, f"{head}/{name}_ci_low": lo, f"{head}/{name}_ci_high": hi,
                         f"{head}/{name}_p": p})
+    across = stats.get("across_seeds", [])  # a baseline trained per seed: the difference across its seeds
+    names = {**mlflow_runs.stratum_names(sorted({c["group"] for c in across} - {"overall"})), "overall": "overall"}
+    for c in across:
+        head = f"{c['metric']}_diff_vs_{c['b']}_across_seeds/{names[c['group']]}"
+        out.update({head: c["mean_diff"], f"{head}_ci_low": c["ci"][0], f"{head}_ci_high": c["ci"][1]})
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}  # MLflow takes no NaN
 
 

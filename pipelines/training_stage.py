@@ -34,6 +34,7 @@ TRAINERS = {
     "finetune_decoder": "restorevar.train.decoder:train_decoder",
     "train_transformer": "restorevar.train.transformer:train_transformer",
     "train_refiner": "restorevar.train.refiner:train_refiner",
+    "train_promptir": "restorevar.train.promptir:train_promptir",
 }
 
 
@@ -142,7 +143,7 @@ def trainable(config: dict[str, Any]) -> None:
         try:
             from restorevar.train.samples import sample_grid
 
-            run.log_image(sample_grid(ckpt, config.data.train_manifest), "samples.png")
+            run.log_image(sample_grid(ckpt, config.data.train_manifest, crop=config.data.crop), "samples.png")
         except Exception as e:  # noqa: BLE001 - a failed picture must not fail the training run
             run.set_tags({"samples_error": str(e)[:200]})
         run.set_tags({"checkpoint": _relative(ckpt), "checkpoint_sha256": mlflow_runs.sha256_short(ckpt)})
@@ -180,7 +181,7 @@ def history(run_dir: Path, name: str = "history.jsonl") -> list[dict]:
 # the validation metrics each stage's DVC plot draws (results/curves/<stage>_val.json)
 VAL_CURVES = {"train_tokenizer": ["val_psnr_continuous", "val_psnr_discrete"],
               "finetune_decoder": ["val_psnr_continuous"], "train_transformer": ["val_acc"],
-              "train_refiner": ["val_psnr_refined", "val_psnr_unrefined"]}
+              "train_refiner": ["val_psnr_refined", "val_psnr_unrefined"], "train_promptir": ["val_psnr", "val_psnr_input"]}
 
 
 def write_curves(stage: str, run_dir: Path, loop: dict[str, Any], out_dir: Path) -> None:
@@ -299,7 +300,10 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
         path = sp.config_dict.get(upstream)
         if path and not Path(path).exists():
             raise UserError(f"{stage} needs {path}; run the stage that makes it first (dvc repro)")
-    results = run_trials(p, stage, sp.variants, sp.tune, experiment=stage, family=family or stage)
+    results = run_trials(p, stage, sp.variants, sp.tune, experiment=stage, family=family or stage,
+                         seeds=list(sp.tune.seeds) or None)
+    if sp.tune.seeds:
+        return _export_seeds(p, stage, results, started)
     if sp.tune.chosen:
         best = next(r for r in results if r["trial"].variant == sp.tune.chosen)
     elif sp.tune.metric:
@@ -326,6 +330,31 @@ def run_stage(stage: str, family: str | None = None) -> dict[str, Any]:
     text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
     atomic_write(dst.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
     print(f"{stage}: exported {best['trial'].variant} to {dst.relative_to(ROOT)} in {summary['seconds']} s")
+    return summary
+
+
+def _export_seeds(p: Params, stage: str, results: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    """A stage trained once per seed (``tune.seeds``): every seed's checkpoint is exported, as
+    checkpoints/<stage>/seed<k>.pt, and the first seed's curves; the summary holds each seed's metrics."""
+    out = checkpoint_path(stage).with_suffix("")
+    by_seed = {r["trial"].seed: r for r in results}
+    for old in out.glob("seed*.pt") if out.is_dir() else []:  # a seed no longer listed would be read as current
+        if old.stem not in {f"seed{k}" for k in by_seed}:
+            old.unlink()
+    for k, r in sorted(by_seed.items()):
+        publish_copy(ROOT / r["trial"].run_dir / CKPT_NAME, out / f"seed{k}.pt")
+    first = by_seed[min(by_seed)]
+    write_curves(stage, ROOT / first["trial"].run_dir, first["trial"].config.get("loop", {}), ROOT / "results" / "curves")
+    summary = {
+        "stage": stage, "profile": p.profile, "exported_variant": first["trial"].variant,
+        "seeds": {str(k): {m: v for m, v in r["metrics"].items() if isinstance(v, (int, float)) and m.startswith(
+            ("val_", "loss", "step"))} for k, r in sorted(by_seed.items())},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    text = json.dumps(summary, indent=1, sort_keys=True) + "\n"
+    atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    print(f"{stage}: exported seeds {', '.join(map(str, sorted(by_seed)))} to {out.relative_to(ROOT)}/ in "
+          f"{summary['seconds']} s")
     return summary
 
 

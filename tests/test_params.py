@@ -29,7 +29,7 @@ def _params(tmp_path, edit):
 def test_every_shipped_profile_validates(profile, tmp_path):
     p = _params(tmp_path, lambda r: r.update(profile=profile))
     assert p.profile == profile and set(p.stages) == {"pretrain_tokenizer", "pretrain_prior", "pretrain_restoration",
-                                                      "train_tokenizer",
+                                                      "train_tokenizer", "train_promptir",
                                                       "finetune_decoder", "train_transformer", "train_refiner"}
     assert p.stages["train_transformer"].config.model.preset == p.model.preset
 
@@ -232,6 +232,15 @@ def _center_crop_of_small_images(raw):
     (lambda r: r["bench"]["default"].update(train_steps=10**8), "bench.default.train_steps must be between 1"),
     (lambda r: r["report"]["default"].update(grid_images_per_degradation=-1),
      "report.default.grid_images_per_degradation must be between 0"),
+    (lambda r: r["train_promptir"]["default"]["tune"].update(seeds=[0, 0]), "train_promptir.default.tune.seeds must be"),
+    (lambda r: r["train_promptir"]["default"]["tune"].update(variants={"a": {}, "b": {}}, chosen="a"),
+     "train_promptir.default.tune: seeds train one variant"),
+    (lambda r: r["train_promptir"]["default"]["loop"].update(grad_clip=1.0),
+     "train_promptir.default.loop.grad_clip=1.0 is not implemented by the promptir trainer"),
+    (lambda r: r["train_promptir"]["default"]["model"].update(preset="huge"), "unknown PromptIR preset 'huge'"),
+    (lambda r: r["train_promptir"]["default"]["model"].update(overrides={"dim": 0}), "promptir.dim"),
+    (lambda r: r["train_refiner"]["default"].update(model={"preset": "cpu"}),
+     "train_refiner.default.model: this stage trains the `model` section's RestoreVAR; set it there"),
     (lambda r: r.update(profile="tiny") or r["model"]["tiny"].update(overrides={"transformer": {"depht": 3}}),
      "model.tiny: override 'transformer.depht'"),
 ])
@@ -492,3 +501,20 @@ def _default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_the_promptir_stage_trains_its_own_model_per_seed_with_the_published_recipe():
+    from restorevar.baselines.promptir import PromptIRRef
+    from restorevar.train.promptir import PromptIRTrainConfig
+
+    p = Params()
+    sp = p.stages["train_promptir"]
+    cfg = sp.config
+    assert isinstance(cfg, PromptIRTrainConfig) and cfg.model == PromptIRRef("cpu", [])
+    assert (cfg.loop.lr, cfg.loop.betas, cfg.loop.weight_decay, cfg.cosine_horizon) == (2e-4, (0.9, 0.999), 0.01, 1.25)
+    assert list(sp.tune.seeds) == [0, 1] and list(sp.variants) == ["main"]
+    # the same pairs and the same unseen validation scenes as the transformer it is compared with
+    assert sp.config_dict["data"] == {**p.stages["train_transformer"].config_dict["data"]}
+    q = Params()
+    q.stages["train_promptir"]
+    assert "model.default" not in q.reads and "train_promptir.default" in q.reads  # its dvc params: its own entry

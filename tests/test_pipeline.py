@@ -22,7 +22,8 @@ from pipelines.mlflow_runs import sha256_short
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ["ablate@conditioning", "ablate@positions", "ablate@refiner", "ablate@decoder_losses"]
-STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate", "bench", "stats",
+STAGES = ["data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "train_promptir", "evaluate",
+          "bench", "stats",
           *ABLATIONS, "scale_space", "report", "track"]
 pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
                                 reason="needs the project's git checkout to copy its files")
@@ -52,7 +53,8 @@ def _metrics(project: Path) -> dict:
     """Quality metrics and FLOPs; timings differ between runs, so they stay out of comparisons."""
     m = json.loads((project / "metrics.json").read_text())
     cost = m.pop("cost")
-    m["gflops"] = cost["gflops_per_image"]
+    m["gflops"] = {**cost["gflops_per_image"], **{name: c["gflops_per_image"] for name, c in cost.items()
+                                                  if "gflops_per_image" in c}}  # a baseline's, beside the model's
     return m
 
 
@@ -93,18 +95,32 @@ def test_repro_runs_every_stage_and_writes_metrics(done):
     assert "Generalization: datasets never trained on" in (project / "reports" / "report.md").read_text()
     assert not info["metrics"]["lpips"]["available"] and "not cached" in info["metrics"]["lpips"]["reason"]
     per = m["rgb-crop0-resize32"]
-    assert set(per) == {"restorevar", "identity", "copy_input", "vqvae_roundtrip"}
+    assert set(per) == {"restorevar", "identity", "copy_input", "vqvae_roundtrip", "promptir_seed0", "promptir_seed1"}
     for method in per.values():
         assert len(method) == 8  # 7 degradations + overall
         assert all(set(v) == {"psnr", "ssim", "lowfreq_psnr"} for v in method.values())
     assert m["gflops"]["end_to_end"] > 0
     stats = json.loads((project / "results" / "stats.json").read_text())
     assert {(c["metric"], c["b"]) for c in stats["comparisons"]} == {
-        (mt, b) for mt in ("psnr", "ssim", "lowfreq_psnr") for b in ("identity", "copy_input", "vqvae_roundtrip")}
+        (mt, b) for mt in ("psnr", "ssim", "lowfreq_psnr")
+        for b in ("identity", "copy_input", "vqvae_roundtrip", "promptir_seed0", "promptir_seed1")}
+    # restorevar - promptir across PromptIR's two seeds, overall and per degradation, from the within-seed tests
+    across = {(c["metric"], c["group"]): c for c in stats["across_seeds"]}
+    assert len(across) == 3 * 8 and {c["b"] for c in stats["across_seeds"]} == {"promptir"}
+    psnr = across["psnr", "overall"]
+    assert psnr["n_seeds"] == 2 and psnr["per_seed_diff"] == pytest.approx({str(k): next(
+        c["weighted"]["mean_diff"] for c in stats["comparisons"] if c["metric"] == "psnr" and c["b"] == f"promptir_seed{k}")
+        for k in (0, 1)})
+    cost = json.loads((project / "metrics.json").read_text())["cost"]["promptir"]
+    assert m["gflops"]["promptir"] > 0 and cost["params"] > 0 and cost["seconds_per_image"] > 0
+    seeds = json.loads((project / "checkpoints" / "train_promptir.json").read_text())["seeds"]
+    assert set(seeds) == {"0", "1"} and all(v["step"] == 8 for v in seeds.values())
+    assert sorted(f.name for f in (project / "checkpoints" / "train_promptir").iterdir()) == ["seed0.pt", "seed1.pt"]
     assert "lpips" in stats["not_measured"]
     page = (project / "reports" / "report.html").read_text()
     assert "rgb-crop0-resize32" in page and "data:image/png;base64," in page and "unavailable" in page
     assert "Ablation: conditioning" in page and "Scale-space analysis" in page
+    assert "RestoreVAR against PromptIR, retrained" in page and "promptir (end to end)" in page
     for stage in STAGES[1:5]:
         summary = json.loads((project / "checkpoints" / f"{stage}.json").read_text())
         assert summary["exported_variant"] == "main" and summary["metrics"]["step"] > 0
@@ -196,6 +212,10 @@ def test_the_evaluation_run_holds_metrics_json_and_the_stats_and_every_run_its_i
     assert run.data.metrics["psnr_diff_vs_identity/overall"] == pytest.approx(w["mean_diff"])
     assert run.data.metrics["psnr_diff_vs_identity/overall_ci_low"] == pytest.approx(w["ci"][0])
     assert run.data.metrics["psnr_diff_vs_identity/overall_p"] == pytest.approx(w["p_perm"])
+    across = next(x for x in stats["across_seeds"] if x["metric"] == "psnr" and x["group"] == "overall")
+    assert run.data.metrics["psnr_diff_vs_promptir_across_seeds/overall"] == pytest.approx(across["mean_diff"])
+    assert run.data.metrics["psnr_diff_vs_promptir_across_seeds/overall_ci_low"] == pytest.approx(across["ci"][0])
+    assert "psnr_diff_vs_promptir_across_seeds/synth-haze" in run.data.metrics
     assert prov["git_commit"] == done["commit"] and prov["protocol"] == "rgb-crop0-resize32"
     assert prov["checkpoint_sha256"] == sha256_short(project / "checkpoints" / "train_refiner.pt")
     assert prov["test_manifest_sha256"] == sha256_short(project / "data" / "prepared" / "test.json")
@@ -218,7 +238,7 @@ def test_dvc_plots_render_every_declared_plot_offline(done, tmp_path):
                        text=True, check=False)
     shown = json.loads(r.stdout)
     assert r.returncode == 0 and not shown.get("errors"), r.stdout[-2000:] + r.stderr[-2000:]
-    assert len(shown["data"]) == len(declared) == 9
+    assert len(shown["data"]) == len(declared) == 11
     for plot_id, renders in shown["data"].items():
         [vega] = renders
         assert vega["content"]["data"]["values"], plot_id  # every plot has points
@@ -295,24 +315,25 @@ def _kill_tree(project: Path, proc: subprocess.Popen) -> None:
             pass
 
 
-def _kill_after_a_checkpoint(project: Path, cmd: list[str], other_than: Path | None = None) -> Path:
-    """Start ``cmd``, SIGKILL it (and its Ray) once a transformer trial folder other than ``other_than`` holds a
-    checkpoint of step 8 or later, and return that checkpoint: a kill between two checkpoints of 40 steps."""
+def _kill_after_a_checkpoint(project: Path, cmd: list[str], other_than: Path | None = None,
+                             trials: str = "train_transformer-*/main/last.pt", at: int = 8, steps: int = 40) -> Path:
+    """Start ``cmd``, SIGKILL it (and its Ray) once a trial folder (``trials``) other than ``other_than`` holds a
+    checkpoint of step ``at`` or later, and return that checkpoint: a kill between two checkpoints of ``steps``."""
     from restorevar.checkpoint import load_checkpoint
 
     proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline, ckpt = time.time() + 600, None
     while time.time() < deadline and ckpt is None:
-        found = [p for p in (project / "runs").glob("train_transformer-*/main/last.pt") if p.parent != other_than]
-        if found and load_checkpoint(found[0])["step"] >= 8:
+        found = [p for p in (project / "runs").glob(trials) if p.parent != other_than]
+        if found and load_checkpoint(found[0])["step"] >= at:
             ckpt = found[0]
         elif proc.poll() is not None:
-            pytest.fail(f"{' '.join(cmd[-2:])} ended (rc {proc.returncode}) before the transformer checkpointed")
+            pytest.fail(f"{' '.join(cmd[-2:])} ended (rc {proc.returncode}) before a trial checkpointed")
         time.sleep(0.2)
-    assert ckpt is not None, "the transformer stage never wrote a checkpoint"
+    assert ckpt is not None, "the stage never wrote a checkpoint"
     _kill_tree(project, proc)
-    assert load_checkpoint(ckpt)["step"] < 40, "killed too late to test resuming"
+    assert load_checkpoint(ckpt)["step"] < steps, "killed too late to test resuming"
     return ckpt
 
 
@@ -360,6 +381,32 @@ def test_nothing_changed_means_no_work_and_a_params_change_reruns_only_downstrea
     raw["bench"]["tiny"]["repeats"] = 2  # read by the bench stage alone; its output feeds the report
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     assert _ran(_repro(project)) == ["bench", "report", "track"]
+
+
+def test_the_promptir_stage_resumes_each_seed_after_sigkill_to_the_same_bytes(done):
+    """The baseline's stage (a trial per seed, on the trial machinery of RestoreVAR's stages) run alone with a longer
+    loop: once through, then from scratch and SIGKILLed after a checkpoint, then again: it resumes, and every
+    seed's exported checkpoint is the uninterrupted run's, byte for byte."""
+    project = done["project"]
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train_promptir"]["tiny"]["loop"].update(steps=160, ckpt_every=10, log_every=10, eval_every=160)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    cmd = [tool("python"), "-m", "pipelines.train_promptir"]
+    exported = project / "checkpoints" / "train_promptir"
+
+    def run() -> str:
+        r = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True, check=False, timeout=900)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+        return r.stdout + r.stderr
+
+    run()
+    whole = {f.name: f.read_bytes() for f in sorted(exported.glob("*.pt"))}
+    assert list(whole) == ["seed0.pt", "seed1.pt"]
+    for d in [*(project / "runs").glob("train_promptir-*"), *(project / "ray_results").glob("train_promptir-*")]:
+        shutil.rmtree(d)
+    _kill_after_a_checkpoint(project, cmd, trials="train_promptir-*/main/seed*/last.pt", at=10, steps=160)
+    assert "resumed from step" in run()
+    assert {f.name: f.read_bytes() for f in sorted(exported.glob("*.pt"))} == whole
 
 
 def test_a_two_worker_trial_follows_the_one_process_trial_and_resumes_after_sigkill(done):

@@ -36,7 +36,7 @@ SMALL_SIZE = ["vqvae.image_size=64", "vqvae.patch_nums=[1,2,3,4]"]
 def _shrink(raw: dict, profile: str) -> None:
     """Every stage of ``profile`` at 2 steps, batch 2, one CPU, no GPU; everything else as the profile has it."""
     raw["profile"] = profile
-    for stage in ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner"):
+    for stage in ("train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "train_promptir"):
         sec = raw[stage][profile]
         accum = sec["loop"].get("grad_accum", 1)
         sec["loop"].update(steps=2, batch_size=2, grad_accum=min(accum, 2), ckpt_every=2, log_every=1, eval_every=2,
@@ -44,6 +44,8 @@ def _shrink(raw: dict, profile: str) -> None:
         sec["data"]["num_workers"] = 1  # workers still build the batches
         sec.setdefault("tune", {})["resources"] = {"cpu": 2, "gpu": 0}  # one trial at a time: memory
     raw["finetune_decoder"][profile].update(discriminator_start=1, perceptual_required=False)  # no LPIPS offline
+    raw["train_promptir"][profile]["loop"]["warmup_steps"] = 1
+    raw["train_promptir"][profile]["tune"]["seeds"] = [0]  # the seeds' code paths are the tiny study's
     raw["data"][profile] = {**raw["data"][profile], "allow_download": False}
     ev = raw["evaluate"][profile] = dict(raw["evaluate"][profile])
     ev.update(batch_size=2, samples_per_degradation=1, cost={"batch_size": 1, "warmup": 0, "repeats": 1})
@@ -117,8 +119,8 @@ def study(request, tmp_path_factory):
 def test_every_stage_runs_and_the_report_has_tables_1_and_2(study):
     project, out = study["project"], study["output"]
     ablations = [f"ablate@{f}" for f in study["raw"]["ablation_families"]]
-    for stage in ("data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "evaluate",
-                  "bench", "stats", *ablations, "scale_space", "report"):
+    for stage in ("data", "train_tokenizer", "finetune_decoder", "train_transformer", "train_refiner", "train_promptir",
+                  "evaluate", "bench", "stats", *ablations, "scale_space", "report"):
         assert f"Running stage '{stage}'" in out, stage
     info = json.loads((project / "results" / "evaluation.json").read_text())
     roles = info["dataset_roles"]

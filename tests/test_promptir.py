@@ -70,3 +70,33 @@ def test_bad_settings_and_sizes_are_one_line_errors():
     m = PromptIR(promptir_preset("tiny"))
     with pytest.raises(UserError, match=r"multiples of 8 \(three halvings\), got 30 x 32"):
         m(torch.zeros(1, 3, 30, 32))
+
+
+def test_a_trained_promptir_is_scored_and_costed_like_the_model(tmp_path):
+    """Its checkpoint loads back to the same outputs; as an evaluation method it gives the network's output clamped
+    to [-1, 1]; its cost has the model's keys, with its one component end to end."""
+    from conftest import make_tiny
+    from restorevar.baselines.promptir import load_promptir
+    from restorevar.checkpoint import save_checkpoint
+    from restorevar.metrics.cost import measure_network_cost
+    from restorevar.metrics.scoring import network_method
+
+    torch.manual_seed(0)
+    net = PromptIR(promptir_preset("tiny"))
+    with torch.no_grad():
+        net.out.weight.mul_(50)  # outputs well past [-1, 1], so that the clamp shows
+    save_checkpoint(tmp_path / "p.pt", config=net.cfg, components={"promptir": net.state_dict()})
+    back = load_promptir(tmp_path / "p.pt")
+    x = _image(2)
+    with torch.no_grad():
+        assert torch.equal(back(x), net(x))
+        raw = net(x)
+    out = torch.stack(network_method(back, torch.device("cpu"))([{}, {}], x))
+    assert raw.abs().max() > 1 and torch.equal(out, raw.clamp(-1, 1))
+    cost = measure_network_cost(back, 32, batch_size=1, warmup=0, repeats=1)
+    assert cost["params"] == {"end_to_end": count_parameters(net)} and cost["flops_per_image"]["end_to_end"] > 0
+    assert cost["seconds_per_image"]["end_to_end"] > 0 and cost["image_size"] == 32
+    m = make_tiny()
+    save_checkpoint(tmp_path / "r.pt", config=m.cfg, components={"vqvae": m.vqvae.state_dict()})
+    with pytest.raises(UserError, match="holds a RestoreVAR checkpoint, not PromptIR"):
+        load_promptir(tmp_path / "r.pt")

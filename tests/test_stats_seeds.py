@@ -99,3 +99,28 @@ def test_identical_seeds_give_no_interval_and_no_verdict():
     assert np.isnan(r.ci[0]) and np.isnan(r.ci[1]) and np.isnan(r.p) and r.method == ZERO_SPREAD
     assert seed_verdict(r, higher_is_better=True) == "inconclusive"
     assert seed_verdict(seed_interval({"0": 0.7, "1": 0.71, "2": 0.69}), higher_is_better=True) == "supported"
+
+
+def _seeded(b: str, mean: float, strata: dict[str, float], n: int = 4) -> dict:
+    """A within-seed comparison as ``compare_methods`` returns it, reduced to what the across-seed step reads."""
+    return {"metric": "psnr", "a": "restorevar", "b": b, "weighted": {"mean_diff": mean, "n": n},
+            "strata": [{"dataset": g.split("/")[0], "degradation": g.split("/")[1], "mean_diff": v, "n": n // 2}
+                       for g, v in strata.items()]}
+
+
+def test_a_baseline_trained_per_seed_is_compared_across_its_seeds_overall_and_per_stratum():
+    from restorevar.stats.seeds import SEEDED, against_seeded, seed_interval, seed_method
+
+    assert seed_method("promptir", 3) == "promptir_seed3" and SEEDED.match("promptir_seed3")["base"] == "promptir"
+    assert SEEDED.match("copy_input") is None
+    comparisons = [_seeded("identity", 1.0, {"h/haze": 1.0}),  # not seeded: left alone
+                   _seeded("promptir_seed0", -2.0, {"h/haze": -3.0, "r/rain": -1.0}),
+                   _seeded("promptir_seed1", -1.0, {"h/haze": -2.5, "r/rain": 0.5}),
+                   _seeded("promptir_seed2", -1.5, {"h/haze": -3.5, "r/rain": -0.5})]
+    rows = {r["group"]: r for r in against_seeded(comparisons, 0.95)}
+    assert set(rows) == {"overall", "h/haze", "r/rain"} and {r["b"] for r in rows.values()} == {"promptir"}
+    want = seed_interval({"0": -2.0, "1": -1.0, "2": -1.5}, 4, 0.95)
+    assert rows["overall"]["ci"] == pytest.approx(want.ci) and rows["overall"]["mean_diff"] == pytest.approx(-1.5)
+    assert rows["overall"]["verdict"] == "contradicted" and rows["overall"]["difference"] == "restorevar - promptir"
+    assert rows["h/haze"]["per_seed_diff"] == {"0": -3.0, "1": -2.5, "2": -3.5} and rows["h/haze"]["n_images"] == 2
+    assert rows["r/rain"]["verdict"] == "inconclusive"  # -0.33 with a spread of 0.76 over three seeds

@@ -91,6 +91,21 @@ class PromptIRRef:
     def build_config(self) -> PromptIRConfig:
         return promptir_preset(self.preset, list(self.overrides))  # typed and checked
 
+    def validate(self) -> None:  # a bad preset or override fails where the stage's config is read, before any work
+        self.build_config()
+
+
+def load_promptir(path) -> PromptIR:
+    """A trained PromptIR from its checkpoint (checked, as every checkpoint, before anything is built), in eval mode."""
+    from restorevar.checkpoint import load_checkpoint, model_config
+
+    ck = load_checkpoint(path)
+    if ck.get("model") != "promptir":
+        raise UserError(f"{path} holds a RestoreVAR checkpoint, not PromptIR; give one that train_promptir wrote")
+    net = PromptIR(model_config(ck))
+    net.load_state_dict(ck["components"]["promptir"])
+    return net.eval()
+
 
 # ------------------------------------------------------------------------------------------------
 # Restormer blocks

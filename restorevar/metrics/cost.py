@@ -153,3 +153,21 @@ def measure_cost(model: RestoreVAR, batch_size: int = 1, warmup: int = 2, repeat
 
 def timer_name(device: torch.device) -> str:
     return "cuda events" if device.type == "cuda" else "perf_counter"
+
+
+@torch.no_grad()
+def measure_network_cost(net: torch.nn.Module, size: int, batch_size: int = 1, warmup: int = 2, repeats: int = 5,
+                         seed: int = 0) -> dict[str, Any]:
+    """The same figures as ``measure_cost`` for a network that restores in one pass (a baseline such as PromptIR),
+    on the same random images: its one component is ``end_to_end``."""
+    device = next(net.parameters()).device
+    x = random_images(batch_size, size, seed, device)
+    net.eval()
+    sec = time_interleaved(device, {"end_to_end": lambda: net(x)}, warmup, repeats)["end_to_end"] / batch_size
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        net(x[:1])
+    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+            "image_size": size, "batch_size": batch_size, "warmup": warmup, "repeats": repeats,
+            "timer": timer_name(device), "statistic": "median",
+            "seconds_per_image": {"end_to_end": sec}, "params": {"end_to_end": count_parameters(net)},
+            "flops_per_image": {"end_to_end": int(counter.get_total_flops())}}

@@ -44,6 +44,17 @@ def model_method(model, device: torch.device, options: InferenceOptions | None =
     return run
 
 
+def network_method(net: torch.nn.Module, device: torch.device) -> Method:
+    """A network that maps the degraded image to the restored one in a single pass (a baseline such as PromptIR),
+    its output clamped to the images' [-1, 1]."""
+    net = net.to(device).eval()
+
+    def run(items, deg_B3HW):
+        with torch.no_grad():
+            return list(net(deg_B3HW.to(device)).clamp(-1, 1).float().cpu())
+    return run
+
+
 def copy_input_method(vqvae, device: torch.device, continuous: bool = False) -> Method:
     """The degraded image's own tokens, decoded by ``vqvae`` (the study's decoder): what a model that only copies its
     input would score. Beside ``identity`` it is the bar that shows whether the model restores or merely copies.

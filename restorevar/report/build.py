@@ -18,6 +18,7 @@ from restorevar.metrics.iqa import FULL_REFERENCE, HIGHER_IS_BETTER, NO_REFERENC
 from restorevar.metrics.results import read_results
 from restorevar.report import figures
 from restorevar.report.ablations import ablation_sections, scale_space_section
+from restorevar.report.baselines import baseline_section
 from restorevar.report.document import Document
 from restorevar.report.health_section import health_section
 from restorevar.report.speed import speed_section
@@ -59,11 +60,16 @@ def quality_table(df: pd.DataFrame, metric: str, methods: list[str]) -> pd.DataF
 
 
 def cost_table(cost: dict[str, Any]) -> pd.DataFrame:
+    """RestoreVAR's components and end to end, then each retrained baseline end to end (same images, device)."""
     rows = []
-    for comp in ("encode", "transformer", "refiner", "decode", "end_to_end"):
-        rows.append({"component": comp, "seconds / image": f"{cost['seconds_per_image'][comp]:.4f}",
-                     "params (M)": f"{cost['params'][comp] / 1e6:.3f}",
-                     "GFLOPs / image": f"{cost['flops_per_image'][comp] / 1e9:.3f}"})
+    parts = [(comp, cost) for comp in ("encode", "transformer", "refiner", "decode", "end_to_end")]
+    parts += [(f"{name} (end to end)", {k: {f"{name} (end to end)": v["end_to_end"]} for k, v in c.items()
+                                        if k in ("seconds_per_image", "params", "flops_per_image")})
+              for name, c in cost.get("baselines", {}).items()]
+    for comp, c in parts:
+        rows.append({"component": comp, "seconds / image": f"{c['seconds_per_image'][comp]:.4f}",
+                     "params (M)": f"{c['params'][comp] / 1e6:.3f}",
+                     "GFLOPs / image": f"{c['flops_per_image'][comp] / 1e9:.3f}"})
     return pd.DataFrame(rows)
 
 
@@ -111,7 +117,7 @@ def build_report(results: Path, out_dir: Path, title: str = "RestoreVAR suite re
     doc.text("`identity` is the degraded input itself; `copy_input` is the degraded image's own tokens decoded by "
              "the study's decoder, what a model that only copies its input would score; `vqvae_roundtrip` is the "
              "clean image encoded to tokens by the tokenizer and decoded again, the upper bound of token prediction "
-             "the paper discusses. "
+             "the paper discusses; `promptir_seed<k>` is PromptIR as the study retrained it, seed k. "
              "Every number below is computed from the per-image rows in `results/per_image/`.", note=True)
 
     # Table 1: the degradations trained on; Table 2: datasets seen only at test time (older results say nothing)
@@ -167,6 +173,7 @@ def build_report(results: Path, out_dir: Path, title: str = "RestoreVAR suite re
               f"{cost['repeats']} runs after {cost['warmup']} warm-up ({cost['timer']}); device: {cost['device']}; "
               f"torch {cost['torch']}; FLOPs counted by torch's FlopCounterMode (matmuls, attention, convolutions; not element-wise ops)")
 
+    baseline_section(doc, stats, info, cost, stamp)
     health_section(doc, results)
     speed_section(doc, results)
     ablation_sections(doc, results, fig_dir)

@@ -17,6 +17,7 @@ choice is better), "contradicted" (it is worse) or "inconclusive".
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +27,14 @@ from scipy import stats
 
 from restorevar.metrics.iqa import HIGHER_IS_BETTER
 from restorevar.metrics.results import summary as summary_means
+
+# A trained baseline is evaluated once per training seed, each run as a method of its own: "<name>_seed<k>".
+SEEDED = re.compile(r"^(?P<base>.+)_seed(?P<seed>\d+)$")
+
+
+def seed_method(base: str, seed: int) -> str:
+    return f"{base}_seed{seed}"
+
 
 ZERO_SPREAD = ("no interval: every seed gave the same mean difference, so the seeds did not vary training "
                "(check that the seed reaches the trainer)")
@@ -117,6 +126,35 @@ def across_seed_comparisons(comparisons: list[dict], variants: list[str], confid
         r = seed_interval(per_seed, n_images[metric, a, b], level)
         out.append({"metric": metric, "a": a, "b": b, "difference": f"{a} - {b}", "family_size": m,
                     "verdict": seed_verdict(r, HIGHER_IS_BETTER[metric]), **r.to_dict()})
+    return out
+
+
+def against_seeded(comparisons: list[dict], confidence: float) -> list[dict]:
+    """``a - <name>`` across the training seeds of a baseline evaluated once per seed (methods "<name>_seed<k>"),
+    from the within-seed comparisons (``compare_methods`` results): overall from each seed's dataset-weighted mean
+    difference, and per stratum from each seed's mean difference on that dataset and degradation, each a t
+    interval over the seeds (K - 1 df) at the plain level, with the verdict that ``a`` is better ("supported"),
+    worse ("contradicted") or neither."""
+    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for c in comparisons:
+        if m := SEEDED.match(c["b"]):
+            groups.setdefault((c["metric"], c["a"], m["base"]), {})[m["seed"]] = c
+    out = []
+    for (metric, a, base), by_seed in groups.items():
+        rows = [("overall", {k: c["weighted"]["mean_diff"] for k, c in by_seed.items()},
+                 min(c["weighted"]["n"] for c in by_seed.values()))]
+        strata: dict[str, dict[str, float]] = {}
+        sizes: dict[str, int] = {}
+        for k, c in by_seed.items():
+            for st in c["strata"]:
+                group = f"{st['dataset']}/{st['degradation']}"
+                strata.setdefault(group, {})[k] = st["mean_diff"]
+                sizes[group] = min(sizes.get(group, st["n"]), st["n"])
+        rows += [(group, per_seed, sizes[group]) for group, per_seed in sorted(strata.items())]
+        for group, per_seed, n in rows:
+            r = seed_interval(per_seed, n, confidence)
+            out.append({"metric": metric, "a": a, "b": base, "group": group, "difference": f"{a} - {base}",
+                        "verdict": seed_verdict(r, HIGHER_IS_BETTER[metric]), **r.to_dict()})
     return out
 
 
