@@ -7,6 +7,7 @@ results/evaluation.json (protocol, profile, metric availability) and results/cos
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -73,13 +74,14 @@ def run() -> dict:
         methods["vqvae_roundtrip"] = roundtrip_method(tok.vqvae, device)
     baseline_nets = {}
     if "promptir" in e.baselines:  # one method per training seed: what follows is stated across seeds
-        found = sorted(PROMPTIR.glob("seed*.pt"), key=lambda f: int(f.stem.removeprefix("seed") or 0)) \
-            if PROMPTIR.is_dir() else []
+        # only seed<k>.pt, the names train_promptir writes: another file there is not one of its seeds
+        found = sorted((int(m[1]), f) for f in (PROMPTIR.glob("seed*.pt") if PROMPTIR.is_dir() else [])
+                       if (m := re.fullmatch(r"seed(\d+)", f.stem)))
         if not found:
             raise UserError(f"{PROMPTIR.relative_to(ROOT)} holds no seed<k>.pt; run the train_promptir stage first "
                             "(dvc repro train_promptir) or drop promptir from evaluate's baselines")
-        for f in found:
-            name = seed_method("promptir", int(f.stem.removeprefix("seed")))
+        for seed, f in found:
+            name = seed_method("promptir", seed)
             baseline_nets[name] = load_promptir(f).to(device)
             methods[name] = network_method(baseline_nets[name], device)
     entries = read_manifest(p.test_manifest)
