@@ -208,15 +208,27 @@ def _mean_over_seeds(rows: list[dict]) -> dict:
     return {key: sum(r[key] for r in rows) / len(rows) for key in sorted(keys)}
 
 
-def main(family: str) -> int:
-    def summary(s: dict) -> list[str]:
-        return [*(f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {c['mean_diff']:+.4f} over "
-                  f"{c['n_seeds']} seed(s) [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], between-seed SD "
-                  f"{c['between_seed_sd']:.4f}: {c['verdict']}" for c in s["across_seeds"]),
-                (f"ablate {family}: {len(s['variants'])} variant(s) x {len(s['seeds'])} seed(s) trained and "
-                 f"evaluated on {s['images']} test images, {len(s['not_run'])} not run, {s['seconds']} s")]
+def summary_lines(family: str, s: dict) -> list[str]:
+    """The stage's one-line results: each comparison across the seeds, or with one seed, within it."""
+    def across(c: dict) -> str:
+        return (f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {c['mean_diff']:+.4f} over {c['n_seeds']} "
+                f"seed(s) [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], between-seed SD {c['between_seed_sd']:.4f}: "
+                f"{c['verdict']}")
 
-    return stage_main(f"ablate {family}", lambda: run(family), summary)
+    def within(c: dict) -> str:  # one training run: no spread to measure, only the test images' interval
+        w = c["weighted"]
+        return (f"ablate {family}: {c['metric']:<5} {c['a']} - {c['b']}: {w['mean_diff']:+.4f} on seed {c['seed']} "
+                f"alone, per-image interval [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] (one seed: no claim is tested "
+                "across seeds)")
+
+    one = len(s["seeds"]) < 2
+    return [*(within(c) if one else across(c) for c in (s["comparisons"] if one else s["across_seeds"])),
+            (f"ablate {family}: {len(s['variants'])} variant(s) x {len(s['seeds'])} seed(s) trained and "
+             f"evaluated on {s['images']} test images, {len(s['not_run'])} not run, {s['seconds']} s")]
+
+
+def main(family: str) -> int:
+    return stage_main(f"ablate {family}", lambda: run(family), lambda s: summary_lines(family, s))
 
 
 if __name__ == "__main__":

@@ -124,3 +124,22 @@ def test_a_baseline_trained_per_seed_is_compared_across_its_seeds_overall_and_pe
     assert rows["overall"]["verdict"] == "contradicted" and rows["overall"]["difference"] == "restorevar - promptir"
     assert rows["h/haze"]["per_seed_diff"] == {"0": -3.0, "1": -2.5, "2": -3.5} and rows["h/haze"]["n_images"] == 2
     assert rows["r/rain"]["verdict"] == "inconclusive"  # -0.33 with a spread of 0.76 over three seeds
+
+
+def test_the_ablation_stage_line_gives_the_per_image_interval_with_one_seed_and_the_seed_interval_with_more():
+    """One training run has no spread: its line names the seed and the per-image interval, never a NaN."""
+    from pipelines.ablate import summary_lines
+    from restorevar.stats.seeds import across_seed_comparisons
+
+    def lines(seed_diffs: list[float]) -> list[str]:
+        comps = _compare_per_seed(_rows(2.0, seed_diffs), ["a", "b"])
+        s = {"seeds": list(range(len(seed_diffs))), "comparisons": comps, "variants": ["a", "b"], "images": 60,
+             "not_run": {}, "seconds": 1.0, "across_seeds": across_seed_comparisons(comps, ["a", "b"], 0.95)}
+        return summary_lines("fam", s)
+
+    [one, tail] = lines([0.0])
+    lo, hi = _compare_per_seed(_rows(2.0, [0.0]), ["a", "b"])[0]["weighted"]["ci"]
+    assert f"on seed 0 alone, per-image interval [{lo:+.4f}, {hi:+.4f}]" in one and "nan" not in one
+    assert "no claim is tested across seeds" in one and "1 seed(s)" in tail
+    [two, _] = lines([0.05, -0.05])
+    assert "over 2 seed(s)" in two and two.endswith("supported")
