@@ -152,6 +152,10 @@ def convert_files(args: argparse.Namespace) -> dict[str, Any]:
     from restorevar.models import RestoreVAR, get_preset
 
     inputs = [(k, p) for k, p in (("vqvae", args.vae), ("restorevar", args.restorevar), ("var_d16", args.var)) if p]
+    if args.promptir:
+        if inputs:
+            raise UserError("--promptir converts a model of its own; give it without --vae, --restorevar and --var")
+        return convert_promptir_file(args)
     if not inputs:
         raise UserError("nothing to convert: give --vae, --restorevar and/or --var, or --check-manifest")
     if args.out is None:
@@ -187,6 +191,44 @@ def convert_files(args: argparse.Namespace) -> dict[str, Any]:
     save_checkpoint(args.out, config=model.cfg, components=components,
                     meta={"source": "convert-official", "inputs": {k: str(p) for k, p in inputs}})
     return summary
+
+
+def convert_promptir_file(args: argparse.Namespace) -> dict[str, Any]:
+    """PromptIR's published all-in-one checkpoint as this package's PromptIR checkpoint (``paper`` preset, images
+    read in [0, 1] as the published weights were trained)."""
+    from dataclasses import replace
+
+    import torch
+
+    from restorevar.baselines.convert_promptir import convert_promptir
+    from restorevar.baselines.promptir import PromptIR, promptir_preset
+    from restorevar.checkpoint import read_torch_file, save_checkpoint
+    from restorevar.convert import unwrap_state_dict
+    from restorevar.data.fetch import sha256_of
+    from restorevar.fileio import check_output_file
+
+    if args.preset != "paper" or args.set:
+        raise UserError("the published PromptIR is the paper preset; give --promptir without --preset and --set")
+    if args.out is None:
+        raise UserError("--out is required when converting files")
+    check_output_file(args.out, "--out")
+    for flag, out in (("--out", args.out), ("--report", args.report)):
+        if out is not None and out.resolve() == args.promptir.resolve():
+            raise UserError(f"{flag} {out} is the --promptir input itself; writing there would destroy the original; "
+                            f"choose another {flag}")
+    if args.report is not None and args.report.resolve() == args.out.resolve():
+        raise UserError(f"--report and --out are both {args.out}; give the report its own file")
+    cfg = replace(promptir_preset("paper"), images_in_0_1=True)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in PromptIR(cfg).state_dict().items()}
+    sd = convert_promptir(unwrap_state_dict(read_torch_file(args.promptir)), expected)
+    # PromptIR publishes no digest of its file, so none can be checked; the one read is recorded with the result
+    digest = sha256_of(args.promptir)
+    save_checkpoint(args.out, config=cfg, components={"promptir": {k: v.float().contiguous() for k, v in sd.items()}},
+                    meta={"source": "convert-official", "inputs": {"promptir": str(args.promptir)},
+                          "input_sha256": {"promptir": digest}})
+    return {"preset": "paper", "model": "promptir", "out": str(args.out), "input_sha256": digest,
+            "keys_mapped": len(sd), "parameters": sum(v.numel() for v in sd.values())}
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -317,6 +359,7 @@ def _add_convert(sub, help: str) -> None:
     c.add_argument("--vae", type=Path, help="vae_ch160v4096z32.pth or vae_restorevar.ckpt")
     c.add_argument("--restorevar", type=Path, help="restorevar.pth (transformer + refiner)")
     c.add_argument("--var", type=Path, help="var_d16.pth, loaded non-strictly into the transformer")
+    c.add_argument("--promptir", type=Path, help="PromptIR's published all-in-one model.ckpt, as the PromptIR baseline")
     c.add_argument("--out", type=Path, help="our checkpoint to write")
     c.add_argument("--check-manifest", metavar="PATH",
                    help="dry run: convert zero tensors shaped as in a shape manifest and load them strictly")
@@ -390,7 +433,7 @@ def _add_regress(sub, help: str) -> None:
 # `regress` or a usage error could answer.
 COMMANDS = {
     "info": ("parameter counts, scales and latent size of a preset", _add_info),
-    "convert-official": ("map published VAR/RestoreVAR checkpoints onto this package", _add_convert),
+    "convert-official": ("map published VAR/RestoreVAR/PromptIR checkpoints onto this package", _add_convert),
     "restore": ("restore your own images (files or folders) with a trained checkpoint", _add_restore),
     "data": ("synthetic benchmark, manifests, dataset and weight fetching, photo corpus", _add_data),
     "bench": ("time the plain and fast inference paths, their agreement and training throughput", _add_bench),

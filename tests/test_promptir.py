@@ -100,3 +100,82 @@ def test_a_trained_promptir_is_scored_and_costed_like_the_model(tmp_path):
     save_checkpoint(tmp_path / "r.pt", config=m.cfg, components={"vqvae": m.vqvae.state_dict()})
     with pytest.raises(UserError, match="holds a RestoreVAR checkpoint, not PromptIR"):
         load_promptir(tmp_path / "r.pt")
+
+
+# ------------------------------------------------------------------------------------------------
+# The published checkpoint
+# ------------------------------------------------------------------------------------------------
+def _published_from(net: PromptIR) -> dict:
+    """``net``'s weights under the published names and shapes, inside a Lightning-style checkpoint."""
+    from restorevar.baselines.convert_promptir import official_shapes, rename
+
+    sd = net.state_dict()
+    pub = {f"net.{k}": sd[rename(k)].reshape(shape) for k, shape in official_shapes().items()}
+    return {"epoch": 149, "global_step": 1000, "pytorch-lightning_version": "2.0.0", "state_dict": pub,
+            "hyper_parameters": {}}
+
+
+def test_every_published_tensor_fills_one_parameter_of_the_paper_preset_with_its_shape():
+    from restorevar.baselines.convert_promptir import convert_promptir, official_shapes, rename
+
+    shapes = official_shapes()
+    with torch.device("meta"):
+        ours = PromptIR(promptir_preset("paper"))
+    expected = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert len(shapes) == len(expected) == 548
+    zero = torch.zeros(())
+    sd = convert_promptir({f"net.{k}": zero.expand(s) for k, s in shapes.items()}, expected)
+    assert set(sd) == set(expected)  # strict: nothing missing, nothing left over
+    assert rename("net.prompt3.prompt_param") == "prompt3.prompts_NCSS" and sd["prompt3.prompts_NCSS"].shape == (
+        5, 320, 16, 16)  # the published batch axis of one is dropped
+    assert rename("net.up4_3.body.0.weight") == "up3.0.weight"
+    assert rename("net.noise_level1.norm2.body.bias") == "interact1.block.norm2.bias"
+    assert rename("net.reduce_noise_channel_3.weight") == "unused.5.weight"
+    with pytest.raises(UserError, match=r"not PromptIR's published .*\(548 problem"):
+        convert_promptir({}, expected)  # an empty file fills nothing
+    renamed_wrong = {f"net.{k}": zero.expand(s) for k, s in shapes.items()} | {"net.extra.weight": zero.expand(1)}
+    with pytest.raises(UserError, match=r"net.extra.weight: no counterpart"):
+        convert_promptir(renamed_wrong, expected)
+
+
+def test_the_published_checkpoint_converts_into_a_baseline_checkpoint_that_reads_images_in_0_1(tmp_path, capsys):
+    import json
+    from dataclasses import replace
+
+    from restorevar.baselines.promptir import load_promptir
+    from restorevar.cli import main
+
+    torch.manual_seed(0)
+    net = PromptIR(promptir_preset("paper")).eval()
+    torch.save(_published_from(net), tmp_path / "model.ckpt")
+    out = tmp_path / "promptir_published.pt"
+    assert main(["convert-official", "--promptir", str(tmp_path / "model.ckpt"), "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["keys_mapped"] == 548 and summary["parameters"] == 35_592_263 and len(summary["input_sha256"]) == 64
+    loaded = load_promptir(out)
+    assert loaded.cfg == replace(promptir_preset("paper"), images_in_0_1=True)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, atol=0, rtol=0)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1  # this package's range; the published weights see (x + 1) / 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net((x + 1) / 2) * 2 - 1, atol=0, rtol=0)
+
+
+def test_a_converted_checkpoint_refuses_the_wrong_file_and_flags_in_one_line(tmp_path, capsys):
+    from restorevar.cli import main
+
+    torch.manual_seed(0)
+    tiny = PromptIR(promptir_preset("tiny"))
+    torch.save({"state_dict": {f"net.{k}": v for k, v in tiny.state_dict().items()}}, tmp_path / "tiny.ckpt")
+    for args, words in (
+        (["--promptir", str(tmp_path / "tiny.ckpt"), "--out", str(tmp_path / "o.pt")], "not PromptIR's published"),
+        (["--promptir", str(tmp_path / "tiny.ckpt"), "--vae", str(tmp_path / "tiny.ckpt"), "--out",
+          str(tmp_path / "o.pt")], "without --vae"),
+        (["--promptir", str(tmp_path / "tiny.ckpt"), "--preset", "tiny", "--out", str(tmp_path / "o.pt")],
+         "paper preset"),
+        (["--promptir", str(tmp_path / "tiny.ckpt"), "--out", str(tmp_path / "tiny.ckpt")], "destroy the original"),
+    ):
+        assert main(["convert-official", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert not (tmp_path / "o.pt").exists()

@@ -36,6 +36,9 @@ class PromptIRConfig:
     prompt_dims: tuple[int, int, int] = (64, 128, 320)  # channels of the prompts at decoder levels 1, 2, 3
     prompt_sizes: tuple[int, int, int] = (64, 32, 16)  # their stored side in pixels (resized to the features)
     unused_published_layers: bool = False  # the six 1 x 1 convolutions the published model holds but never calls
+    # The published weights read and write images in [0, 1]; this package's images are in [-1, 1]. A converted
+    # published checkpoint sets it, so the same pixels reach the same weights.
+    images_in_0_1: bool = False
 
     def validate(self) -> None:
         check_range("promptir.dim", self.dim, 1, 1024)
@@ -256,6 +259,11 @@ class PromptIR(nn.Module):
         H, W = x_B3HW.shape[-2:]
         if H % 8 or W % 8:
             raise UserError(f"PromptIR needs image sides that are multiples of 8 (three halvings), got {H} x {W}")
+        if self.cfg.images_in_0_1:
+            return self._restore((x_B3HW + 1) / 2) * 2 - 1
+        return self._restore(x_B3HW)
+
+    def _restore(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(self.embed(x_B3HW))
         e2 = self.enc2(self.down1(e1))
         e3 = self.enc3(self.down2(e2))
