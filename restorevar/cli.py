@@ -144,6 +144,22 @@ def check_manifest(path: Path, preset: str, overrides: list[str]) -> dict[str, A
     return out
 
 
+def _check_convert_outputs(args: argparse.Namespace, inputs: list[tuple[str, Path]]) -> None:
+    """--out is given and free, and neither it nor --report is an input (flag, path) or the other."""
+    from restorevar.fileio import check_output_file
+
+    if args.out is None:
+        raise UserError("--out is required when converting files")
+    check_output_file(args.out, "--out")
+    for out_flag, out in (("--out", args.out), ("--report", args.report)):
+        for flag, p in inputs:
+            if out is not None and out.resolve() == p.resolve():
+                raise UserError(f"{out_flag} {out} is the {flag} input itself; writing there would destroy "
+                                f"the original; choose another {out_flag}")
+    if args.report is not None and args.report.resolve() == args.out.resolve():
+        raise UserError(f"--report and --out are both {args.out}; give the report its own file")
+
+
 def convert_files(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -158,23 +174,12 @@ def convert_files(args: argparse.Namespace) -> dict[str, Any]:
         return convert_promptir_file(args)
     if not inputs:
         raise UserError("nothing to convert: give --vae, --restorevar and/or --var, or --check-manifest")
-    if args.out is None:
-        raise UserError("--out is required when converting files")
     if args.restorevar and args.var:
         raise UserError("--restorevar and --var both fill the transformer; give one of them")
-    from restorevar.fileio import check_output_file
-
     if not -(2**63) <= args.seed < 2**64:  # what torch.manual_seed takes
         raise UserError(f"--seed must fit in 64 bits, got {args.seed}")
-    check_output_file(args.out, "--out")
     flags = {"vqvae": "--vae", "restorevar": "--restorevar", "var_d16": "--var"}
-    for out_flag, out in (("--out", args.out), ("--report", args.report)):
-        for kind, p in inputs:
-            if out is not None and out.resolve() == p.resolve():
-                raise UserError(f"{out_flag} {out} is the {flags[kind]} input itself; writing there would destroy "
-                                f"the original; choose another {out_flag}")
-    if args.report is not None and args.report.resolve() == args.out.resolve():
-        raise UserError(f"--report and --out are both {args.out}; give the report its own file")
+    _check_convert_outputs(args, [(flags[kind], p) for kind, p in inputs])
     cfg = get_preset(args.preset, args.set)
     loaded = [(kind, path, unwrap_state_dict(read_torch_file(path))) for kind, path in inputs]  # fail fast
     torch.manual_seed(args.seed)
@@ -205,19 +210,10 @@ def convert_promptir_file(args: argparse.Namespace) -> dict[str, Any]:
     from restorevar.checkpoint import read_torch_file, save_checkpoint
     from restorevar.convert import unwrap_state_dict
     from restorevar.data.fetch import sha256_of
-    from restorevar.fileio import check_output_file
 
     if args.preset != "paper" or args.set:
         raise UserError("the published PromptIR is the paper preset; give --promptir without --preset and --set")
-    if args.out is None:
-        raise UserError("--out is required when converting files")
-    check_output_file(args.out, "--out")
-    for flag, out in (("--out", args.out), ("--report", args.report)):
-        if out is not None and out.resolve() == args.promptir.resolve():
-            raise UserError(f"{flag} {out} is the --promptir input itself; writing there would destroy the original; "
-                            f"choose another {flag}")
-    if args.report is not None and args.report.resolve() == args.out.resolve():
-        raise UserError(f"--report and --out are both {args.out}; give the report its own file")
+    _check_convert_outputs(args, [("--promptir", args.promptir)])
     cfg = replace(promptir_preset("paper"), images_in_0_1=True)
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in PromptIR(cfg).state_dict().items()}

@@ -118,7 +118,8 @@ class ConversionReport:
         }
 
 
-def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
+def rename_by_rules(key: str, rules: list[tuple[str, str]]) -> str | None:
+    """``key`` renamed by the first rule (an official pattern, re.fullmatch, and its expansion) that matches, or None."""
     for pat, repl in rules:
         m = re.fullmatch(pat, key)
         if m:
@@ -172,14 +173,14 @@ def convert(kind: str, sd: dict[str, torch.Tensor], model) -> ConversionReport:
             rep.ignored[key] = _CONSTANT[1]
             continue
         if kind == "vqvae":
-            ours = _rename(key, _VAE_RULES)
+            ours = rename_by_rules(key, _VAE_RULES)
             comp = "vqvae"
             if ours is not None:
                 ours = _decoder_level(ours, n_levels)
         elif key.startswith("vae_refiner.") and kind == "restorevar":
-            comp, ours = "refiner", _rename(key, _REFINER_RULES)
+            comp, ours = "refiner", rename_by_rules(key, _REFINER_RULES)
         else:
-            comp, ours = "transformer", _rename(key, _BLOCK_RULES)
+            comp, ours = "transformer", rename_by_rules(key, _BLOCK_RULES)
             if kind == "var_d16" and re.fullmatch(_VAR_DROPPED[0], key):
                 rep.ignored[key] = _VAR_DROPPED[1]
                 continue

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from restorevar.convert import rename_by_rules
 from restorevar.errors import UserError
 
 OFFICIAL_SHAPES = Path(__file__).resolve().parents[1] / "reference" / "promptir_official_state_dict_shapes.json"
@@ -38,27 +39,25 @@ _SINGLE = [(r"patch_embed\.proj\.weight", "embed.weight"), (r"output\.weight", "
            (r"prompt(\d)\.linear_layer\.(weight|bias)", r"prompt\1.weights.\2"),
            (r"prompt(\d)\.conv3x3\.weight", r"prompt\1.mix.weight"),
            # held by the published model, never called by its forward pass
-           (r"chnl_reduce([123])\.weight", lambda m: f"unused.{int(m.group(1)) - 1}.weight"),
-           (r"reduce_noise_channel_([123])\.weight", lambda m: f"unused.{int(m.group(1)) + 2}.weight")]
+           (r"chnl_reduce1\.weight", "unused.0.weight"), (r"chnl_reduce2\.weight", "unused.1.weight"),
+           (r"chnl_reduce3\.weight", "unused.2.weight"), (r"reduce_noise_channel_1\.weight", "unused.3.weight"),
+           (r"reduce_noise_channel_2\.weight", "unused.4.weight"), (r"reduce_noise_channel_3\.weight", "unused.5.weight")]
 
 
 def rename(key: str) -> str | None:
     """Our name for a published key (the Lightning module's ``net.`` prefix removed first), or None."""
     key = key.removeprefix("net.")
-    for pat, repl in _SINGLE:
-        if m := re.fullmatch(pat, key):
-            return repl(m) if callable(repl) else m.expand(repl)
-    for pat, repl in _PLACES:
-        if m := re.match(pat, key):
-            rest = key[m.end():]
-            for bpat, brepl in _BLOCK:
-                if b := re.fullmatch(bpat, rest):
-                    return m.expand(repl) + b.expand(brepl)
+    if (ours := rename_by_rules(key, _SINGLE)) is not None:
+        return ours
+    for pat, repl in _PLACES:  # a block's place, then its parameter inside the block
+        if (m := re.match(pat, key)) and (inner := rename_by_rules(key[m.end():], _BLOCK)) is not None:
+            return m.expand(repl) + inner
     return None
 
 
 def convert_promptir(sd: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Our state dict from a published one; ``expected`` is our model's {name: shape}. Raises with every problem."""
+    """Our state dict from a published one; ``expected`` is our model's {name: shape}. Any problem raises, naming
+    the first and counting all."""
     out: dict[str, torch.Tensor] = {}
     problems: list[str] = []
     for key, t in sd.items():
